@@ -1,0 +1,80 @@
+"""The hard-negatives format shared by ``openclip-ce make-shards`` and the training data stage.
+
+Every sample of a shard carries, next to its image and caption, a member ``neg.json``::
+
+    {"rel": str | null, "att": str | null, "act": str | null, "obj": str | null}
+
+``null`` is the placeholder: no negative of that type could be made, and the loss ignores it.
+The csv layout uses columns ``neg_rel, neg_att, neg_act, neg_obj`` (empty cell = placeholder).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+NEG_TYPES: Tuple[str, ...] = ("rel", "att", "act", "obj")
+NEG_MEMBER = "neg.json"          # tar member suffix (webdataset key "neg.json")
+CSV_COLUMNS: Tuple[str, ...] = tuple(f"neg_{t}" for t in NEG_TYPES)
+
+Negatives = Dict[str, Optional[str]]
+
+
+class NegativesFormatError(ValueError):
+    """A ``neg.json`` (or csv row) that does not follow the format above."""
+
+
+def parse_neg_types(spec: str | Sequence[str]) -> Tuple[str, ...]:
+    """``"rel,obj"`` -> ``("rel", "obj")`` in canonical order; unknown names are an error."""
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    unknown = [n for n in names if n not in NEG_TYPES]
+    if unknown or not names:
+        raise ValueError(
+            f"--ce-neg-types: expected a non-empty comma-separated subset of {','.join(NEG_TYPES)}, got {spec!r}"
+        )
+    return tuple(t for t in NEG_TYPES if t in names)
+
+
+def validate_negatives(obj: object) -> Negatives:
+    """Check a decoded ``neg.json`` object; return it with every type present (missing -> None)."""
+    if not isinstance(obj, dict):
+        raise NegativesFormatError(f"expected a JSON object, got {type(obj).__name__}")
+    extra = sorted(set(obj) - set(NEG_TYPES))
+    if extra:
+        raise NegativesFormatError(f"unknown negative type(s) {extra}; allowed {list(NEG_TYPES)}")
+    out: Negatives = {}
+    for t in NEG_TYPES:
+        v = obj.get(t)
+        if v is not None and not isinstance(v, str):
+            raise NegativesFormatError(f"{t!r} must be a string or null, got {type(v).__name__}")
+        out[t] = v if (v is not None and v.strip()) else None
+    return out
+
+
+def decode_negatives(data: bytes | str) -> Negatives:
+    """Decode the raw bytes of a ``neg.json`` member; raises :class:`NegativesFormatError`."""
+    try:
+        if isinstance(data, bytes):
+            data = data.decode("utf-8")
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NegativesFormatError(f"not valid UTF-8 JSON ({e})") from e
+    return validate_negatives(obj)
+
+
+def encode_negatives(negs: Negatives) -> bytes:
+    """Canonical bytes of a ``neg.json`` member (keys in :data:`NEG_TYPES` order)."""
+    negs = validate_negatives(negs)
+    return json.dumps({t: negs[t] for t in NEG_TYPES}, ensure_ascii=False).encode("utf-8")
+
+
+def empty_negatives() -> Negatives:
+    return {t: None for t in NEG_TYPES}
+
+
+def from_csv_row(row: Dict[str, object], columns: Iterable[str] = CSV_COLUMNS) -> Negatives:
+    vals = {}
+    for t, col in zip(NEG_TYPES, columns):
+        v = row.get(col)
+        vals[t] = None if v is None or (isinstance(v, float) and v != v) else str(v)
+    return validate_negatives(vals)
