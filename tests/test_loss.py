@@ -1,0 +1,181 @@
+import math
+
+import pytest
+import torch
+
+from openclip_ce.loss import CeClipLoss
+from tests._loss_reference import random_batch, reference_ce_clip, reference_next_thresholds
+
+TYPES = ("rel", "att", "act", "obj")
+
+
+def _loss(**kw):
+    return CeClipLoss(neg_types=TYPES, **kw)
+
+
+@pytest.mark.parametrize("mode", ["global", "own"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_reference_values_and_gradients(mode, seed):
+    img, txt, scale, neg, mask = random_batch(seed=seed)
+    th = [0.5, 0.0, 2.0, 1.25]
+    loss = _loss(itc_negatives=mode, alpha=0.3, beta=0.7)
+    loss.load_threshold_dict(dict(zip(TYPES, th)))
+
+    leaves = [t.clone().requires_grad_(True) for t in (img, txt, neg)]
+    out = loss(leaves[0], leaves[1], scale, leaves[2], mask, output_dict=True)
+    total = sum(out.values())
+    total.backward()
+
+    ref_leaves = [t.clone().requires_grad_(True) for t in (img, txt, neg)]
+    itc, imc, cmr, _ = reference_ce_clip(ref_leaves[0], ref_leaves[1], scale, ref_leaves[2], mask, th,
+                                         itc_negatives=mode)
+    ref_total = itc + 0.3 * imc + 0.7 * cmr
+    ref_total.backward()
+
+    torch.testing.assert_close(out["contrastive_loss"], itc, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["imc_loss"], 0.3 * imc, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["cmr_loss"], 0.7 * cmr, rtol=1e-5, atol=1e-6)
+    for a, b in zip(leaves, ref_leaves):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_global_and_own_differ_when_other_samples_have_negatives():
+    img, txt, scale, neg, mask = random_batch(seed=3, p_valid=1.0)
+    g = _loss(itc_negatives="global")(img, txt, scale, neg, mask, output_dict=True)["contrastive_loss"]
+    o = _loss(itc_negatives="own")(img, txt, scale, neg, mask, output_dict=True)["contrastive_loss"]
+    assert g > o  # more columns in every image's denominator
+
+
+def test_thresholds_update_to_previous_step_gap_and_clamp():
+    img, txt, scale, neg, mask = random_batch(seed=4)
+    mask[:, 2] = False  # no valid 'act' negative in this step: its threshold must be kept
+    loss = _loss(threshold_max=10.0)
+    loss.load_threshold_dict({"act": 3.5})
+    before = loss.threshold_dict()
+    out1 = loss(img, txt, scale, neg, mask, output_dict=True)
+    _, _, _, gaps = reference_ce_clip(img, txt, scale, neg, mask, list(before.values()))
+    expected = reference_next_thresholds(gaps, list(before.values()), u=10.0)
+    got = list(loss.threshold_dict().values())
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert got[2] == 3.5
+    # the thresholds used in a step are those of the previous step: the first call used `before`
+    ref_itc, ref_imc, ref_cmr, _ = reference_ce_clip(img, txt, scale, neg, mask, list(before.values()))
+    torch.testing.assert_close(out1["cmr_loss"], 0.4 * ref_cmr, rtol=1e-5, atol=1e-6)
+
+    # clamping: a huge positive gap is capped at u, a negative gap floors at 0
+    big = img.clone()
+    txt2 = img.clone()                      # S(I,T) = scale (max)
+    neg2 = -img[:, None, :].expand_as(neg)  # S(I,T_k) = -scale
+    loss2 = _loss(threshold_max=10.0)
+    loss2(big, txt2, torch.tensor(100.0), neg2.contiguous(), torch.ones_like(mask))
+    assert list(loss2.threshold_dict().values()) == [10.0] * 4
+    loss3 = _loss()
+    loss3(img, -img, torch.tensor(100.0), img[:, None, :].expand_as(neg).contiguous(), torch.ones_like(mask))
+    assert list(loss3.threshold_dict().values()) == [0.0] * 4
+
+
+def test_threshold_update_only_once_per_accumulated_step():
+    img, txt, scale, neg, mask = random_batch(seed=5, p_valid=1.0)
+    loss = _loss(accum_freq=2)
+    loss(img, txt, scale, neg, mask)
+    assert list(loss.threshold_dict().values()) == [0.0] * 4
+    loss(img, txt, scale, neg, mask)
+    _, _, _, gaps = reference_ce_clip(img, txt, scale, neg, mask, [0.0] * 4)
+    assert list(loss.threshold_dict().values()) == pytest.approx(reference_next_thresholds(gaps, [0.0] * 4), rel=1e-5)
+
+
+def test_eval_mode_does_not_update_thresholds():
+    img, txt, scale, neg, mask = random_batch(seed=6, p_valid=1.0)
+    loss = _loss().eval()
+    loss(img, txt, scale, neg, mask)
+    assert list(loss.threshold_dict().values()) == [0.0] * 4
+
+
+def test_fixed_threshold_is_used_and_never_changes():
+    img, txt, scale, neg, mask = random_batch(seed=7)
+    loss = _loss(fixed_threshold=5.0)
+    out = loss(img, txt, scale, neg, mask, output_dict=True)
+    _, _, cmr, _ = reference_ce_clip(img, txt, scale, neg, mask, [5.0] * 4)
+    torch.testing.assert_close(out["cmr_loss"], 0.4 * cmr, rtol=1e-5, atol=1e-6)
+    assert list(loss.threshold_dict().values()) == [5.0] * 4
+    assert "ce_gap_rel" in loss.metrics()  # the gap is still reported
+
+
+def test_placeholders_take_no_part():
+    img, txt, scale, neg, mask = random_batch(seed=8)
+    garbage = neg.clone()
+    garbage[~mask] = torch.randn_like(garbage[~mask]) * 50
+    a_leaf = neg.clone().requires_grad_(True)
+    b_leaf = garbage.clone().requires_grad_(True)
+    la, lb = _loss(), _loss()
+    out_a = la(img, txt, scale, a_leaf, mask, output_dict=True)
+    out_b = lb(img, txt, scale, b_leaf, mask, output_dict=True)
+    for key in out_a:
+        torch.testing.assert_close(out_a[key], out_b[key])
+    sum(out_a.values()).backward()
+    sum(out_b.values()).backward()
+    torch.testing.assert_close(a_leaf.grad, b_leaf.grad)
+    assert torch.count_nonzero(a_leaf.grad[~mask]) == 0
+    assert la.threshold_dict() == lb.threshold_dict()
+
+
+def test_all_placeholders_reduces_to_clip_and_zero_extra_terms():
+    img, txt, scale, neg, mask = random_batch(seed=9)
+    mask[:] = False
+    out = _loss()(img, txt, scale, neg, mask, output_dict=True)
+    assert float(out["imc_loss"]) == 0.0 and float(out["cmr_loss"]) == 0.0
+    itc, _, _, _ = reference_ce_clip(img, txt, scale, neg, mask, [0] * 4, use_itc_negatives=False)
+    torch.testing.assert_close(out["contrastive_loss"], itc, rtol=1e-5, atol=1e-6)
+
+
+def test_equals_open_clip_cliploss_when_extras_are_off():
+    open_clip = pytest.importorskip("open_clip")
+    img, txt, scale, neg, mask = random_batch(n=10, seed=10)
+    a = img.clone().requires_grad_(True)
+    b = img.clone().requires_grad_(True)
+    ours = _loss(alpha=0.0, beta=0.0, use_itc_negatives=False)(a, txt, scale, neg, mask)
+    theirs = open_clip.ClipLoss()(b, txt, scale)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_switches_remove_terms():
+    img, txt, scale, neg, mask = random_batch(seed=11)
+    out = _loss(use_imc=False, use_cmr=False, use_itc_negatives=False)(img, txt, scale, neg, mask, output_dict=True)
+    assert set(out) == {"contrastive_loss"}
+    out = _loss(use_imc=False)(img, txt, scale, neg, mask, output_dict=True)
+    assert set(out) == {"contrastive_loss", "cmr_loss"}
+
+
+def test_subset_of_types_and_shape_check():
+    img, txt, scale, neg, mask = random_batch(seed=12, k=2)
+    loss = CeClipLoss(neg_types=("rel", "obj"))
+    out = loss(img, txt, scale, neg, mask, output_dict=True)
+    _, imc, _, _ = reference_ce_clip(img, txt, scale, neg, mask, [0.0, 0.0])
+    torch.testing.assert_close(out["imc_loss"], 0.2 * imc, rtol=1e-5, atol=1e-6)
+    assert set(loss.threshold_dict()) == {"rel", "obj"}
+    with pytest.raises(ValueError, match=r"\[B, 4, D\]"):
+        _loss()(img, txt, scale, neg, mask)
+
+
+def test_fp32_under_autocast():
+    img, txt, scale, neg, mask = random_batch(seed=13)
+    ref = _loss()(img, txt, scale, neg, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _loss()(img.bfloat16(), txt.bfloat16(), scale, neg.bfloat16(), mask)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)  # inputs were rounded to bf16
+
+
+def test_metrics_report_valid_share_and_no_learnable_parameters():
+    img, txt, scale, neg, mask = random_batch(n=8, seed=14)
+    loss = _loss()
+    assert list(loss.parameters()) == []
+    loss(img, txt, scale, neg, mask)
+    m = loss.metrics()
+    for i, t in enumerate(TYPES):
+        assert m[f"ce_valid_{t}"] == pytest.approx(float(mask[:, i].float().mean()))
+        assert m[f"ce_threshold_{t}"] == loss.threshold_dict()[t]
+    assert not math.isnan(sum(m.values()))
