@@ -26,6 +26,10 @@ Distributed behaviour follows open_clip's ``ClipLoss``: features are all-gathere
 when ``gather_with_grad``), ``local_loss`` computes rows for the local samples only. Sample-level
 terms (IMC, CMR) are normalised by global counts so that the average over ranks equals the
 single-process value exactly; thresholds come from an all-reduce and are identical on every rank.
+After DDP's gradient averaging, N ranks give the single-process loss and gradient of the same
+global batch in the default mode and with ``gather_with_grad`` (with or without ``local_loss``).
+``local_loss`` without ``gather_with_grad`` drops the cross-rank gradient terms, as ``ClipLoss``
+does: use it only as open_clip's memory-saving approximation.
 """
 
 from __future__ import annotations
@@ -38,13 +42,41 @@ import torch.nn.functional as F
 
 try:
     import torch.distributed as dist
-    import torch.distributed.nn as dist_nn
 
     has_distributed = True
 except ImportError:  # pragma: no cover - torch built without distributed
     has_distributed = False
 
 ITC_NEGATIVE_MODES = ("global", "own")
+
+
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient for the local slice.
+
+    ``torch.distributed.nn.all_gather`` on gloo emulates reduce-scatter with scatters that read
+    non-contiguous gradient views wrongly (seen with torch 2.14: wrong gradients, no error), so
+    the backward here makes the gradient contiguous and uses reduce-scatter only where the backend
+    has it (NCCL), all-reduce otherwise.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, rank: int, world_size: int):
+        ctx.rank, ctx.world_size, ctx.rows = rank, world_size, tensor.shape[0]
+        out = tensor.new_empty((world_size * tensor.shape[0], *tensor.shape[1:]))
+        dist.all_gather_into_tensor(out, tensor.contiguous())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous()
+        if dist.get_backend() == "nccl":
+            local = grad.new_empty((ctx.rows, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(local, grad)
+        else:
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            local = grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+        return local, None, None
 
 
 def gather_tensor(
@@ -62,7 +94,7 @@ def gather_tensor(
     """
     assert has_distributed, "torch.distributed is not available"
     if gather_with_grad:
-        return torch.cat(dist_nn.all_gather(tensor), dim=0)
+        return _AllGatherWithGrad.apply(tensor, rank, world_size)
     parts = [torch.empty_like(tensor) for _ in range(world_size)]
     dist.all_gather(parts, tensor.contiguous())
     if keep_local_grad:
@@ -139,10 +171,8 @@ class CeClipLoss(nn.Module):
         out = {f"ce_threshold_{t}": v for t, v in self.threshold_dict().items()}
         if self._last_stats is not None:
             gap_sum, valid, n = self._last_stats.tolist()
-            for i, t in enumerate(self.neg_types):
-                out[f"ce_valid_{t}"] = valid[i] / n[i] if n[i] else 0.0
-                if valid[i]:
-                    out[f"ce_gap_{t}"] = gap_sum[i] / valid[i]
+            out.update({f"ce_valid_{t}": valid[i] / n[i] if n[i] else 0.0 for i, t in enumerate(self.neg_types)})
+            out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -277,4 +307,11 @@ class CeClipLoss(nn.Module):
                     stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
                 self._update_thresholds(stats)
 
+        if self.world_size > 1 and not self.gather_with_grad and not self.local_loss:
+            # Every rank computed the global loss, with gradient through its own slot only; DDP then
+            # averages over ranks, which would leave 1/world_size of the global gradient (open_clip's
+            # ClipLoss does exactly that). Scale the gradient, not the value, so that N ranks give the
+            # single-process gradient of the same global batch.
+            w = float(self.world_size)
+            losses = {k: v + (w - 1.0) * (v - v.detach()) for k, v in losses.items()}
         return losses if output_dict else sum(losses.values())
