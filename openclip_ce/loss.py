@@ -229,6 +229,12 @@ class CeClipLoss(nn.Module):
             raise ValueError(
                 f"neg_text_features must be [B, {k}, D] for types {self.neg_types}, got {tuple(neg_text_features.shape)}"
             )
+        if self.accum_freq > 1 and logit_scale.requires_grad:
+            # A gradient-accumulating trainer (open_clip) calls the loss accum_freq times per step, each
+            # time on the whole accumulated batch with a fresh logit_scale: the features of one chunk
+            # carry gradient per call, but logit_scale would collect the full-batch gradient every
+            # call. Keep the value, divide its gradient so the step gets the full-batch gradient.
+            logit_scale = logit_scale.detach() + (logit_scale - logit_scale.detach()) / self.accum_freq
         device_type = image_features.device.type
         with torch.autocast(device_type=device_type, enabled=False):
             return self._forward_fp32(

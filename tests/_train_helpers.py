@@ -1,0 +1,50 @@
+"""Shared helpers for the training-side tests: tiny model, shards with negatives, open_clip args."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from openclip_ce.demo import make_sample, write_demo_shards
+from openclip_ce.negatives import encode_negatives
+from openclip_ce.tiny import write_tiny_model_dir
+
+
+def tiny_model(tmp_path) -> str:
+    return write_tiny_model_dir(Path(tmp_path) / "model")
+
+
+def demo_shards(tmp_path, num_shards=4, per_shard=16):
+    write_demo_shards(Path(tmp_path) / "shards", num_shards, per_shard)
+    return str(Path(tmp_path) / "shards" / f"{{00000..{num_shards - 1:05d}}}.tar")
+
+
+def write_shard(path, samples):
+    """samples: list of (key, {ext: bytes})."""
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples:
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def sample_members(rng, neg="ok"):
+    caption, jpg, negs = make_sample(rng)
+    members = {"jpg": jpg, "txt": caption.encode()}
+    if neg == "ok":
+        members["neg.json"] = encode_negatives(negs)
+    elif neg == "malformed":
+        members["neg.json"] = b'{"rel": 3, "att": null'
+    elif neg == "unknown-type":
+        members["neg.json"] = json.dumps({"rel": "x", "colour": "y"}).encode()
+    return members
+
+
+def train_args(model, train_data, logs, name, *extra, samples=64, batch=8, epochs=1):
+    return [
+        "--model", model, "--train-data", train_data, "--dataset-type", "webdataset",
+        "--train-num-samples", str(samples), "--batch-size", str(batch), "--epochs", str(epochs),
+        "--workers", "1", "--device", "cpu", "--precision", "fp32", "--lr", "1e-3", "--warmup", "1",
+        "--logs", str(logs), "--name", name, "--log-every-n-steps", "1", "--seed", "0", *extra,
+    ]

@@ -1,0 +1,78 @@
+"""open_clip's own train_one_epoch with --accum-freq 2 gives the full-batch CE-CLIP gradient."""
+
+import argparse
+import copy
+import random
+
+import torch
+
+from openclip_ce.data import NegativesTokenizer, encode_bundle
+from openclip_ce.demo import make_sample
+from openclip_ce.plugin import plugin
+from tests._train_helpers import tiny_model
+
+
+class _Loader(list):
+    def __init__(self, batches, batch_size):
+        super().__init__(batches)
+        self.num_batches = len(batches)
+        self.num_samples = len(batches) * batch_size
+
+
+class _Data:
+    def __init__(self, loader):
+        self.dataloader = loader
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def _args(accum, batch):
+    ns = argparse.Namespace(
+        device="cpu", precision="fp32", accum_freq=accum, distill=False, skip_scheduler=True, horovod=False,
+        grad_clip_norm=None, log_every_n_steps=1, world_size=1, rank=0, local_rank=0, batch_size=batch,
+        wandb=False, local_loss=False, gather_with_grad=False, loss="ce_clip",
+    )
+    p = argparse.ArgumentParser()
+    plugin.add_arguments(p)
+    for k, v in vars(p.parse_args([])).items():
+        setattr(ns, k, v)
+    return ns
+
+
+def test_accum_freq_2_equals_full_batch(tmp_path):
+    import open_clip
+    from open_clip_train.train import train_one_epoch
+
+    name = tiny_model(tmp_path)
+    torch.manual_seed(0)
+    base = open_clip.create_model(name, output_dict=True)
+    tok = NegativesTokenizer(open_clip.get_tokenizer(name))
+    rng = random.Random(0)
+    texts, images = [], []
+    for i in range(8):
+        caption, _, negs = make_sample(rng)
+        if i == 3:
+            negs = {k: None for k in negs}  # one sample without any negative
+        texts.append(encode_bundle(caption, negs))
+    images = torch.randn(8, 3, 32, 32)
+    tokens = tok(texts)
+
+    results = {}
+    for accum, batches in ((1, [(images, tokens)]), (2, [(images[:4], tokens[:4]), (images[4:], tokens[4:])])):
+        model = copy.deepcopy(base)
+        plugin.adapt_model(model)
+        args = _args(accum, 8 // accum)
+        loss = plugin.create_loss(args)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        train_one_epoch(model, {"train": _Data(_Loader(batches, 8 // accum))}, loss, 0, opt, None, None, None, args)
+        results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
+
+    p1, th1 = results[1]
+    p2, th2 = results[2]
+    moved = 0
+    for k in p1:
+        torch.testing.assert_close(p2[k], p1[k], rtol=1e-5, atol=1e-6, msg=f"parameter {k}")
+        moved += int(not torch.equal(p1[k], dict(base.named_parameters())[k]))
+    assert moved > 10  # the step really changed the model
+    assert th1 == th2 and any(v != 0 for v in th1.values())  # one threshold update, from the whole batch

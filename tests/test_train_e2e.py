@@ -1,0 +1,192 @@
+"""End to end, as a user runs it: open_clip's own training main with --loss ce_clip."""
+
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests._proc import run, torchrun
+from tests._train_helpers import demo_shards, sample_members, tiny_model, train_args, write_shard
+
+pytestmark = pytest.mark.slow
+
+TRAIN_LINE = re.compile(r"Train Epoch: .*Contrastive_loss.*Imc_loss.*Cmr_loss.*ce_threshold_rel: \S+.*ce_valid_act: 0 ")
+
+
+def test_torchrun_two_ranks_trains_checkpoints_logs_thresholds_and_resumes(tmp_path):
+    model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
+    args = train_args(model, data, logs, "ce", "--loss", "ce_clip", "--ce-alpha", "0.2", "--dist-backend", "gloo",
+                      "--report-to", "tensorboard", "--save-frequency", "1", "--epochs", "1")
+    # torchrun itself would take --logs as an abbreviation of its --logs-specs: hence the `--`
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args])
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    log = (logs / "ce" / "out.log").read_text()
+    assert "world_size: 2" in log and "loss: ce_clip" in log
+    lines = [l for l in log.splitlines() if "Train Epoch" in l]
+    assert lines and all(TRAIN_LINE.search(l) for l in lines), lines
+    ckpt = logs / "ce" / "checkpoints" / "epoch_1.pt"
+    state = json.loads((logs / "ce" / "checkpoints" / "ce_plugin_state_epoch_1.json").read_text())
+    assert state["loss"] == "ce_clip" and set(state["state"]["thresholds"]) == {"rel", "att", "act", "obj"}
+    sd = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert all(k.startswith("module.") for k in sd) and not any("ce" in k.split(".")[1] for k in sd)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(logs / "ce" / "tensorboard"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"train/ce_threshold_rel", "train/ce_valid_obj", "train/imc_loss", "train/cmr_loss"} <= tags
+
+    # resume the same run for a second epoch: the thresholds come back from the state file
+    args2 = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args2, "--resume", "latest"])
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    log = (logs / "ce" / "out.log").read_text()
+    assert f"resuming checkpoint '{ckpt}' (epoch 1)" in log
+    restored = re.search(r"ce_clip: restored plugin state from \S+: (.*)", log)
+    assert restored and eval(restored.group(1)) == state["state"]
+    assert (logs / "ce" / "checkpoints" / "epoch_2.pt").exists()
+    assert any(l.startswith("Train Epoch: 1") or "Train Epoch: 1 " in l for l in log.splitlines())
+
+
+def test_explicit_entry_point_without_the_import_hook(tmp_path):
+    """python -m openclip_ce.train works where .pth files are skipped (hook removed here)."""
+    model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path, 2, 8), tmp_path / "logs"
+    args = train_args(model, data, logs, "explicit", "--loss", "ce_clip", "--ce-neg-types", "rel,obj",
+                      "--ce-itc-negatives", "own", samples=16, batch=8)
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != 'OpenClipPluginFinder'];"
+            "from openclip_ce.train import cli_main; sys.exit(cli_main(sys.argv[1:]))")
+    proc = run([sys.executable, "-c", code, "--", *args])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = (logs / "explicit" / "out.log").read_text()
+    assert "ce_threshold_rel" in log and "ce_threshold_att" not in log  # only the chosen types
+
+
+def _parse_many(argvs):
+    """Parse several command lines with open_clip's parse_args, through the import hook, in one process."""
+    code = f"""
+import json, sys, io, contextlib
+import open_clip_train.main
+from open_clip_train.params import parse_args
+out = []
+for argv in {argvs!r}:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = parse_args(argv)
+        out.append({{"ok": True, "loss": getattr(ns, "loss", None), "dist": ns.loss_dist_impl,
+                     "alpha": getattr(ns, "ce_alpha", None), "types": list(getattr(ns, "ce_neg_types", []))}})
+    except SystemExit as e:
+        out.append({{"ok": False, "code": e.code, "err": err.getvalue()}})
+print(json.dumps(out))
+"""
+    proc = run([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
+    base = ["--model", "ViT-B-32", "--train-data", "x.tar"]
+    res = _parse_many([
+        base + ["--loss", "ce_clip", "--ce-alpha", "0.3", "--ce-neg-types", "obj,rel"],
+        base + ["--loss", "bogus"],
+        base,
+        base + ["--loss", "ce_clip", "--siglip"],
+        base + ["--loss", "ce_clip", "--horovod"],
+        ["--model", "coca_ViT-B-32", "--loss", "ce_clip"],
+        base + ["--loss", "ce_clip", "--distill-model", "ViT-B-32", "--distill-pretrained", "openai"],
+        base + ["--loss", "ce_clip", "--ce-neg-types", "rel,colour"],
+    ])
+    assert res[0] == {"ok": True, "loss": "ce_clip", "dist": None, "alpha": 0.3, "types": ["rel", "obj"]}
+    assert not res[1]["ok"] and "invalid choice: 'bogus'" in res[1]["err"]
+    assert res[2]["ok"] and res[2]["loss"] == "clip"
+    for r, what in zip(res[3:7], ["--siglip", "--horovod", "CoCa", "distillation"]):
+        assert not r["ok"] and r["code"] == 2, r
+        assert what in r["err"] and "not supported with --loss ce_clip" in r["err"], r
+    assert not res[7]["ok"] and "--ce-neg-types" in res[7]["err"] and "colour" in res[7]["err"]
+
+
+def test_help_lists_plugin_flags_and_disable_turns_the_hook_off():
+    on = run([sys.executable, "-m", "open_clip_train.main", "--help"])
+    assert on.returncode == 0 and "--ce-alpha" in on.stdout and "--loss {clip,ce_clip}" in on.stdout
+    off = run([sys.executable, "-m", "open_clip_train.main", "--help"], OPENCLIP_CE_DISABLE="1")
+    assert off.returncode == 0 and "--ce-alpha" not in off.stdout and "--loss-dist-impl" in off.stdout
+
+
+def test_entry_points_refuse_ce_clip_when_plugin_is_not_active(tmp_path):
+    proc = run([sys.executable, "-m", "openclip_ce.train", "--model", "ViT-B-32", "--loss", "ce_clip"],
+               OPENCLIP_CE_DISABLE="1")
+    assert proc.returncode == 2
+    assert "--loss ce_clip needs the openclip-ce plugin" in proc.stderr and "OPENCLIP_CE_DISABLE" in proc.stderr
+    # the abbreviation open_clip alone would have accepted is refused too
+    proc = run([sys.executable, "-m", "openclip_ce.train", "--model", "ViT-B-32", "--los", "ce_clip"],
+               OPENCLIP_CE_DISABLE="1")
+    assert proc.returncode == 2 and "--loss ce_clip needs" in proc.stderr
+
+
+def test_unsupported_open_clip_version_fails_before_patching_anything():
+    fake = ("import importlib.metadata as m; real = m.version;"
+            "m.version = lambda n: '3.2.0' if n == 'open_clip_torch' else real(n);")
+    via_hook = run([sys.executable, "-c", fake + "import open_clip_train.main"])
+    assert via_hook.returncode != 0
+    assert "supports open_clip_torch 3.3.x, but open_clip_torch 3.2.0 is installed" in via_hook.stderr
+    explicit = run([sys.executable, "-c", fake + "import sys; from openclip_ce.train import cli_main;"
+                    "import open_clip, open_clip.factory; sys.exit(cli_main(['--loss', 'ce_clip'])"
+                    " if open_clip.create_loss is open_clip.factory.create_loss else 99)"])
+    assert explicit.returncode == 2 and "open_clip_torch 3.2.0 is installed" in explicit.stderr
+
+
+def _bad_shards(tmp_path):
+    rng = random.Random(1)
+    kinds = ["ok", "missing", "ok", "malformed", "ok", "unknown-type", "ok", "ok"]
+    for s in range(2):
+        write_shard(tmp_path / f"bad{s}.tar", [(f"s{s}k{i}", sample_members(rng, k)) for i, k in enumerate(kinds)])
+    return str(tmp_path / "bad{0..1}.tar")
+
+
+def test_bad_neg_json_is_counted_or_strictly_rejected(tmp_path):
+    model, data, logs = tiny_model(tmp_path), _bad_shards(tmp_path), tmp_path / "logs"
+    lenient = run([sys.executable, "-m", "open_clip_train.main",
+                   *train_args(model, data, logs, "lenient", "--loss", "ce_clip", samples=16, batch=4)])
+    assert lenient.returncode == 0, lenient.stderr[-4000:]
+    log = (logs / "lenient" / "out.log").read_text()
+    assert re.search(r"ce_clip: shard \S+bad\d\.tar key s\dk1: missing neg\.json", log)
+    assert re.search(r"key s\dk3: malformed neg\.json \(not valid UTF-8 JSON", log)
+    assert re.search(r"key s\dk5: malformed neg\.json \(unknown negative type\(s\) \['colour'\]", log)
+    assert "such samples so far in this data worker" in log
+
+    strict = run([sys.executable, "-m", "open_clip_train.main",
+                  *train_args(model, data, logs, "strict", "--loss", "ce_clip", "--ce-strict", samples=16, batch=4)])
+    assert strict.returncode != 0
+    assert re.search(r"NegativesError: shard \S+bad\d\.tar key s\dk\d: (missing|malformed) neg\.json.*--ce-strict",
+                     strict.stderr), strict.stderr[-3000:]
+
+
+def test_csv_dataset_with_negative_columns(tmp_path):
+    from openclip_ce.demo import make_sample
+
+    rng = random.Random(2)
+    rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
+    for i in range(16):
+        caption, jpg, negs = make_sample(rng)
+        (tmp_path / f"{i}.jpg").write_bytes(jpg)
+        rows.append("\t".join([str(tmp_path / f"{i}.jpg"), caption] + [negs[t] or "" for t in ("rel", "att", "act", "obj")]))
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    model, logs = tiny_model(tmp_path), tmp_path / "logs"
+    args = train_args(model, str(tmp_path / "train.csv"), logs, "csv", "--loss", "ce_clip", samples=16, batch=4)
+    args[args.index("webdataset")] = "csv"
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "ce_valid_act: 0 " in (logs / "csv" / "out.log").read_text()
+
+    (tmp_path / "plain.csv").write_text("filepath\ttitle\n" + f"{tmp_path / '0.jpg'}\ta cat\n")
+    args[args.index(str(tmp_path / "train.csv"))] = str(tmp_path / "plain.csv")
+    args[args.index("csv") + 0] = "csv"
+    args[args.index("--name") + 1] = "plain"
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+    assert proc.returncode != 0
+    assert "plain.csv: missing column(s) ['neg_rel', 'neg_att', 'neg_act', 'neg_obj']" in proc.stderr
