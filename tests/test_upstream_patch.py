@@ -1,0 +1,64 @@
+"""patches/: applies cleanly to the installed open_clip_train; with it, open_clip looks plugins up itself
+and the bootstrap stands aside; CE-CLIP training, checkpoint state and resume work through it."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests._proc import run, torchrun
+from tests._train_helpers import demo_shards, tiny_model, train_args
+
+pytestmark = pytest.mark.slow
+
+PATCH = Path(__file__).resolve().parents[1] / "patches" / "open_clip-3.3.0-plugins.patch"
+
+
+@pytest.fixture(scope="module")
+def patched_site(tmp_path_factory):
+    import open_clip_train
+
+    site = tmp_path_factory.mktemp("patched-site")
+    shutil.copytree(Path(open_clip_train.__file__).parent, site / "open_clip_train",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    check = subprocess.run(["git", "apply", "--check", str(PATCH)], cwd=site, capture_output=True, text=True)
+    assert check.returncode == 0, f"patch does not apply to the installed open_clip_train: {check.stderr}"
+    subprocess.run(["git", "apply", str(PATCH)], cwd=site, check=True)
+    assert (site / "open_clip_train" / "plugins.py").exists()
+    return site
+
+
+def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
+    code = ("import open_clip_train.main, open_clip_train, open_clip;"
+            "from openclip_ce import openclip_compat as c;"
+            "print(open_clip_train.__file__, c.is_installed(), not hasattr(open_clip.create_loss, '__wrapped__'))")
+    patched = run([sys.executable, "-c", code], PYTHONPATH=patched_site)
+    assert patched.returncode == 0, patched.stderr
+    path, installed, untouched = patched.stdout.split()
+    assert path.startswith(str(patched_site)) and installed == "False" and untouched == "True"
+    plain = run([sys.executable, "-c", code])
+    assert plain.stdout.split()[1:] == ["True", "False"]  # the same check can fail: unpatched gets wired
+
+
+def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_path):
+    model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
+    args = train_args(model, data, logs, "p", "--loss", "ce_clip", "--dist-backend", "gloo", epochs=1)
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=patched_site)
+    assert proc.returncode == 0, proc.stderr[-4000:]  # also proves the patch's CPU DDP fix
+    ckpt = torch.load(logs / "p" / "checkpoints" / "epoch_1.pt", map_location="cpu", weights_only=False)
+    state = ckpt["plugin_state"]
+    assert set(state["thresholds"]) == {"rel", "att", "act", "obj"}
+    assert not (logs / "p" / "checkpoints" / "ce_plugin_state_epoch_1.json").exists()  # bootstrap stood aside
+    log = (logs / "p" / "out.log").read_text()
+    assert "ce_threshold_rel" in log and "Imc_loss" in log
+
+    args[args.index("--epochs") + 1] = "2"
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--resume", "latest"], PYTHONPATH=patched_site)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = (logs / "p" / "out.log").read_text()
+    assert f"ce_clip: restored plugin state from {logs / 'p' / 'checkpoints' / 'epoch_1.pt'}: {state}" in log
+    assert (logs / "p" / "checkpoints" / "epoch_2.pt").exists(), proc.stderr[-3000:]
