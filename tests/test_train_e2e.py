@@ -190,3 +190,21 @@ def test_csv_dataset_with_negative_columns(tmp_path):
     proc = run([sys.executable, "-m", "open_clip_train.main", *args])
     assert proc.returncode != 0
     assert "plain.csv: missing column(s) ['neg_rel', 'neg_att', 'neg_act', 'neg_obj']" in proc.stderr
+
+
+def test_bf16_autocast_accumulation_grad_checkpointing_and_val_data_keep_working(tmp_path):
+    model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path, 2, 16), tmp_path / "logs"
+    # validation shards in plain open_clip format (no neg.json): the val pipeline must not need negatives
+    rng = random.Random(5)
+    val = [(f"v{i}", {k: v for k, v in sample_members(rng, "missing").items()}) for i in range(8)]
+    write_shard(tmp_path / "val.tar", val)
+    args = train_args(model, data, logs, "amp", "--loss", "ce_clip", "--precision", "amp_bf16",
+                      "--accum-freq", "2", "--grad-checkpointing", "--val-data", str(tmp_path / "val.tar"),
+                      "--val-num-samples", "8", samples=32, batch=4)
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    log = (logs / "amp" / "out.log").read_text()
+    lines = [l for l in log.splitlines() if "Train Epoch" in l]
+    assert len(lines) == 4 and all("ce_threshold_obj" in l for l in lines)  # 32 / (4 * 2) optimizer steps
+    assert re.search(r"Eval Epoch: 1 image_to_text_mean_rank: \S+", log)
+    assert "missing neg.json" not in log  # validation never looked for negatives
