@@ -1,0 +1,94 @@
+"""Run with ``torchrun --nproc_per_node W``: CE-CLIP loss on W ranks vs one process, same global batch.
+
+Every rank builds the same global batch and a tiny encoder (so that gradients reach parameters),
+computes the single-process reference on its own (world_size=1, no collectives), then the
+distributed loss on its slice of the batch, averages gradients as DDP does, and compares.
+Writes one JSON line per mode to $OUT_DIR/rank<r>.jsonl.
+"""
+
+import json
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from openclip_ce.loss import CeClipLoss
+
+TYPES = ("rel", "att", "act", "obj")
+
+
+def build(seed=0, n=8, k=4, d_in=12, d=6):
+    g = torch.Generator().manual_seed(seed)
+    x_img = torch.randn(n, d_in, generator=g)
+    x_txt = torch.randn(n, d_in, generator=g)
+    x_neg = torch.randn(n, k, d_in, generator=g)
+    mask = torch.rand(n, k, generator=g) < 0.6
+    mask[:, 2] = False  # one type never valid
+    mask[0] = False     # one sample without any negative
+    torch.manual_seed(seed + 1)
+    enc_img = torch.nn.Linear(d_in, d)
+    enc_txt = torch.nn.Linear(d_in, d)
+    return x_img, x_txt, x_neg, mask, enc_img, enc_txt
+
+
+def run_loss(loss, enc_img, enc_txt, x_img, x_txt, x_neg, mask, scale):
+    img = F.normalize(enc_img(x_img), dim=-1)
+    txt = F.normalize(enc_txt(x_txt), dim=-1)
+    neg = F.normalize(enc_txt(x_neg), dim=-1)
+    out = loss(img, txt, scale, neg, mask, output_dict=True)
+    total = sum(out.values())
+    total.backward()
+    grads = torch.cat([p.grad.flatten() for p in (*enc_img.parameters(), *enc_txt.parameters())])
+    return {k: float(v) for k, v in out.items()}, float(total), grads
+
+
+def main():
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    out_dir = os.environ["OUT_DIR"]
+    scale = torch.tensor(12.0)
+    modes = [
+        dict(gather_with_grad=False, local_loss=False, itc_negatives="global"),
+        dict(gather_with_grad=True, local_loss=False, itc_negatives="global"),
+        dict(gather_with_grad=True, local_loss=True, itc_negatives="global"),
+        dict(gather_with_grad=True, local_loss=True, itc_negatives="own"),
+        dict(gather_with_grad=False, local_loss=False, itc_negatives="own"),
+        dict(gather_with_grad=False, local_loss=True, itc_negatives="global"),
+    ]
+    lines = []
+    for mode in modes:
+        x_img, x_txt, x_neg, mask, enc_img, enc_txt = build()
+        ref_loss = CeClipLoss(TYPES, threshold_max=10.0, **{k: v for k, v in mode.items() if k == "itc_negatives"})
+        ref_loss.load_threshold_dict({"rel": 0.3, "obj": 0.1})
+        ref_terms, ref_total, ref_grads = run_loss(ref_loss, enc_img, enc_txt, x_img, x_txt, x_neg, mask, scale)
+
+        x_img, x_txt, x_neg, mask, enc_img, enc_txt = build()
+        b = x_img.shape[0] // world
+        sl = slice(rank * b, (rank + 1) * b)
+        loss = CeClipLoss(TYPES, threshold_max=10.0, rank=rank, world_size=world, **mode)
+        loss.load_threshold_dict({"rel": 0.3, "obj": 0.1})
+        terms, total, grads = run_loss(loss, enc_img, enc_txt, x_img[sl], x_txt[sl], x_neg[sl], mask[sl], scale)
+        dist.all_reduce(grads)
+        grads /= world  # DDP averages gradients over ranks
+        t = torch.tensor([total])
+        dist.all_reduce(t)
+        gathered_th = [None] * world
+        dist.all_gather_object(gathered_th, loss.threshold_dict())
+        lines.append(dict(
+            mode=mode,
+            ref_total=ref_total, total_this_rank=total, total_rank_mean=float(t) / world,
+            ref_terms=ref_terms, terms_this_rank=terms,
+            grad_max_rel_err=float((grads - ref_grads).abs().max() / ref_grads.abs().max()),
+            ref_thresholds=ref_loss.threshold_dict(), thresholds_all_ranks=gathered_th,
+        ))
+    with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "w") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
