@@ -25,6 +25,13 @@ COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60), "
 SHAPES = ("square", "circle", "triangle")
 RELATIONS = {"left of": (0, 1), "above": (1, 0)}  # second object is right of / below the first
 
+# A small model that can see the toy pictures (64 px, 8 px patches); still trains in about a minute on 2 CPU cores.
+DEMO_MODEL_CFG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+}
+
 
 def _draw(draw, shape: str, color, box) -> None:
     if shape == "square":
@@ -96,19 +103,51 @@ def write_demo_shards(out_dir: str | os.PathLike, num_shards: int = 4, per_shard
     return paths
 
 
+def toy_accuracy(model, preprocess, tokenizer, n: int = 256, seed: int = 12345) -> Dict[str, float]:
+    """Held-out pairwise accuracy: how often S(I, caption) > S(I, negative), per negative type."""
+    import torch
+    from PIL import Image
+
+    rng = random.Random(seed)
+    samples = [make_sample(rng) for _ in range(n)]
+    model.eval()
+    with torch.no_grad():
+        images = torch.stack([preprocess(Image.open(io.BytesIO(jpg))) for _, jpg, _ in samples])
+        img = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        pos = torch.nn.functional.normalize(model.encode_text(tokenizer([c for c, _, _ in samples])), dim=-1)
+        s_pos = (img * pos).sum(-1)
+        out = {}
+        for t in ("rel", "att", "obj"):
+            neg = torch.nn.functional.normalize(model.encode_text(tokenizer([negs[t] for _, _, negs in samples])), dim=-1)
+            out[t] = float(((img * neg).sum(-1) < s_pos).float().mean())
+    return out
+
+
+def _load_trained(model_name: str, checkpoint: Path):
+    import open_clip
+    import torch
+
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name)
+    sd = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in sd.items()})
+    return model, preprocess, open_clip.get_tokenizer(model_name)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="openclip-ce-demo", help="working directory (default ./openclip-ce-demo)")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-shards", type=int, default=4)
-    parser.add_argument("--per-shard", type=int, default=64)
+    parser.add_argument("--per-shard", type=int, default=128)
+    parser.add_argument("--compare-clip", action="store_true",
+                        help="also train plain CLIP (--loss clip) on the same shards and compare held-out accuracy")
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument("--name", default=None, help="experiment name (default: demo-<n>, first unused)")
     parser.add_argument("extra", nargs="*", help="further open_clip_train.main flags, after `--`")
 
 
 def build_train_args(work: Path, args) -> List[str]:
-    model = write_tiny_model_dir(work / "model")
+    model = write_tiny_model_dir(work / "model", DEMO_MODEL_CFG)
     shards = write_demo_shards(work / "shards", args.num_shards, args.per_shard)
     name = args.name
     if name is None:
@@ -137,23 +176,54 @@ def build_train_args(work: Path, args) -> List[str]:
     ]
 
 
+def _report(work: Path, model_name: str, runs: Dict[str, Path]) -> Dict[str, Dict[str, float]]:
+    """Held-out toy accuracy of the random init and of each run's last checkpoint; printed and saved."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)  # open_clip's main seeds 0 before building the model: the same initial weights
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name)
+    table = {"random init": toy_accuracy(model, preprocess, open_clip.get_tokenizer(model_name))}
+    for label, ckpt in runs.items():
+        table[label] = toy_accuracy(*_load_trained(model_name, ckpt))
+    lines = ["held-out pairwise accuracy, S(image, caption) > S(image, negative), 256 new toy pictures:",
+             f"  {'model':<22} {'rel (swap)':>11} {'att (colour)':>13} {'obj (shape)':>12}"]
+    lines += [f"  {k:<22} {v['rel']:>11.3f} {v['att']:>13.3f} {v['obj']:>12.3f}" for k, v in table.items()]
+    print("\n".join(lines), file=sys.stderr)
+    (work / "toy_accuracy.json").write_text(json.dumps(table, indent=2))
+    return table
+
+
 def run(args) -> int:
-    from . import openclip_compat
     from .train import cli_main
 
     work = Path(args.out).resolve()
     train_args = build_train_args(work, args)
+    name = train_args[train_args.index("--name") + 1]
+    model_name = train_args[train_args.index("--model") + 1]
     print("openclip-ce demo: running\n  python -m open_clip_train.main " + " ".join(train_args), file=sys.stderr)
     rc = cli_main(train_args)
-    if rc == 0:
-        name = train_args[train_args.index("--name") + 1]
-        log_path = work / "logs" / name / "out.log"
-        print(f"openclip-ce demo: done; log {log_path}, checkpoints {log_path.parent / 'checkpoints'}", file=sys.stderr)
-        try:
-            from .plots import plot_training_log
+    if rc != 0:
+        return rc
+    log_path = work / "logs" / name / "out.log"
+    runs = {"CE-CLIP (--loss ce_clip)": log_path.parent / "checkpoints" / f"epoch_{args.epochs}.pt"}
+    if args.compare_clip:
+        clip_args = list(train_args)
+        clip_args[clip_args.index("--name") + 1] = f"{name}-clip"
+        clip_args[clip_args.index("--loss") + 1] = "clip"
+        clip_args = [a for a in clip_args if a not in ("--ce-alpha", "--ce-beta", "0.2", "0.4")]
+        rc = cli_main(clip_args)
+        if rc != 0:
+            return rc
+        runs["CLIP (--loss clip)"] = work / "logs" / f"{name}-clip" / "checkpoints" / f"epoch_{args.epochs}.pt"
+    print(f"openclip-ce demo: done; log {log_path}, checkpoints {log_path.parent / 'checkpoints'}", file=sys.stderr)
+    from .plots import plot_training_log
 
-            png = plot_training_log(log_path, log_path.parent / "ce_clip_training.png")
-            print(f"openclip-ce demo: loss terms and thresholds plotted to {png}", file=sys.stderr)
-        except ImportError:
-            logging.info("matplotlib not available: no plot")
-    return rc
+    png = plot_training_log(log_path, log_path.parent / "ce_clip_training.png")
+    print(f"openclip-ce demo: loss terms and thresholds plotted to {png}", file=sys.stderr)
+    _report(work, model_name, runs)
+    # open_clip's setup_logging set every logger to INFO; keep torch's exit-time compile statistics quiet
+    for logger_name, logger in list(logging.root.manager.loggerDict.items()):
+        if logger_name.startswith("torch.") and isinstance(logger, logging.Logger):
+            logger.setLevel(logging.WARNING)
+    return 0
