@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Convert COCO captions (images + captions_*.json) into WebDataset shards that open_clip and
+`openclip-ce make-shards` read: one sample per (image, caption) pair, members `<key>.jpg`,
+`<key>.txt`, `<key>.json` (image id, caption id, file name).
+
+    python scripts/coco_to_wds.py --images /data/coco/train2017 \
+        --captions /data/coco/annotations/captions_train2017.json --out /data/coco-wds --per-shard 5000
+
+`--captions-per-image 1` keeps the first caption of each image (118k samples for train2017, the size
+NegCLIP / CE-CLIP fine-tune on); `all` keeps every caption (~591k). Shards are written to a
+temporary name and renamed when complete; a rerun skips complete shards. A missing image file is
+an error naming it (nothing is written for that shard).
+"""
+
+import argparse
+import io
+import json
+import os
+import sys
+import tarfile
+from collections import defaultdict
+
+
+def add_member(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def pairs(captions_json, per_image):
+    with open(captions_json) as f:
+        coco = json.load(f)
+    files = {im["id"]: im["file_name"] for im in coco["images"]}
+    by_image = defaultdict(list)
+    for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
+        by_image[ann["image_id"]].append(ann)
+    for image_id in sorted(by_image):
+        anns = by_image[image_id] if per_image == "all" else by_image[image_id][:1]
+        for ann in anns:
+            yield image_id, ann["id"], files[image_id], ann["caption"].strip()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", required=True, help="folder of COCO images (e.g. train2017)")
+    p.add_argument("--captions", required=True, help="captions_*.json")
+    p.add_argument("--out", required=True)
+    p.add_argument("--per-shard", type=int, default=5000)
+    p.add_argument("--captions-per-image", choices=["1", "all"], default="1")
+    a = p.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    items = list(pairs(a.captions, a.captions_per_image))
+    n_shards = (len(items) + a.per_shard - 1) // a.per_shard
+    sizes = {}
+    for s in range(n_shards):
+        name = f"{s:05d}.tar"
+        chunk = items[s * a.per_shard:(s + 1) * a.per_shard]
+        sizes[name] = len(chunk)
+        final = os.path.join(a.out, name)
+        if os.path.exists(final):
+            continue
+        tmp = final + ".tmp"
+        with tarfile.open(tmp, "w") as tar:
+            for image_id, cap_id, file_name, caption in chunk:
+                path = os.path.join(a.images, file_name)
+                if not os.path.exists(path):
+                    tar.close()
+                    os.remove(tmp)
+                    print(f"coco_to_wds: error: {path}: image of caption {cap_id} not found", file=sys.stderr)
+                    return 1
+                key = f"{image_id:012d}_{cap_id}"
+                with open(path, "rb") as f:
+                    add_member(tar, f"{key}.jpg", f.read())
+                add_member(tar, f"{key}.txt", caption.encode("utf-8"))
+                add_member(tar, f"{key}.json", json.dumps(
+                    {"image_id": image_id, "caption_id": cap_id, "file_name": file_name}).encode())
+        os.replace(tmp, final)
+        print(f"coco_to_wds: {final} ({len(chunk)} samples)", file=sys.stderr)
+    with open(os.path.join(a.out, "sizes.json"), "w") as f:
+        json.dump(sizes, f)
+    print(f"coco_to_wds: {len(items)} samples in {n_shards} shards under {a.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def test_coco_to_wds(tmp_path):
+    (tmp_path / "img").mkdir()
+    for i in (1, 2, 3):
+        (tmp_path / "img" / f"{i:012d}.jpg").write_bytes(b"JPEG%d" % i)
+    coco = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (1, 2, 3)],
+            "annotations": [{"id": 10 + k, "image_id": 1 + k % 3, "caption": f" caption {k} "} for k in range(6)]}
+    (tmp_path / "caps.json").write_text(json.dumps(coco))
+    cmd = [sys.executable, str(SCRIPTS / "coco_to_wds.py"), "--images", str(tmp_path / "img"),
+           "--captions", str(tmp_path / "caps.json"), "--per-shard", "2"]
+    assert subprocess.run(cmd + ["--out", str(tmp_path / "one")]).returncode == 0
+    assert json.loads((tmp_path / "one" / "sizes.json").read_text()) == {"00000.tar": 2, "00001.tar": 1}
+    with tarfile.open(tmp_path / "one" / "00000.tar") as t:
+        names = t.getnames()
+        assert names[:3] == ["000000000001_10.jpg", "000000000001_10.txt", "000000000001_10.json"]
+        assert t.extractfile("000000000001_10.txt").read() == b"caption 0"
+        assert t.extractfile("000000000001_10.jpg").read() == b"JPEG1"
+    assert subprocess.run(cmd + ["--out", str(tmp_path / "all"), "--captions-per-image", "all"]).returncode == 0
+    assert sum(json.loads((tmp_path / "all" / "sizes.json").read_text()).values()) == 6
+
+    (tmp_path / "img" / f"{3:012d}.jpg").unlink()
+    proc = subprocess.run(cmd + ["--out", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "000000000003.jpg: image of caption 12 not found" in proc.stderr
+    assert not list((tmp_path / "missing").glob("*.tmp"))
