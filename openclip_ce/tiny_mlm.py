@@ -1,0 +1,136 @@
+"""A tiny masked LM (RoBERTa layout) and its byte-level BPE tokenizer, built locally: for tests and the
+``make-shards`` benchmark, where hub downloads are not available. Nothing here downloads.
+
+``write_tiny_mlm_dir(path, favour=[...])`` writes a directory that ``--filler-model`` accepts. With
+``favour``, the LM-head bias makes those words the top predictions in that order at every masked
+position, whatever the (random) rest of the model computes: fills become known answers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence
+
+# Captions written for this project (COCO-like), used as tokenizer corpus, test and benchmark data.
+SAMPLE_CAPTIONS: List[str] = [
+    "A gray cat sits on top of a wooden chair near a plant.",
+    "Two men are riding horses on the beach.",
+    "A dog running on the grass.",
+    "A wooden chair near the window.",
+    "The cat is sleeping.",
+    "A dog chases a cat.",
+    "Small dogs play in the park.",
+    "A woman holding an umbrella walks down a rainy street.",
+    "A red bus parked next to a tall building.",
+    "A plate of pasta with fresh tomatoes and basil.",
+    "Three children are playing soccer in a muddy field.",
+    "An old man reads a newspaper on a wooden bench.",
+    "A young girl is eating a large slice of pizza.",
+    "A man in a blue shirt throws a frisbee to his dog.",
+    "Several boats are docked in a quiet harbor.",
+    "A black and white photo of a train crossing a bridge.",
+    "A kitchen with white cabinets and a stainless steel refrigerator.",
+    "A giraffe stands next to a tree in the zoo.",
+    "A person skiing down a snowy mountain slope.",
+    "Two zebras grazing in a dry field.",
+    "A little boy flies a colorful kite at the beach.",
+    "A bowl of soup sits beside a piece of bread.",
+    "A surfer rides a huge wave in the ocean.",
+    "A laptop and a cup of coffee on a messy desk.",
+    "People are waiting for the bus at a crowded station.",
+    "A brown horse eats hay in a barn.",
+    "A man is cutting a birthday cake with a knife.",
+    "A bathroom with a white sink and a small mirror.",
+    "A motorcycle parked on the side of a narrow road.",
+    "A woman is talking on her phone while walking.",
+    "A bird perched on a branch of a leafless tree.",
+    "Two elephants walk along a dusty path.",
+    "A pizza with mushrooms and olives on a metal tray.",
+    "A tennis player swings a racket at the ball.",
+    "A teddy bear sitting on a bed with blue sheets.",
+    "A group of friends having dinner at a long table.",
+    "A clock tower stands in the middle of a busy square.",
+    "A baby sleeping in a crib next to a stuffed toy.",
+    "A skateboarder jumps over a concrete ramp.",
+    "A vase of yellow flowers on a kitchen table.",
+    "An airplane flying over a city at sunset.",
+    "A sheep standing alone in a green pasture.",
+    "A chef prepares food in a busy restaurant kitchen.",
+    "A cow lying in the shade of a large tree.",
+    "A man and a woman share an umbrella in the rain.",
+    "A fire hydrant painted bright red on a sidewalk.",
+    "A street sign points toward the old harbor.",
+    "A child brushing her teeth in front of a mirror.",
+    "A table covered with plates, cups and silverware.",
+    "A bear catches a fish in a fast river.",
+    "A computer monitor and a keyboard on a white desk.",
+    "A woman rides a bicycle past a row of shops.",
+    "Two dogs are pulling on a rope toy.",
+    "A sandwich cut in half on a paper plate.",
+    "A train pulls into a station on a cloudy day.",
+    "A man wearing a helmet rides a motorcycle.",
+    "A living room with a brown couch and a television.",
+    "A plastic chair stands on the porch.",
+    "Plastic chairs stand here.",
+    "Wooden chairs stand here.",
+]
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def build_tokenizer(corpus: Iterable[str] = SAMPLE_CAPTIONS, vocab_size: int = 2000, extra_words: Sequence[str] = ()):
+    """A byte-level BPE tokenizer trained on ``corpus`` (words of ``extra_words`` become single tokens,
+    both with and without the leading-space marker), wrapped as a ``transformers`` RoBERTa tokenizer."""
+    from tokenizers import AddedToken, ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    texts = list(corpus)
+    for w in extra_words:  # frequent enough to be merged into whole-word tokens
+        texts += [f"{w} {w} {w}"] * 8
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS,
+                            show_progress=False)
+    bpe.add_special_tokens([AddedToken("<mask>", lstrip=True, rstrip=False, special=True)])
+    return RobertaTokenizerFast(
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token=AddedToken("<mask>", lstrip=True, rstrip=False),
+    )
+
+
+def token_id(tokenizer, piece: str) -> int:
+    """Id of one vocabulary piece (``"Ġwooden"``); KeyError when the piece is not a single token."""
+    i = tokenizer.convert_tokens_to_ids(piece)
+    if i is None or i == tokenizer.unk_token_id:
+        raise KeyError(f"{piece!r} is not a single token of this tokenizer")
+    return i
+
+
+def write_tiny_mlm_dir(path: str | os.PathLike, favour: Sequence[str] = (), corpus: Iterable[str] = SAMPLE_CAPTIONS,
+                       hidden: int = 32, layers: int = 1, heads: int = 2, vocab_size: int = 2000,
+                       max_positions: int = 130, seed: int = 0) -> str:
+    """Write a RoBERTa masked LM + tokenizer to ``path``; return ``str(path)``.
+
+    ``favour``: vocabulary pieces (``"Ġplastic"``, ``"Plastic"``, ``","``...) that get LM-head biases
+    100, 90, 80... so that they are the predictions in that order at every masked position.
+    """
+    import torch
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    words = sorted({p.lstrip("Ġ") for p in favour if p.lstrip("Ġ").isalpha()})
+    tok = build_tokenizer(corpus, vocab_size, extra_words=words)
+    torch.manual_seed(seed)
+    cfg = RobertaConfig(
+        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=4 * hidden, max_position_embeddings=max_positions, type_vocab_size=1,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    model = RobertaForMaskedLM(cfg)
+    with torch.no_grad():
+        for rank, piece in enumerate(favour):
+            model.lm_head.bias[token_id(tok, piece)] = 100.0 - 10.0 * rank
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok.save_pretrained(str(path))
+    model.save_pretrained(str(path))
+    return str(path)
