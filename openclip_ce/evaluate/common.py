@@ -1,0 +1,216 @@
+"""Shared pieces of the benchmark readers: errors, image references, scoring cases, progress, files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+log = logging.getLogger("openclip_ce.evaluate")
+
+T = TypeVar("T")
+
+
+class BenchmarkMissing(Exception):
+    """The benchmark's files are not under the data root: the benchmark is skipped with this note."""
+
+
+class BenchmarkDataError(ValueError):
+    """A benchmark file exists but does not follow the official format (message names file and entry)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image on disk, optionally cropped to ``box = (left, upper, right, lower)`` in pixels.
+
+    ``origin`` (file and entry that asked for the image) is carried for error messages only and
+    takes no part in equality, so the same crop of the same file is encoded once.
+    """
+
+    path: str
+    box: Optional[Tuple[float, float, float, float]] = None
+    origin: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One image and the captions to rank for it; which caption is correct is the reader's business."""
+
+    image: ImageRef
+    texts: Tuple[str, ...]
+
+
+@dataclass
+class EvalOptions:
+    """Protocol settings shared by the readers (recorded verbatim in the results JSON)."""
+
+    missing_images: Optional[str] = None   # "error" | "skip" | None = the benchmark's official behaviour
+    seed: int = 0
+    spacy_model: str = "en_core_web_sm"
+    valse_filter: bool = True
+    vlc_max_per_corpus: int = 0            # 0 = every pair
+    zeroshot_datasets: Tuple[str, ...] = ("imagenet1k", "cifar10", "cifar100")
+    zeroshot_backend: str = "auto"         # "auto" | "clip_benchmark" | "builtin"
+    image_roots: Dict[str, str] = field(default_factory=dict)
+
+    def missing_policy(self, official: str = "error") -> str:
+        return self.missing_images or official
+
+    def image_root(self, key: str, default: Path) -> Path:
+        return Path(os.path.expanduser(self.image_roots[key])) if key in self.image_roots else default
+
+
+# --------------------------------------------------------------------------- files
+
+
+def require_file(path: Path, benchmark: str, what: str) -> Path:
+    if not path.is_file():
+        raise BenchmarkMissing(f"expected {what} at {path}")
+    return path
+
+
+def load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchmarkDataError(f"{path}: not valid UTF-8 JSON ({e})") from e
+
+
+def load_jsonl(path: Path) -> List[Any]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise BenchmarkDataError(f"{path}: line {lineno}: not valid JSON ({e})") from e
+    return rows
+
+
+def field_of(entry: Any, key: str, kind: type | Tuple[type, ...], where: str) -> Any:
+    """``entry[key]`` checked to be of ``kind``; otherwise a one-line error naming ``where``."""
+    if not isinstance(entry, dict):
+        raise BenchmarkDataError(f"{where}: expected a JSON object, got {type(entry).__name__}")
+    if key not in entry:
+        raise BenchmarkDataError(f"{where}: missing field {key!r}")
+    value = entry[key]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise BenchmarkDataError(f"{where}: field {key!r} must be {_kind_name(kind)}, got bool")
+    if not isinstance(value, kind):
+        raise BenchmarkDataError(f"{where}: field {key!r} must be {_kind_name(kind)}, got {type(value).__name__}")
+    if isinstance(value, str) and not value.strip():
+        raise BenchmarkDataError(f"{where}: field {key!r} is empty")
+    return value
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def drop_missing_images(items: Sequence[T], image_of: Callable[[T], Sequence[ImageRef]], policy: str,
+                        benchmark: str) -> Tuple[List[T], int]:
+    """Keep the items whose images exist. ``policy="error"``: a missing image is an error naming it."""
+    kept, missing, first = [], 0, None
+    exists: Dict[str, bool] = {}
+    for item in items:
+        refs = image_of(item)
+        ok = True
+        for ref in refs:
+            if ref.path not in exists:
+                exists[ref.path] = os.path.isfile(ref.path)
+            if not exists[ref.path]:
+                ok = False
+                first = first or ref
+        if ok:
+            kept.append(item)
+        else:
+            missing += 1
+    if missing and policy == "error":
+        raise BenchmarkDataError(
+            f"{first.origin}: image not found: {first.path} ({missing} item(s) of {benchmark} lack their image; "
+            f"--missing-images skip drops them and records the count)"
+        )
+    if missing:
+        log.warning("%s: %d item(s) skipped because their image is missing (first: %s)", benchmark, missing, first.path)
+    return kept, missing
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write via a temporary file in the same directory and ``os.replace``: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def json_dumps(obj: Any) -> str:
+    return json.dumps(_finite(obj), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return _finite(obj.item())
+    return obj
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def progress(iterable: Iterable[T], total: Optional[int], desc: str, unit: str = "it") -> Iterator[T]:
+    """A tqdm bar on a terminal; on a pipe or log file, a log line at every 10%."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True)
+        return
+    step = max(1, (total or 0) // 10)
+    done = 0
+    for x in iterable:
+        yield x
+        done += 1
+        if total and (done % step == 0 or done == total):
+            log.info("%s: %d/%d %s", desc, done, total, unit)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def mean(values: Iterable[float]) -> float:
+    vals = [float(v) for v in values]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def pos_wins(scores, pos_index: int = 0, ties_win: bool = False):
+    """Boolean per row: the caption at ``pos_index`` scores above every other caption.
+
+    A tie counts as a miss unless ``ties_win`` (ARO's Order sets, where the authors' argmax puts the
+    original caption first on a tie)."""
+    import numpy as np
+
+    scores = np.asarray(scores, dtype=np.float64)
+    others = np.delete(scores, pos_index, axis=1).max(axis=1)
+    return scores[:, pos_index] >= others if ties_win else scores[:, pos_index] > others
