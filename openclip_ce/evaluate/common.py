@@ -187,7 +187,7 @@ def progress(iterable: Iterable[T], total: Optional[int], desc: str, unit: str =
 
         yield from tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True)
         return
-    step = max(1, (total or 0) // 10)
+    step = (total // 10) if total and total >= 10 else (total or 1)
     done = 0
     for x in iterable:
         yield x

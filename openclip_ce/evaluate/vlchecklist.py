@@ -78,11 +78,12 @@ def read_pairs(anno: Path, image_root: Path, yaml_path: Path) -> List[Case]:
 
 
 def corpus_key(yaml_path: Path, corpus_dir: Path) -> Tuple[str, str, str, str]:
-    """``(category, sub-category, leaf, corpus)`` from ``corpus/v1/Object/Location/center/vg_obj.yaml``."""
-    parts = yaml_path.relative_to(corpus_dir).parts
+    """``(category, sub-category, leaf, corpus)`` from ``corpus/v1/Object/Location/center/vg_obj.yaml``:
+    ``("Object", "Location", "Location/center", "Object/Location/center/vg_obj")``."""
+    parts = yaml_path.relative_to(corpus_dir).with_suffix("").parts
     if len(parts) < 3 or parts[0] not in CATEGORIES:
         raise BenchmarkDataError(f"{yaml_path}: expected corpus/v1/<{'|'.join(CATEGORIES)}>/<sub>/.../<source>.yaml")
-    return parts[0], parts[1], "/".join(parts[1:-1]), yaml_path.stem
+    return parts[0], parts[1], "/".join(parts[1:-1]), "/".join(parts)
 
 
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
@@ -99,7 +100,7 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
         cases = read_pairs(base / cfg["ANNO_PATH"], image_dir / cfg["IMG_ROOT"], y)
         n_in_files[key] = len(cases)
         cases, skipped_images[key] = drop_missing_images(cases, lambda c: [c.image], opts.missing_policy("skip"),
-                                                         f"vl-checklist/{'/'.join(key)}")
+                                                         f"vl-checklist/{key[3]}")
         if opts.vlc_max_per_corpus:
             cases = cases[:opts.vlc_max_per_corpus]
         items += [(c, key) for c in cases]
@@ -110,7 +111,7 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     by_corpus: Dict[Tuple, List[bool]] = defaultdict(list)
     for ok, (_, key) in zip(correct.tolist(), items):
         by_corpus[key].append(ok)
-    corpora = {"/".join(k): {"accuracy": mean(v), "n": len(v), "n_in_file": n_in_files[k],
+    corpora = {k[3]: {"accuracy": mean(v), "n": len(v), "n_in_file": n_in_files[k],
                              "missing_images_skipped": skipped_images[k]} for k, v in sorted(by_corpus.items())}
     leaves: Dict[Tuple[str, str, str], List[float]] = defaultdict(list)
     pooled: Dict[Tuple[str, str], List[bool]] = defaultdict(list)
@@ -132,7 +133,7 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
         summary["avg"] = mean(summary[c.lower()] for c in CATEGORIES)
     return {
         "corpora": corpora,
-        "leaves": {"/".join(k): mean(v) for k, v in sorted(leaves.items())},
+        "leaves": {f"{k[0]}/{k[2]}": mean(v) for k, v in sorted(leaves.items())},
         "subcategory_micro": {f"{c}/{s}": mean(v) for (c, s), v in sorted(pooled.items())},
         "missing_images_skipped": int(sum(skipped_images.values())),
         "max_per_corpus": opts.vlc_max_per_corpus or None,

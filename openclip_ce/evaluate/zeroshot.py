@@ -13,8 +13,9 @@
   (``_`` -> space); templates are clip_benchmark's for ``<name>`` if it has them, else OpenAI's 80
   ImageNet templates from open_clip.
 
-Scoring: clip_benchmark's ``zeroshot_classification.evaluate`` (classifier = mean of normalised
-prompt embeddings per class; top-1, top-5, mean per-class recall). Without clip_benchmark
+Scoring: clip_benchmark's ``zero_shot_classifier`` (mean of normalised prompt embeddings per class)
+and ``run_classification``; top-1, top-5 and mean per-class recall are computed here with the same
+definitions, because clip_benchmark 1.6.2's ``accuracy()`` fails under NumPy >= 2. Without clip_benchmark
 installed (``--zeroshot-backend builtin``), ``folder:`` datasets use open_clip's own
 ``build_zero_shot_classifier`` and the same three metrics computed here; named datasets then need
 clip_benchmark and are skipped with a note. The JSON records which path produced each number.
@@ -144,9 +145,14 @@ def evaluate_dataset(name: str, root: Path, scorer, opts: EvalOptions) -> Dict:
     if have_cb:
         from clip_benchmark.metrics import zeroshot_classification as zsc
 
-        metrics = zsc.evaluate(model, loader, scorer.tokenizer, classnames, templates,
-                               _device_for_clip_benchmark(device), amp=False)
-        backend = f"clip_benchmark {clip_benchmark_version()} zeroshot_classification.evaluate"
+        # clip_benchmark builds the classifier and the logits; its evaluate()/accuracy() turn a 1-element
+        # array into a float in a way NumPy >= 2 rejects, so the three metrics are computed here instead.
+        cb_device = _device_for_clip_benchmark(device)
+        classifier = zsc.zero_shot_classifier(model, scorer.tokenizer, classnames, templates, cb_device, amp=False)
+        logits, target = zsc.run_classification(model, classifier, loader, cb_device, amp=False)
+        metrics = classification_metrics(logits.numpy(), target.numpy(), len(classnames))
+        backend = (f"clip_benchmark {clip_benchmark_version()} zero_shot_classifier + run_classification "
+                   f"(metrics computed by openclip_ce)")
     else:
         metrics = builtin_zeroshot(model, scorer.tokenizer, loader, classnames, templates, device)
         backend = "openclip_ce builtin (open_clip.build_zero_shot_classifier)"
