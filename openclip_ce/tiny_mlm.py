@@ -112,12 +112,15 @@ def write_tiny_mlm_dir(path: str | os.PathLike, favour: Sequence[str] = (), corp
     """Write a RoBERTa masked LM + tokenizer to ``path``; return ``str(path)``.
 
     ``favour``: vocabulary pieces (``"Ġplastic"``, ``"Plastic"``, ``","``...) that get LM-head biases
-    100, 90, 80... so that they are the predictions in that order at every masked position.
+    100, 90, 80... so that they are the predictions in that order at every masked position. Words
+    with the leading-space marker or a capital are added to the tokenizer's training text so that
+    they are single tokens; other pieces (``","``, the fragment ``"ing"``) must occur in ``corpus``.
     """
     import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
 
-    words = sorted({p.lstrip("Ġ") for p in favour if p.lstrip("Ġ").isalpha()})
+    # whole words among the favoured pieces become single tokens; other pieces ("ing", ",") must already be
+    words = sorted({p.lstrip("Ġ") for p in favour if p.lstrip("Ġ").isalpha() and (p[0] == "Ġ" or p[0].isupper())})
     tok = build_tokenizer(corpus, vocab_size, extra_words=words)
     torch.manual_seed(seed)
     cfg = RobertaConfig(

@@ -1,0 +1,185 @@
+"""Negative generation on captions whose answers are known (tiny MLMs with biased LM heads)."""
+
+import random
+
+import pytest
+import torch
+
+from openclip_ce.generate import (
+    FillRequest,
+    MLMFiller,
+    NegativeGenerator,
+    SpacyTagger,
+    Tok,
+    VariantCheck,
+    VocabFiller,
+    choose_fill,
+    crude_stem,
+    make_rel,
+    sample_rng,
+)
+from openclip_ce.tiny_mlm import SAMPLE_CAPTIONS
+from tests._gen_helpers import SPACY_MODEL, tiny_filler
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    return SpacyTagger(SPACY_MODEL)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlm")
+    return {
+        # the original word first, then a case variant / punctuation / fragment, then the expected answer
+        "att": tiny_filler(root, ["Ġwooden", "ĠWooden", ",", "ing", "Ġplastic", "Ġred"]),
+        "act": tiny_filler(root, ["Ġrunning", "Ġruns", "Ġran", "ĠRunning", "Ġsleeping", "Ġjumps"]),
+        "obj": tiny_filler(root, ["Ġcat", "Ġcats", "ĠCat", "Ġdog", "Ġbird"]),
+        "initial": tiny_filler(root, ["Small", "ing", "Tiny", "Ġtiny"]),
+        "random": tiny_filler(root, []),
+    }
+
+
+def gen_for(tagger, model, types, top_k=1, seed=0, **filler_kw):
+    return NegativeGenerator(tagger, MLMFiller(model, **filler_kw), seed=seed, types=types, top_k=top_k)
+
+
+def one(gen, caption, key="k"):
+    return gen.generate([(key, caption)])[0]
+
+
+# ----------------------------------------------------------------------------- rel
+def test_rel_swaps_exactly_two_nouns_keeping_whitespace(tagger):
+    gen = NegativeGenerator(tagger, None, types=("rel",))
+    assert one(gen, "A dog chases a cat.") == {"rel": "A cat chases a dog.", "att": None, "act": None, "obj": None}
+    # odd whitespace survives exactly; a noun inside another word is not touched (no str.replace)
+    assert one(gen, "  The cat\tlooks at  a catalog ,quietly ")["rel"] == "  The catalog\tlooks at  a cat ,quietly "
+    assert one(gen, "A catalog next to a cat")["rel"] == "A cat next to a catalog"
+
+
+def test_rel_is_null_without_two_different_nouns(tagger):
+    gen = NegativeGenerator(tagger, None, types=("rel",))
+    assert one(gen, "The cat is sleeping.")["rel"] is None
+    assert one(gen, "a dog and a dog")["rel"] is None  # the same noun twice: swapping changes nothing
+    assert one(gen, "running quickly")["rel"] is None
+
+
+def test_rel_moves_compound_nouns_whole_and_recases_sentence_start(tagger):
+    gen = NegativeGenerator(tagger, None, types=("rel",))
+    assert one(gen, "A tennis racket next to a ball.")["rel"] == "A ball next to a tennis racket."
+    assert one(gen, "Dogs chase the cat.")["rel"] == "Cat chase the dogs."
+
+
+def test_rel_with_exactly_two_nouns_always_swaps_them(tagger):
+    gen = NegativeGenerator(tagger, None, types=("rel",))
+    for key in map(str, range(20)):  # whatever the per-key random stream
+        assert one(gen, "A dog chases a cat.", key)["rel"] == "A cat chases a dog."
+
+
+# ----------------------------------------------------------------------------- fills
+def test_att_known_answer_skips_original_case_variant_punctuation_fragment(tagger, models):
+    gen = gen_for(tagger, models["att"], ("att",))
+    assert one(gen, "A wooden chair near the window.")["att"] == "A plastic chair near the window."
+    # top_k=2: the pool is {plastic, red}; never wooden/Wooden/","/"ing" whatever the key
+    gen2 = gen_for(tagger, models["att"], ("att",), top_k=2)
+    outs = {one(gen2, "A wooden chair near the window.", str(k))["att"] for k in range(30)}
+    assert outs == {"A plastic chair near the window.", "A red chair near the window."}
+
+
+def test_act_known_answer_skips_inflection_variants(tagger, models):
+    gen = gen_for(tagger, models["act"], ("act",))
+    assert one(gen, "A dog running on the grass.")["act"] == "A dog sleeping on the grass."
+
+
+def test_obj_known_answer_skips_plural_and_case_variants(tagger, models):
+    gen = gen_for(tagger, models["obj"], ("obj",))
+    assert one(gen, "The cat is sleeping.")["obj"] == "The dog is sleeping."
+
+
+def test_sentence_initial_fill_is_recased_and_never_a_fragment(tagger, models):
+    gen = gen_for(tagger, models["initial"], ("att",))
+    assert one(gen, "Small dogs play in the park.")["att"] == "Tiny dogs play in the park."
+
+
+def test_no_adjective_or_verb_gives_null_not_a_lone_mask_fill(tagger, models):
+    gen = gen_for(tagger, models["random"], ("att", "act", "obj"), top_k=5)
+    out = one(gen, "A cat.")
+    assert out["att"] is None and out["act"] is None and out["obj"] not in (None, "A cat.")
+    assert one(gen, "...")  == {"rel": None, "att": None, "act": None, "obj": None}
+
+
+def test_choose_fill_rules(tagger):
+    variants = VariantCheck(tagger.lemma)
+    tok = Tok(2, 8, "VERB", "VBG", "run")
+    rng = random.Random(0)
+    cands = ["running", "Running", "runs", "ran", "run", "wom", "", "3d", "-", "Jumping", "jumping"]
+    assert choose_fill(cands, "running", tok, rng, 1, True, variants, tagger.known) == "jumping"
+    assert choose_fill(["runs", "ran"], "running", tok, rng, 5, True, variants, tagger.known) is None
+    # unordered pool (vocab filler): any admissible word, never the original
+    assert choose_fill(["running", "sitting"], "running", tok, rng, 5, False, variants, tagger.known) == "sitting"
+    assert crude_stem("glasses") == crude_stem("glass") and crude_stem("running") == crude_stem("run")
+
+
+# ----------------------------------------------------------------------------- determinism and batching
+def test_output_independent_of_batch_size_and_chunking(tagger, models):
+    items = [(f"key{i}", c) for i, c in enumerate(SAMPLE_CAPTIONS)]
+    ref = gen_for(tagger, models["random"], ("rel", "att", "act", "obj"), top_k=5, batch_size=64).generate(items)
+    one_by_one = gen_for(tagger, models["random"], ("rel", "att", "act", "obj"), top_k=5, batch_size=1)
+    chunked = [n for i in range(0, len(items), 7) for n in one_by_one.generate(items[i:i + 7])]
+    assert chunked == ref
+    assert sum(v is not None for n in ref for v in n.values()) > 2 * len(items)  # most types were made
+    for (_, c), n in zip(items, ref):
+        for v in n.values():
+            assert v is None or (v != c and "<mask>" not in v)
+
+
+def test_seed_and_key_decide_the_output(tagger, models):
+    items = [(f"key{i}", c) for i, c in enumerate(SAMPLE_CAPTIONS)]
+    a = gen_for(tagger, models["random"], ("att", "obj"), top_k=8, seed=1).generate(items)
+    b = gen_for(tagger, models["random"], ("att", "obj"), top_k=8, seed=1).generate(items)
+    c = gen_for(tagger, models["random"], ("att", "obj"), top_k=8, seed=2).generate(items)
+    assert a == b and a != c
+    assert sample_rng(1, "k", "att").random() == sample_rng(1, "k", "att").random()
+    assert sample_rng(1, "k", "att").random() != sample_rng(1, "k", "obj").random()
+
+
+def test_masked_position_projection_equals_full_model_logits(models):
+    filler = MLMFiller(models["random"])
+    reqs = [FillRequest("A ", " chair near the window.", "ADJ", "JJ"), FillRequest("", " dogs play.", "ADJ", "JJ"),
+            FillRequest("The cat is ", ".", "VERB", "VBG")]
+    seqs = filler._encode(reqs)
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [filler.tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
+    att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    at = (ids == filler.tokenizer.mask_token_id).int().argmax(1)
+    with torch.no_grad():
+        fast = filler._masked_scores(ids, att, at)
+        full = filler.model(input_ids=ids, attention_mask=att).logits[torch.arange(3), at][:, filler._union]
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+    # the mask sits where the word was, between the tokens of the left and right context
+    tok = filler.tokenizer
+    assert tok.decode(seqs[0], skip_special_tokens=False).replace("<s>", "").replace("</s>", "") == \
+        "A<mask> chair near the window."
+
+
+def test_long_context_is_windowed_around_the_mask(models):
+    filler = MLMFiller(models["random"], max_length=32)
+    left = "a dog and a cat " * 40
+    seq = filler._encode([FillRequest(left, " chair " + "near the window " * 40, "ADJ", "JJ")])[0]
+    assert len(seq) <= 32 and seq.count(filler.tokenizer.mask_token_id) == 1
+    assert filler.fill([FillRequest(left, " chair", "ADJ", "JJ")])[0]  # candidates come back
+
+
+def test_vocab_filler_uses_same_tag_words_from_the_corpus(tagger):
+    filler = VocabFiller.from_captions(tagger, SAMPLE_CAPTIONS * 2)
+    assert "chair" in filler.vocab["NN"] and "dogs" in filler.vocab["NNS"]
+    gen = NegativeGenerator(tagger, filler, types=("att", "act", "obj"), top_k=5)
+    outs = gen.generate([(str(i), c) for i, c in enumerate(SAMPLE_CAPTIONS)])
+    n_made = 0
+    for c, n in zip(SAMPLE_CAPTIONS, outs):
+        for t, v in n.items():
+            if v is not None:
+                n_made += 1
+                assert v != c and len(v.split()) == len(c.split())
+    assert n_made > len(SAMPLE_CAPTIONS)
+    assert outs == gen.generate([(str(i), c) for i, c in enumerate(SAMPLE_CAPTIONS)])
