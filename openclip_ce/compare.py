@@ -144,8 +144,9 @@ def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str
         ax.set_ylabel("%")
         ax.set_title(bench, fontsize=10, loc="left")
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="lower right", ncol=min(len(labels), 3))
-    fig.tight_layout()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     import io
 
     buf = io.BytesIO()
