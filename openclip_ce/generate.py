@@ -45,6 +45,9 @@ _SPACY_EXCLUDE = ["parser", "ner", "senter", "textcat", "textcat_multilabel", "e
 # A whole word: letters, optionally joined by single hyphens / apostrophes ("t-shirt", "o'clock").
 _WORD_RE = re.compile(r"^[^\W\d_]+(?:['\-][^\W\d_]+)*$")
 _SENTENCE_END = ".!?"
+# Penn tags of base forms: the lemmatizer keeps these words as they are (spaCy decides so from the
+# morphology the attribute ruler sets; here from the tag directly)
+_BASE_FORM_TAGS = frozenset(("NN", "JJ", "VB", "VBP"))
 
 
 class GenerationSetupError(RuntimeError):
@@ -96,7 +99,10 @@ class SpacyTagger:
         self.batch_size = batch_size
         self._lemmatizer = self.nlp.get_pipe("lemmatizer") if "lemmatizer" in self.nlp.pipe_names else None
         self.lemma = lru_cache(maxsize=200_000)(self._lemma)
+        self._pos_table = self._attribute_table()
+        self._fast_disable = [p for p in ("attribute_ruler", "lemmatizer") if p in self.nlp.pipe_names]
         self._index = self._dictionary()
+        self.known = lru_cache(maxsize=200_000)(self._known)
         if self._index is None:
             log.warning("spaCy model %s has no lemma index: fills are not checked against a dictionary", model)
 
@@ -104,11 +110,11 @@ class SpacyTagger:
         """The lemmatizer's per-POS word lists (WordNet-derived ``lemma_index``), if the model has them."""
         try:
             table = self._lemmatizer.lookups.get_table("lemma_index")
-            return {pos: table[pos.lower()] for pos in ("NOUN", "VERB", "ADJ")}
+            return {pos: frozenset(table[pos.lower()]) for pos in ("NOUN", "VERB", "ADJ")}
         except Exception:
             return None
 
-    def known(self, word: str, pos: str) -> bool:
+    def _known(self, word: str, pos: str) -> bool:
         """Is ``word`` (any case, any inflection) a dictionary word of this POS? True without a dictionary."""
         if self._index is None or pos not in self._index:
             return True
@@ -116,10 +122,55 @@ class SpacyTagger:
         return w in self._index[pos] or self.lemma(w, pos) in self._index[pos]
 
     def tag(self, texts: Sequence[str]) -> List[Tagged]:
-        return [
-            tuple(Tok(t.idx, t.idx + len(t.text), t.pos_, t.tag_, t.lemma_.lower()) for t in doc)
-            for doc in self.nlp.pipe(texts, batch_size=self.batch_size)
-        ]
+        if self._pos_table is None:  # the model's own attribute ruler and lemmatizer
+            return [
+                tuple(Tok(t.idx, t.idx + len(t.text), t.pos_, t.tag_, t.lemma_.lower()) for t in doc)
+                for doc in self.nlp.pipe(texts, batch_size=self.batch_size)
+            ]
+        out = []
+        table = self._pos_table
+        for doc in self.nlp.pipe(texts, batch_size=self.batch_size, disable=self._fast_disable):
+            toks = []
+            for t in doc:
+                tag = t.tag_
+                pos = "SPACE" if t.is_space else table.get((tag, t.lower_)) or table.get((tag, None)) or "X"
+                inflected = pos in ("NOUN", "VERB", "ADJ") and tag not in _BASE_FORM_TAGS
+                lemma = self.lemma(t.lower_, pos) if inflected else t.lower_
+                toks.append(Tok(t.idx, t.idx + len(t.text), pos, tag, lemma))
+            out.append(tuple(toks))
+        return out
+
+    def _attribute_table(self):
+        """The attribute ruler's TAG (+ LOWER) -> POS rules as a dict, when that is all it does for POS.
+
+        Running them as a lookup instead of spaCy's Matcher nearly halves tagging time; patterns on
+        the dependency label never match without the parser. ``None`` (use the pipeline as is) when
+        the ruler has POS rules of another kind."""
+        if "attribute_ruler" not in self.nlp.pipe_names or "tagger" not in self.nlp.pipe_names:
+            return None
+        table: Dict[Tuple[str, Optional[str]], str] = {}
+        for rule in self.nlp.get_pipe("attribute_ruler").patterns:
+            if "POS" not in rule["attrs"]:
+                continue
+            for pattern in rule["patterns"]:
+                keys = {k for tok in pattern for k in tok}
+                if "DEP" in keys:
+                    continue
+                if len(pattern) != 1 or not keys <= {"TAG", "LOWER", "IS_SPACE"} or "TAG" not in keys:
+                    if keys == {"IS_SPACE"}:
+                        continue  # whitespace tokens: handled as SPACE
+                    return None
+                tok = pattern[0]
+                lowers = tok.get("LOWER")
+                if isinstance(lowers, dict):
+                    if set(lowers) != {"IN"}:
+                        return None
+                    lowers = lowers["IN"]
+                tags = tok["TAG"]["IN"] if isinstance(tok["TAG"], dict) else [tok["TAG"]]
+                for tag in tags:
+                    for low in (lowers if isinstance(lowers, list) else [lowers]):
+                        table[(tag, low)] = rule["attrs"]["POS"]  # later rules win, as in the ruler
+        return table or None
 
     def _lemma(self, word: str, pos: str) -> str:
         """Lemma of a lowercase word out of context, given its coarse POS (rule lemmatizer)."""
@@ -158,17 +209,19 @@ class VariantCheck:
 
     def __init__(self, lemma_fn=None):
         self.lemma_fn = lemma_fn or (lambda w, pos: w)
+        self._forms = lru_cache(maxsize=200_000)(self._word_forms)
 
-    def forms(self, word: str, pos: str, context_lemma: Optional[str] = None) -> set:
+    def _word_forms(self, word: str, pos: str) -> frozenset:
         w = word.lower()
         lemma = self.lemma_fn(w, pos)
-        out = {w, lemma, crude_stem(w), crude_stem(lemma)}
-        if context_lemma:
-            out |= {context_lemma, crude_stem(context_lemma)}
-        return out
+        return frozenset((w, lemma, crude_stem(w), crude_stem(lemma)))
 
-    def __call__(self, original_forms: set, candidate: str, pos: str) -> bool:
-        return bool(original_forms & self.forms(candidate, pos))
+    def forms(self, word: str, pos: str, context_lemma: Optional[str] = None) -> frozenset:
+        out = self._forms(word, pos)
+        return out | {context_lemma, crude_stem(context_lemma)} if context_lemma else out
+
+    def __call__(self, original_forms: frozenset, candidate: str, pos: str) -> bool:
+        return not original_forms.isdisjoint(self._forms(candidate, pos))
 
 
 # ----------------------------------------------------------------------------- casing

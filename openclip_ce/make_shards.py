@@ -443,6 +443,9 @@ _WORKER: Dict[str, object] = {}
 
 
 def _worker_init(cfg: Config, out: str, queue) -> None:
+    # one BLAS / OpenMP pool per worker sized to its share of the cores (numpy is not imported yet)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(cfg.threads or 1)
     _WORKER.update(cfg=cfg, out=out, queue=queue, gen=None)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

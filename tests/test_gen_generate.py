@@ -183,3 +183,17 @@ def test_vocab_filler_uses_same_tag_words_from_the_corpus(tagger):
                 assert v != c and len(v.split()) == len(c.split())
     assert n_made > len(SAMPLE_CAPTIONS)
     assert outs == gen.generate([(str(i), c) for i, c in enumerate(SAMPLE_CAPTIONS)])
+
+
+def test_fast_tagging_equals_the_full_spacy_pipeline(tagger):
+    """The attribute-ruler lookup gives the POS tags and content-word lemmas spaCy's own components give."""
+    caps = SAMPLE_CAPTIONS + ["I can't believe it's not butter, he said while they were going.",
+                              "There is something on the table that we've seen.", "Cats chased the happier dogs.",
+                              "  two  spaces\tand a tab\n"]
+    assert tagger._pos_table, "the test model's attribute ruler should be replicable"
+    slow = SpacyTagger(SPACY_MODEL)
+    slow._pos_table = None
+    for c, fast_toks, slow_toks in zip(caps, tagger.tag(caps), slow.tag(caps)):
+        assert [(t.start, t.end, t.pos, t.tag) for t in fast_toks] == [(t.start, t.end, t.pos, t.tag) for t in slow_toks]
+        assert [t.lemma for t in fast_toks if t.pos in ("NOUN", "VERB", "ADJ")] == \
+            [t.lemma for t in slow_toks if t.pos in ("NOUN", "VERB", "ADJ")], c
