@@ -54,6 +54,7 @@ class GenerationSetupError(RuntimeError):
     """A model (spaCy or masked LM) that cannot be loaded; the message says what to do."""
 
 
+@lru_cache(maxsize=500_000)
 def is_word(s: str) -> bool:
     """A replacement candidate: at least two characters of letters (hyphen/apostrophe inside only)."""
     return len(s) >= 2 and bool(_WORD_RE.match(s))
@@ -285,6 +286,7 @@ class FillRequest:
     right: str
     pos: str
     tag: str
+    word: str = ""  # the original word (context for tokenization only; never a candidate)
 
     @property
     def space_before(self) -> bool:
@@ -392,7 +394,8 @@ class NegativeGenerator:
                 if tok is None:
                     continue
                 pending.append((i, kind, tok, rng))
-                requests.append(FillRequest(text[:tok.start], text[tok.end:], tok.pos, tok.tag))
+                requests.append(FillRequest(text[:tok.start], text[tok.end:], tok.pos, tok.tag,
+                                            text[tok.start:tok.end]))
         t2 = time.perf_counter()
         filled = self.filler.fill(requests) if requests else []
         t3 = time.perf_counter()
@@ -532,19 +535,26 @@ class MLMFiller(Filler):
         self._scheme = scheme
 
     def _encode(self, requests: Sequence[FillRequest]) -> List[List[int]]:
+        """Token ids with the word masked: each distinct caption is tokenized once (a caption usually
+        has several fill requests), the word's tokens are replaced by one mask token using the
+        character offsets, and long contexts are windowed around the mask."""
         tok = self.tokenizer
-        lefts = [r.left.rstrip() if self._scheme == "bytelevel" else r.left for r in requests]
-        left_ids = tok(lefts, add_special_tokens=False)["input_ids"] if lefts else []
-        right_ids = tok([r.right for r in requests], add_special_tokens=False)["input_ids"] if requests else []
+        texts = list(dict.fromkeys(r.left + r.word + r.right for r in requests))
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        by_text = {t: (ids, offs) for t, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"])}
         budget = self.max_length - 3
         bos = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         eos = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
         out = []
-        for l, r in zip(left_ids, right_ids):
-            nl = min(len(l), max(budget // 2, budget - len(r)))
-            nr = min(len(r), budget - nl)
-            ids = ([bos] if bos is not None else []) + l[len(l) - nl:] + [tok.mask_token_id] + r[:nr]
-            out.append(ids + ([eos] if eos is not None else []))
+        for r in requests:
+            ids, offs = by_text[r.left + r.word + r.right]
+            start, end = len(r.left), len(r.left) + len(r.word)
+            left = [i for i, (a, b) in zip(ids, offs) if b <= start]
+            right = [i for i, (a, b) in zip(ids, offs) if a >= end and b > a]
+            nl = min(len(left), max(budget // 2, budget - len(right)))
+            nr = min(len(right), budget - nl)
+            seq = ([bos] if bos is not None else []) + left[len(left) - nl:] + [tok.mask_token_id] + right[:nr]
+            out.append(seq + ([eos] if eos is not None else []))
         return out
 
     def fill(self, requests: Sequence[FillRequest]) -> List[List[str]]:

@@ -76,7 +76,8 @@ def fills_only(model_dir, device, n, batch):
     for _ in range(n):
         words = rng.choice(SAMPLE_CAPTIONS).split(" ")
         j = rng.randrange(len(words))
-        reqs.append(FillRequest(" ".join(words[:j]) + (" " if j else ""), " " + " ".join(words[j + 1:]), "NOUN", "NN"))
+        reqs.append(FillRequest(" ".join(words[:j]) + (" " if j else ""), " " + " ".join(words[j + 1:]), "NOUN", "NN",
+                                words[j]))
     filler.fill(reqs[:batch])
     if device.startswith("cuda"):
         import torch

@@ -145,8 +145,8 @@ def test_seed_and_key_decide_the_output(tagger, models):
 
 def test_masked_position_projection_equals_full_model_logits(models):
     filler = MLMFiller(models["random"])
-    reqs = [FillRequest("A ", " chair near the window.", "ADJ", "JJ"), FillRequest("", " dogs play.", "ADJ", "JJ"),
-            FillRequest("The cat is ", ".", "VERB", "VBG")]
+    reqs = [FillRequest("A ", " chair near the window.", "ADJ", "JJ", "wooden"),
+            FillRequest("", " dogs play.", "ADJ", "JJ", "Small"), FillRequest("The cat is ", ".", "VERB", "VBG", "sleeping")]
     seqs = filler._encode(reqs)
     width = max(map(len, seqs))
     ids = torch.tensor([s + [filler.tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
@@ -165,9 +165,12 @@ def test_masked_position_projection_equals_full_model_logits(models):
 def test_long_context_is_windowed_around_the_mask(models):
     filler = MLMFiller(models["random"], max_length=32)
     left = "a dog and a cat " * 40
-    seq = filler._encode([FillRequest(left, " chair " + "near the window " * 40, "ADJ", "JJ")])[0]
+    seq = filler._encode([FillRequest(left, " chair " + "near the window " * 40, "ADJ", "JJ", "red")])[0]
     assert len(seq) <= 32 and seq.count(filler.tokenizer.mask_token_id) == 1
-    assert filler.fill([FillRequest(left, " chair", "ADJ", "JJ")])[0]  # candidates come back
+    tok = filler.tokenizer
+    assert "a cat<mask> chair near the window" in tok.decode(seq)
+    assert seq.index(tok.mask_token_id) == 1 + (32 - 3) // 2  # the window is centred on the mask
+    assert filler.fill([FillRequest(left, " chair", "ADJ", "JJ", "red")])[0]  # candidates come back
 
 
 def test_vocab_filler_uses_same_tag_words_from_the_corpus(tagger):
