@@ -135,7 +135,8 @@ class NegativesTokenizer:
     """Tokenize a caption and its negatives: ``tok(bundle)`` -> ``LongTensor[1, 1 + K, L]``.
 
     ``neg_types`` selects (and orders) the K negative types delivered; rows of placeholder
-    negatives are filled with :data:`PLACEHOLDER_TOKEN`. Calling it with a list of texts returns
+    negatives are filled with :data:`PLACEHOLDER_TOKEN`, and so are negatives whose tokens equal the
+    caption's (an edit beyond the context length, lost to truncation). Calling it with a list of texts returns
     ``[N, 1 + K, L]``. Picklable when the wrapped tokenizer is.
     """
 
@@ -155,7 +156,10 @@ class NegativesTokenizer:
         out = torch.full((1 + len(self.neg_types), tokens.shape[-1]), PLACEHOLDER_TOKEN, dtype=torch.long)
         out[0] = tokens[0]
         for row, i in enumerate(slots, start=1):
-            out[1 + i] = tokens[row]
+            # an edit past the context length vanishes on truncation: the "negative" would be the
+            # positive itself, so it is a placeholder
+            if not torch.equal(tokens[row], tokens[0]):
+                out[1 + i] = tokens[row]
         return out
 
     def __call__(self, texts) -> torch.Tensor:

@@ -56,8 +56,11 @@ class GenerationSetupError(RuntimeError):
 
 @lru_cache(maxsize=500_000)
 def is_word(s: str) -> bool:
-    """A replacement candidate: at least two characters of letters (hyphen/apostrophe inside only)."""
-    return len(s) >= 2 and bool(_WORD_RE.match(s))
+    """A replacement candidate: at least three characters of letters (hyphen/apostrophe inside only).
+
+    Two-letter candidates from a masked LM are mostly sub-word pieces or abbreviations ("fr", "ab")
+    that the dictionary check lets through, so they are not accepted."""
+    return len(s) >= 3 and bool(_WORD_RE.match(s))
 
 
 def sample_rng(seed: int, key: str, kind: str) -> random.Random:
@@ -260,12 +263,15 @@ def noun_units(text: str, toks: Tagged) -> List[Tuple[int, int]]:
 def make_rel(text: str, toks: Tagged, rng: random.Random) -> Optional[str]:
     """Swap two different nouns; ``None`` when the caption has fewer than two different ones."""
     units = noun_units(text, toks)
-    pairs = [
-        (i, j)
-        for i in range(len(units))
-        for j in range(i + 1, len(units))
-        if text[units[i][0]:units[i][1]].lower() != text[units[j][0]:units[j][1]].lower()
-    ]
+    # "different" nouns: compare the head's lemma, so "dog"/"dogs" or "man"/"men" are not swapped
+    head_lemma = {t.end: t.lemma.lower() for t in toks}
+
+    def unit_key(s: int, e: int):  # ("tennis", "racket") for "tennis rackets"
+        *modifiers, head = text[s:e].lower().split()
+        return " ".join(modifiers), head_lemma.get(e, head)
+
+    keys = [unit_key(s, e) for s, e in units]
+    pairs = [(i, j) for i in range(len(units)) for j in range(i + 1, len(units)) if keys[i] != keys[j]]
     if not pairs:
         return None
     i, j = pairs[rng.randrange(len(pairs))]

@@ -17,6 +17,7 @@ import glob
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -210,7 +211,7 @@ def write_json_atomic(path: str, obj) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.partial-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False)
+        json.dump(obj, f, indent=1, ensure_ascii=True)  # keys from non-UTF-8 names carry lone surrogates
         f.write("\n")
     os.replace(tmp, path)
 
@@ -301,7 +302,7 @@ def process_shard(job: ShardJob, out: str, gen, cfg: Config, progress: Callable[
                 stats.negatives[t] += n[t] is not None
             if caption is not None and len(stats.examples) < 3 and any(v is not None for v in n.values()):
                 stats.examples.append({"key": key, "caption": caption, "neg": n})
-            writer.add(f"{key}.{NEG_MEMBER}", encode_negatives(n), members[-1].mtime)
+            writer.add(f"{key}.{NEG_MEMBER}", encode_negatives(n), members[-1].mtime if members else 0)
         progress(len(items))
         pending.clear()
 
@@ -460,8 +461,10 @@ def _worker_run(job: ShardJob) -> Dict:
 def _run_job(job: ShardJob, out: str, gen, cfg: Config, progress) -> Dict:
     try:
         return process_shard(job, out, gen, cfg, progress)
-    except (ShardFormatError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - one bad shard must not stop the others
         msg = str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {type(e).__name__}: {e}"
+        if not isinstance(e, (ShardFormatError, OSError)):
+            log.exception("unexpected error on shard %s", job.src)
         return {"shard": job.rel, "src": job.src, "status": "failed", "error": msg}
 
 
@@ -652,6 +655,10 @@ def _check_settings(out: str, cfg: Config, overwrite: bool) -> None:
             details = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise UsageError(f"--out {out} holds shards made with other settings ({details}); "
                              f"use the same settings to resume, another --out, or --overwrite")
+    if overwrite:
+        # forget every completed shard *before* recording the new settings: an interrupted --overwrite
+        # run must never leave old-settings shards that a later run takes for complete
+        shutil.rmtree(os.path.join(os.path.abspath(out), STATE_DIR, "done"), ignore_errors=True)
     write_json_atomic(path, want)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import zlib
 import io
 import os
 import re
@@ -93,7 +94,7 @@ def read_samples(path: str, scratch_dir: Optional[str] = None) -> Iterator[Tuple
             try:
                 with gzip.open(path, "rb") as gz:
                     shutil.copyfileobj(gz, tmp, 1 << 20)
-            except (OSError, EOFError) as e:
+            except (OSError, EOFError, zlib.error) as e:
                 raise ShardFormatError(f"{path}: unreadable gzip ({e})") from None
             tmp.flush()
             tmp.seek(0)

@@ -10,7 +10,7 @@ from openclip_ce.negatives import NegativesFormatError, decode_negatives, encode
 def toy_tokenizer(texts, context_length=6):
     out = torch.zeros(len(texts), context_length, dtype=torch.long)
     for i, t in enumerate(texts):
-        ids = [len(w) for w in t.split()][:context_length]
+        ids = [sum(map(ord, w)) % 997 + 1 for w in t.split()][:context_length]
         out[i, :len(ids)] = torch.tensor(ids)
     return out
 
@@ -27,10 +27,10 @@ def test_attach_then_tokenize_round_trip():
 
     tok = NegativesTokenizer(toy_tokenizer)(out[0]["txt"].decode())
     assert tok.shape == (1, 5, 6)
-    assert tok[0, 0].tolist() == [1, 3, 5, 1, 3, 0]
-    assert tok[0, 1].tolist() == [1, 3, 5, 1, 3, 0]                 # rel
-    assert (tok[0, 2] == PLACEHOLDER_TOKEN).all()                    # att placeholder
-    assert tok[0, 3].tolist() == [1, 3, 5, 1, 3, 0]                 # act
+    assert torch.equal(tok[0, 0], toy_tokenizer(["a man bites a dog"])[0])
+    assert torch.equal(tok[0, 1], toy_tokenizer(["a dog bites a man"])[0])   # rel
+    assert (tok[0, 2] == PLACEHOLDER_TOKEN).all()                            # att placeholder
+    assert torch.equal(tok[0, 3], toy_tokenizer(["a man feeds a dog"])[0])   # act
     assert (tok[0, 4] == PLACEHOLDER_TOKEN).all()
     pos, neg, mask = split_text_batch(tok)
     assert mask.tolist() == [[True, False, True, False]] and torch.equal(pos, tok[:, 0])
@@ -69,3 +69,12 @@ def test_negatives_format_validation():
     assert parse_neg_types("obj, rel") == ("rel", "obj")
     with pytest.raises(ValueError):
         parse_neg_types("rel,foo")
+
+
+def test_negative_identical_to_caption_after_truncation_is_a_placeholder():
+    caption = "a man rides a horse near a red barn and a dog"          # the edit is after token 6
+    negs = {"rel": "a man rides a horse near a red dog and a barn", "att": "a tall man rides a horse"}
+    tok = NegativesTokenizer(toy_tokenizer, ("rel", "att"))
+    out = tok.tokenize_one(caption, negs)
+    assert (out[1] == PLACEHOLDER_TOKEN).all()                            # truncated to the same tokens
+    assert not (out[2] == PLACEHOLDER_TOKEN).all() and not torch.equal(out[2], out[0])

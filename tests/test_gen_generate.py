@@ -61,6 +61,9 @@ def test_rel_is_null_without_two_different_nouns(tagger):
     gen = NegativeGenerator(tagger, None, types=("rel",))
     assert one(gen, "The cat is sleeping.")["rel"] is None
     assert one(gen, "a dog and a dog")["rel"] is None  # the same noun twice: swapping changes nothing
+    assert one(gen, "a dog and two dogs")["rel"] is None  # inflections of one noun are not different nouns
+    assert one(gen, "one man and two men")["rel"] is None
+    assert one(gen, "a tennis racket and a tennis ball")["rel"] == "a tennis ball and a tennis racket"
     assert one(gen, "running quickly")["rel"] is None
 
 

@@ -12,6 +12,7 @@ from openclip_ce import make_shards
 from openclip_ce.negatives import NEG_TYPES, decode_negatives
 from openclip_ce.shardio import ShardFormatError, read_samples
 from tests._gen_helpers import (
+    SPACY_MODEL,
     caption_members,
     read_tar,
     run_cli,
@@ -182,6 +183,45 @@ def test_bad_inputs_fail_their_shard_or_pass_through_with_nulls(tmp_path, model)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["shards"]["skipped_complete"] == 2 and stats["shards"]["failed"] == 3
+
+
+def test_more_bad_shards_fail_alone_and_the_rest_finish(tmp_path, model):
+    import gzip
+
+    ind = tmp_path / "in"
+    write_caption_shards(ind, num_shards=1, per_shard=3)            # 00000.tar: good
+    raw = gzip.compress((ind / "00000.tar").read_bytes())
+    (ind / "00001.tar.gz").write_bytes(raw[:20] + b"\xff" * 20 + raw[40:])   # corrupt deflate data
+    write_tar(ind / "00002.tar", [("lone.neg.json", b'{"rel": null}')] + caption_members("ok", "A dog chases a cat.", 1))
+    write_tar(ind / "00003.tar", caption_members("caf\udce9", "A cat on a mat.", 2))  # member names not UTF-8
+    proc = run_cli([str(ind / "00000.tar"), str(ind / "00001.tar.gz"), str(ind / "00002.tar"), str(ind / "00003.tar")],
+                   tmp_path / "out", model)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"failed shard: {ind / '00001.tar.gz'}: " in proc.stderr and "unreadable gzip" in proc.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["shards"]["complete"] == 3 and stats["shards"]["failed"] == 1
+    by_key, _ = _samples(tmp_path / "out" / "00002.tar")
+    assert decode_negatives(by_key["lone"]["neg.json"]) == dict.fromkeys(NEG_TYPES)
+    assert not [p for p in (tmp_path / "out").rglob("*partial*")]
+
+
+def test_interrupted_overwrite_never_leaves_old_shards_counted_complete(tmp_path, model):
+    import argparse
+
+    write_caption_shards(tmp_path / "in", num_shards=2, per_shard=5)
+    assert run_cli([tmp_path / "in"], tmp_path / "old", model, "--types", "rel,obj").returncode == 0
+    assert run_cli([tmp_path / "in"], tmp_path / "clean", model, "--types", "rel,obj", "--seed", "1").returncode == 0
+    # the state an `--overwrite --seed 1` run is in when it is killed before writing any shard
+    parser = argparse.ArgumentParser()
+    make_shards.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "in"), "--out", str(tmp_path / "old"), "--types", "rel,obj",
+                              "--seed", "1", "--filler-model", str(model), "--spacy-model", SPACY_MODEL])
+    make_shards._check_settings(str(tmp_path / "old"), make_shards.config_from_args(args), overwrite=True)
+    proc = run_cli([tmp_path / "in"], tmp_path / "old", model, "--types", "rel,obj", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 to write, 0 already complete" in proc.stderr
+    for name in ("00000.tar", "00001.tar"):
+        assert (tmp_path / "old" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, model):
