@@ -20,7 +20,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .negatives import NEG_MEMBER, NEG_TYPES, encode_negatives, empty_negatives, parse_neg_types

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Iterable, List, Sequence
 
 # Captions written for this project (COCO-like), used as tokenizer corpus, test and benchmark data.
 SAMPLE_CAPTIONS: List[str] = [

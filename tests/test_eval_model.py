@@ -1,6 +1,5 @@
 """Model loading (QuickGELU, training checkpoints) and the real scorer against a direct computation."""
 
-import logging
 
 import numpy as np
 import open_clip

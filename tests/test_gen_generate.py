@@ -15,7 +15,6 @@ from openclip_ce.generate import (
     VocabFiller,
     choose_fill,
     crude_stem,
-    make_rel,
     sample_rng,
 )
 from openclip_ce.tiny_mlm import SAMPLE_CAPTIONS

@@ -1,6 +1,5 @@
 """`openclip-ce make-shards` on shards written here: output format, passthrough, stats, bad inputs."""
 
-import io
 import json
 import os
 import tarfile

@@ -4,7 +4,6 @@ import json
 import random
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch

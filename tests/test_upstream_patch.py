@@ -1,7 +1,6 @@
 """patches/: applies cleanly to the installed open_clip_train; with it, open_clip looks plugins up itself
 and the bootstrap stands aside; CE-CLIP training, checkpoint state and resume work through it."""
 
-import json
 import shutil
 import subprocess
 import sys

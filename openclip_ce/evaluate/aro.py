@@ -34,7 +34,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 
 from .common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_json, mean, pos_wins)
+                     field_of, load_json_list, mean, pos_wins)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -78,9 +78,7 @@ ORDER_FILES = {"coco_order": ("coco", "coco_karpathy_test.json"), "flickr30k_ord
 
 def read_vg(path: Path, image_dir: Path, kind: str) -> List[Tuple[Case, str]]:
     """``[(Case(image crop, (true, false)), group)]``; group = relation name or "attr0_attr1"."""
-    data = load_json(path)
-    if not isinstance(data, list):
-        raise BenchmarkDataError(f"{path}: expected a JSON list of test cases, got {type(data).__name__}")
+    data = load_json_list(path, "test cases")
     out = []
     for i, e in enumerate(data):
         where = f"{path} entry {i}"
@@ -170,9 +168,7 @@ def perturbations(tokens: List[str], tags: List[str], rng: np.random.Generator) 
 
 def read_order(path: Path, image_dir: Path, spacy_model: str, seed: int) -> List[Case]:
     """Cases with 5 captions each: the original first, then the four perturbations (all pre_caption'ed)."""
-    data = load_json(path)
-    if not isinstance(data, list):
-        raise BenchmarkDataError(f"{path}: expected a JSON list of images, got {type(data).__name__}")
+    data = load_json_list(path, "images")
     pairs = []
     for i, e in enumerate(data):
         where = f"{path} entry {i}"

@@ -83,6 +83,25 @@ def load_json(path: Path) -> Any:
         raise BenchmarkDataError(f"{path}: not valid UTF-8 JSON ({e})") from e
 
 
+def load_json_list(path: Path, what: str) -> List[Any]:
+    """A JSON file that must hold a list (of ``what``); otherwise a one-line error naming the file."""
+    data = load_json(path)
+    if not isinstance(data, list):
+        raise BenchmarkDataError(f"{path}: expected a JSON list of {what}, got {type(data).__name__}")
+    return data
+
+
+def present_parts(base: Path, names: Sequence[str], benchmark: str, what: str) -> Tuple[List[str], List[str]]:
+    """``(present, missing)`` among ``base/NAME.json``; none present -> :class:`BenchmarkMissing`, some missing -> a warning."""
+    present = [n for n in names if (base / f"{n}.json").is_file()]
+    if not present:
+        raise BenchmarkMissing(f"expected {what} ({', '.join(n + '.json' for n in names)}) in {base}")
+    missing = [n for n in names if n not in present]
+    if missing:
+        log.warning("%s: %s missing from %s: %s", benchmark, what, base, ", ".join(missing))
+    return present, missing
+
+
 def load_jsonl(path: Path) -> List[Any]:
     rows = []
     with open(path, encoding="utf-8") as f:

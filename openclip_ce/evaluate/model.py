@@ -143,7 +143,6 @@ def _state_dict_from_checkpoint(path: Path) -> tuple[Dict[str, Any], Optional[in
 def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Optional[str] = None,
                device: str = "cpu", quickgelu: str = "auto") -> LoadedModel:
     import open_clip
-    import torch
 
     if pretrained and checkpoint:
         raise ModelLoadError("give either --pretrained or --checkpoint, not both")

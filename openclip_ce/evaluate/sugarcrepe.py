@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-from .common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_json, mean, pos_wins)
+from .common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_missing_images,
+                     field_of, load_json, mean, pos_wins, present_parts)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -41,12 +41,7 @@ def read_split(path: Path, image_dir: Path) -> List[Case]:
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     base = root / "sugarcrepe"
     image_dir = opts.image_root("sugarcrepe", base / "val2017")
-    present = [s for s in SPLITS if (base / f"{s}.json").is_file()]
-    if not present:
-        raise BenchmarkMissing(f"expected {', '.join(s + '.json' for s in SPLITS)} in {base}")
-    missing_splits = [s for s in SPLITS if s not in present]
-    if missing_splits:
-        log.warning("sugarcrepe: split file(s) missing from %s: %s", base, ", ".join(missing_splits))
+    present, missing_splits = present_parts(base, SPLITS, "sugarcrepe", "the SugarCrepe split files")
     cases, split_of = [], []
     for s in present:
         part = read_split(base / f"{s}.json", image_dir)

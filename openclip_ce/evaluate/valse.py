@@ -21,8 +21,8 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from .common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_json, mean, pos_wins)
+from .common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_missing_images,
+                     field_of, load_json, mean, pos_wins, present_parts)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -62,12 +62,7 @@ def read_piece(path: Path, image_dir: Path, validated_only: bool) -> Tuple[List[
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     base = root / "valse"
     image_dir = opts.image_root("valse", base / "images")
-    present = [p for p in PIECES if (base / f"{p}.json").is_file()]
-    if not present:
-        raise BenchmarkMissing(f"expected the VALSE piece files ({', '.join(p + '.json' for p in PIECES)}) in {base}")
-    missing_pieces = [p for p in PIECES if p not in present]
-    if missing_pieces:
-        log.warning("valse: piece file(s) missing from %s: %s", base, ", ".join(missing_pieces))
+    present, missing_pieces = present_parts(base, PIECES, "valse", "the VALSE piece files")
     items, totals = [], {}
     for p in present:
         cases, totals[p] = read_piece(base / f"{p}.json", image_dir, opts.valse_filter)

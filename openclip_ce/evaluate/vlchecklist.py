@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from .common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     load_json, mean, pos_wins)
+                     load_json_list, mean, pos_wins)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -59,9 +59,7 @@ def read_corpus_yaml(path: Path) -> Dict[str, str]:
 def read_pairs(anno: Path, image_root: Path, yaml_path: Path) -> List[Case]:
     if not anno.is_file():
         raise BenchmarkDataError(f"{yaml_path}: ANNO_PATH file not found: {anno}")
-    data = load_json(anno)
-    if not isinstance(data, list):
-        raise BenchmarkDataError(f"{anno}: expected a JSON list of [image, {{POS, NEG}}] pairs")
+    data = load_json_list(anno, "[image, {POS, NEG}] pairs")
     cases = []
     for i, e in enumerate(data):
         where = f"{anno} entry {i}"

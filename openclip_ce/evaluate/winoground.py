@@ -22,7 +22,7 @@ from typing import Dict, List
 import numpy as np
 
 from .common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_jsonl, mean)
+                     field_of, load_jsonl)
 
 NAME = "winoground"
 
