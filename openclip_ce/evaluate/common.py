@@ -102,6 +102,16 @@ def present_parts(base: Path, names: Sequence[str], benchmark: str, what: str) -
     return present, missing
 
 
+def accuracy_by_group(correct, groups: Sequence[str], names: Sequence[str]) -> Dict[str, Tuple[float, int]]:
+    """``{name: (accuracy, n)}`` over the items whose group is ``name`` (NaN accuracy when n = 0)."""
+    out = {}
+    for name in names:
+        mask = [g == name for g in groups]
+        n = sum(mask)
+        out[name] = (float(correct[mask].mean()) if n else float("nan"), n)
+    return out
+
+
 def load_jsonl(path: Path) -> List[Any]:
     rows = []
     with open(path, encoding="utf-8") as f:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from .common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_json, mean, pos_wins, present_parts)
+                     accuracy_by_group, field_of, load_json, mean, pos_wins, present_parts)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -51,11 +51,8 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
                                           opts.missing_policy(), "sugarcrepe")
     scores = scorer.score([c for c, _ in kept], desc="sugarcrepe")
     correct = pos_wins(scores, 0)
-    splits = {}
-    for s in present:
-        mask = [sp == s for _, sp in kept]
-        n = sum(mask)
-        splits[s] = {"accuracy": float(correct[mask].mean()) if n else float("nan"), "n": n}
+    splits = {s: {"accuracy": acc, "n": n}
+              for s, (acc, n) in accuracy_by_group(correct, [sp for _, sp in kept], present).items()}
     summary = {s: splits[s]["accuracy"] for s in present}
     for cat, members in CATEGORIES.items():
         if all(m in splits for m in members):

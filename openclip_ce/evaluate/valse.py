@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from .common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_json, mean, pos_wins, present_parts)
+                     accuracy_by_group, field_of, load_json, mean, pos_wins, present_parts)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -70,12 +70,8 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     items, n_missing = drop_missing_images(items, lambda it: [it[0].image], opts.missing_policy(), "valse")
     scores = scorer.score([c for c, _ in items], desc="valse")
     correct = pos_wins(scores, 0)
-    pieces = {}
-    for p in present:
-        mask = [q == p for _, q in items]
-        n = sum(mask)
-        pieces[p] = {"pairwise_accuracy": float(correct[mask].mean()) if n else float("nan"), "n": n,
-                     "n_in_file": totals[p]}
+    pieces = {p: {"pairwise_accuracy": acc, "n": n, "n_in_file": totals[p]}
+              for p, (acc, n) in accuracy_by_group(correct, [q for _, q in items], present).items()}
     summary = {p: pieces[p]["pairwise_accuracy"] for p in present}
     for inst, members in INSTRUMENTS.items():
         if all(m in pieces for m in members):
