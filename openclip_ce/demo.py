@@ -187,8 +187,8 @@ def _report(work: Path, model_name: str, runs: Dict[str, Path]) -> Dict[str, Dic
     for label, ckpt in runs.items():
         table[label] = toy_accuracy(*_load_trained(model_name, ckpt))
     lines = ["held-out pairwise accuracy, S(image, caption) > S(image, negative), 256 new toy pictures:",
-             f"  {'model':<22} {'rel (swap)':>11} {'att (colour)':>13} {'obj (shape)':>12}"]
-    lines += [f"  {k:<22} {v['rel']:>11.3f} {v['att']:>13.3f} {v['obj']:>12.3f}" for k, v in table.items()]
+             f"  {'model':<26} {'rel (swap)':>11} {'att (colour)':>13} {'obj (shape)':>12}"]
+    lines += [f"  {k:<26} {v['rel']:>11.3f} {v['att']:>13.3f} {v['obj']:>12.3f}" for k, v in table.items()]
     print("\n".join(lines), file=sys.stderr)
     (work / "toy_accuracy.json").write_text(json.dumps(table, indent=2))
     return table
