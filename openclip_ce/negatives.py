@@ -11,11 +11,10 @@ The csv layout uses columns ``neg_rel, neg_att, neg_act, neg_obj`` (empty cell =
 from __future__ import annotations
 
 import json
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 NEG_TYPES: Tuple[str, ...] = ("rel", "att", "act", "obj")
 NEG_MEMBER = "neg.json"          # tar member suffix (webdataset key "neg.json")
-CSV_COLUMNS: Tuple[str, ...] = tuple(f"neg_{t}" for t in NEG_TYPES)
 
 Negatives = Dict[str, Optional[str]]
 
@@ -70,11 +69,3 @@ def encode_negatives(negs: Negatives) -> bytes:
 
 def empty_negatives() -> Negatives:
     return {t: None for t in NEG_TYPES}
-
-
-def from_csv_row(row: Dict[str, object], columns: Iterable[str] = CSV_COLUMNS) -> Negatives:
-    vals = {}
-    for t, col in zip(NEG_TYPES, columns):
-        v = row.get(col)
-        vals[t] = None if v is None or (isinstance(v, float) and v != v) else str(v)
-    return validate_negatives(vals)

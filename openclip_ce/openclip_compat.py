@@ -32,7 +32,7 @@ import os
 import sys
 import types
 from importlib import metadata
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 SUPPORTED_OPENCLIP = ((3, 3),)  # (major, minor) releases whose internals this module was written and tested against
 SUPPORTED_TEXT = "3.3.x"
@@ -48,10 +48,6 @@ _plugins: Dict[str, Any] = {}
 
 
 class UnsupportedOpenClipVersion(RuntimeError):
-    pass
-
-
-class PluginNotActive(RuntimeError):
     pass
 
 
@@ -275,8 +271,6 @@ def _write_json_atomic(path: str, obj: Any) -> None:
 
 
 def _wrap_train_one_epoch(oc_train, original):
-    state = {"restored": False}
-
     @functools.wraps(original)
     def train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
         plugin = active_plugin(args)
@@ -284,8 +278,8 @@ def _wrap_train_one_epoch(oc_train, original):
             return original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
 
         plugin.adapt_model(_unwrap(model))
-        if not state["restored"]:
-            state["restored"] = True
+        if not getattr(args, "_plugin_state_restored", False):  # once per run (args is per run)
+            args._plugin_state_restored = True
             _restore_plugin_state(plugin, loss, args, epoch)
 
         def source():
@@ -383,7 +377,3 @@ def install(plugins: Optional[Dict[str, Any]] = None) -> bool:
 
 def is_installed() -> bool:
     return _installed
-
-
-def plugin_names() -> List[str]:
-    return list(_plugins)

@@ -19,8 +19,6 @@ from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives, spl
 from .loss import ITC_NEGATIVE_MODES, CeClipLoss
 from .negatives import NEG_TYPES, parse_neg_types
 
-PLUGIN_API_VERSION = 1
-
 
 def _neg_types(value: str):
     try:
@@ -73,7 +71,6 @@ def _compose(stage: Callable[[Iterable], Iterator], src_fn: Callable, *args, **k
 
 class CeClipPlugin:
     name = "ce_clip"
-    api_version = PLUGIN_API_VERSION
     description = "CE-CLIP: ITC with hard negatives + intra-modal contrast + cross-modal rank (CVPR 2024)"
 
     # ------------------------------------------------------------------ flags
