@@ -56,11 +56,16 @@ class GenerationSetupError(RuntimeError):
 
 @lru_cache(maxsize=500_000)
 def is_word(s: str) -> bool:
-    """A replacement candidate: at least three characters of letters (hyphen/apostrophe inside only).
+    """A word of the caption that may be edited: two or more letters (hyphen/apostrophe inside only)."""
+    return len(s) >= 2 and bool(_WORD_RE.match(s))
+
+
+def is_fill_word(s: str) -> bool:
+    """A replacement candidate from a filler: a word of three or more letters.
 
     Two-letter candidates from a masked LM are mostly sub-word pieces or abbreviations ("fr", "ab")
     that the dictionary check lets through, so they are not accepted."""
-    return len(s) >= 3 and bool(_WORD_RE.match(s))
+    return len(s) >= 3 and is_word(s)
 
 
 def sample_rng(seed: int, key: str, kind: str) -> random.Random:
@@ -245,6 +250,16 @@ def recase(word: str, slot: str, slot_initial: bool, word_initial: bool = False)
     return word
 
 
+def swap_case(word: str, word_initial: bool, slot: str, slot_initial: bool) -> str:
+    """Casing of a noun moved by a swap: it keeps its own (an acronym stays one, "man" does not become
+    "MAN" in the place of "TV"); only the capital that marks a sentence start stays with the position."""
+    if word_initial and word[:1].isupper() and word[1:] == word[1:].lower():
+        word = word[:1].lower() + word[1:]
+    if slot_initial and slot[:1].isupper():
+        word = word[:1].upper() + word[1:]
+    return word
+
+
 # ----------------------------------------------------------------------------- rel
 def noun_units(text: str, toks: Tagged) -> List[Tuple[int, int]]:
     """Maximal runs of adjacent NOUN tokens, as (start, end) character spans."""
@@ -278,8 +293,8 @@ def make_rel(text: str, toks: Tagged, rng: random.Random) -> Optional[str]:
     (s1, e1), (s2, e2) = units[i], units[j]
     w1, w2 = text[s1:e1], text[s2:e2]
     init1, init2 = _is_initial(text, s1), _is_initial(text, s2)
-    new1 = recase(w2, w1, init1, init2)
-    new2 = recase(w1, w2, init2, init1)
+    new1 = swap_case(w2, init2, w1, init1)
+    new2 = swap_case(w1, init1, w2, init2)
     return text[:s1] + new1 + text[e1:s2] + new2 + text[e2:]
 
 
@@ -325,7 +340,7 @@ def choose_fill(candidates: Sequence[str], original: str, tok: Tok, rng: random.
                 ranked: bool, variants: VariantCheck, known=lambda word, pos: True) -> Optional[str]:
     """The replacement word (not yet re-cased), or ``None`` when no admissible candidate is left.
 
-    Admissible: a whole word (:func:`is_word`), a dictionary word of the slot's POS (``known``), not
+    Admissible: a whole word (:func:`is_fill_word`), a dictionary word of the slot's POS (``known``), not
     a variant of the original, lowercase when the original is (no stray capitals mid-sentence).
     """
     orig_forms = variants.forms(original, tok.pos, tok.lemma)
@@ -334,7 +349,7 @@ def choose_fill(candidates: Sequence[str], original: str, tok: Tok, rng: random.
         pool, seen = [], set()
         for c in candidates:
             low = c.lower()
-            if (not is_word(c) or low in seen or (lowercase_only and c != low) or not known(c, tok.pos)
+            if (not is_fill_word(c) or low in seen or (lowercase_only and c != low) or not known(c, tok.pos)
                     or variants(orig_forms, c, tok.pos)):
                 continue
             seen.add(low)
@@ -351,7 +366,7 @@ def choose_fill(candidates: Sequence[str], original: str, tok: Tok, rng: random.
     start = rng.randrange(n)
     for i in range(n):  # first admissible word from a random starting point
         c = candidates[(start + i) % n]
-        if is_word(c) and known(c, tok.pos) and not variants(orig_forms, c, tok.pos):
+        if is_fill_word(c) and known(c, tok.pos) and not variants(orig_forms, c, tok.pos):
             return c
     return None
 

@@ -202,3 +202,16 @@ def test_fast_tagging_equals_the_full_spacy_pipeline(tagger):
         assert [(t.start, t.end, t.pos, t.tag) for t in fast_toks] == [(t.start, t.end, t.pos, t.tag) for t in slow_toks]
         assert [t.lemma for t in fast_toks if t.pos in ("NOUN", "VERB", "ADJ")] == \
             [t.lemma for t in slow_toks if t.pos in ("NOUN", "VERB", "ADJ")], c
+
+
+def test_two_letter_fills_are_rejected_but_two_letter_words_can_still_be_edited(tagger):
+    variants = VariantCheck(tagger.lemma)
+    tok = Tok(6, 11, "NOUN", "NN", "table")
+    rng = random.Random(0)
+    # "fr" / "ab" are BPE pieces or abbreviations that a dictionary lookup lets through
+    assert choose_fill(["fr", "ab", "chair"], "table", tok, rng, 1, True, variants, tagger.known) == "chair"
+    assert choose_fill(["fr", "in"], "table", tok, rng, 5, True, variants, tagger.known) is None
+    gen = NegativeGenerator(tagger, None, types=("rel",))
+    swaps = {one(gen, "a man watching TV on a couch", key)["rel"] for key in "abcdefgh"}
+    assert "a TV watching man on a couch" in swaps  # a 2-letter noun is still swapped; each keeps its case
+    assert not any("MAN" in s or "Couch" in s for s in swaps)
