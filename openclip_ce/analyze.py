@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import logging
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from openclip_ce.negatives import NEG_TYPES, NegativesFormatError, decode_negatives
+from openclip_ce.shardio import ShardFormatError, read_samples, split_key
 
 log = logging.getLogger("openclip_ce.analyze")
 
@@ -58,17 +58,11 @@ def read_shard(path: str) -> List[Sample]:
     """Samples of one tar shard, grouped by webdataset key (name up to the first dot of the basename)."""
     groups: Dict[str, Dict[str, bytes]] = {}
     try:
-        with tarfile.open(path) as tar:
-            for m in tar:
-                if not m.isfile():
-                    continue
-                d, _, base = m.name.rpartition("/")
-                stem, dot, ext = base.partition(".")
-                if not dot:
-                    continue
-                key = f"{d}/{stem}" if d else stem
-                groups.setdefault(key, {})[ext.lower()] = tar.extractfile(m).read()
-    except tarfile.TarError as e:
+        for key, members in read_samples(path):
+            if key is not None:
+                for m in members:
+                    groups.setdefault(key, {})[split_key(m.name)[1].lower()] = m.data
+    except ShardFormatError as e:
         raise AnalyzeError(f"{path}: not a readable tar shard ({e})") from e
     out = []
     for key, members in groups.items():

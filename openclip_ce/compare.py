@@ -12,6 +12,7 @@ import fnmatch
 import json
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -53,12 +54,15 @@ def unique_labels(results: Sequence[Dict], paths: Sequence[str], labels: Optiona
         out = list(labels)
     else:
         out = [(r.get("model") or {}).get("label") or Path(p).stem for r, p in zip(results, paths)]
-    seen: Dict[str, int] = {}
-    for i, lab in enumerate(out):
-        if out.count(lab) > 1:
-            seen[lab] = seen.get(lab, 0) + 1
-            out[i] = f"{lab} ({Path(paths[i]).stem if paths else seen[lab]})"
-    return out
+    counts = Counter(out)
+    if len(counts) == len(out):
+        return out
+    # duplicates: name each by its file (parent folder too), then by position if that is not enough
+    named = [f"{lab} ({Path(p).parent.name}/{Path(p).stem})" if counts[lab] > 1 else lab
+             for lab, p in zip(out, paths)]
+    if len(set(named)) != len(named):
+        named = [f"{lab} (#{i + 1})" if counts[lab] > 1 else lab for i, lab in enumerate(out)]
+    return named
 
 
 def _bench_of(key: str) -> str:

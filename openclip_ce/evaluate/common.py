@@ -69,12 +69,6 @@ class EvalOptions:
 # --------------------------------------------------------------------------- files
 
 
-def require_file(path: Path, benchmark: str, what: str) -> Path:
-    if not path.is_file():
-        raise BenchmarkMissing(f"expected {what} at {path}")
-    return path
-
-
 def load_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as f:
@@ -182,6 +176,9 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -241,5 +238,7 @@ def pos_wins(scores, pos_index: int = 0, ties_win: bool = False):
     import numpy as np
 
     scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape[0] == 0:  # every item skipped (e.g. --missing-images skip): no wins, accuracies are NaN
+        return np.zeros(0, dtype=bool)
     others = np.delete(scores, pos_index, axis=1).max(axis=1)
     return scores[:, pos_index] >= others if ties_win else scores[:, pos_index] > others

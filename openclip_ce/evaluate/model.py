@@ -131,13 +131,8 @@ def _state_dict_from_checkpoint(path: Path) -> tuple[Dict[str, Any], Optional[in
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
         raise ModelLoadError(f"{path}: no state_dict in checkpoint")
-    out = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out, epoch
+    # DDP's "module." prefix; open_clip saves the uncompiled model, so there is no "_orig_mod." to strip
+    return {k.removeprefix("module."): v for k, v in obj.items()}, epoch
 
 
 def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Optional[str] = None,
