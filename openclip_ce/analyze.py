@@ -160,7 +160,7 @@ def plot(result: Dict, labels: Sequence[str], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from openclip_ce.evaluate.common import write_atomic
+    from openclip_ce.fileio import write_atomic
 
     types = list(result["types"])
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 2.2 * len(types) * max(1, len(labels)) ** 0.5 + 3), 3.8))
@@ -221,7 +221,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from openclip_ce.evaluate import _default_device, _setup_logging
-    from openclip_ce.evaluate.common import json_dumps, write_atomic
+    from openclip_ce.evaluate.common import json_dumps
+    from openclip_ce.fileio import write_atomic
     from openclip_ce.evaluate.model import ModelLoadError, load_model
     from openclip_ce.evaluate.scorer import ClipScorer
 

@@ -122,7 +122,7 @@ def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from openclip_ce.evaluate.common import write_atomic
+    from openclip_ce.fileio import write_atomic
 
     benches = list(dict.fromkeys(_bench_of(k) for k in keys))
     if not benches:
@@ -168,7 +168,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from openclip_ce.evaluate.common import json_dumps, write_atomic
+    from openclip_ce.evaluate.common import json_dumps
+    from openclip_ce.fileio import write_atomic
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(message)s")

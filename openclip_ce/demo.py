@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .fileio import write_json_atomic
 from .negatives import encode_negatives
 from .tiny import write_tiny_model_dir
 
@@ -190,7 +191,7 @@ def _report(work: Path, model_name: str, runs: Dict[str, Path]) -> Dict[str, Dic
              f"  {'model':<26} {'rel (swap)':>11} {'att (colour)':>13} {'obj (shape)':>12}"]
     lines += [f"  {k:<26} {v['rel']:>11.3f} {v['att']:>13.3f} {v['obj']:>12.3f}" for k, v in table.items()]
     print("\n".join(lines), file=sys.stderr)
-    (work / "toy_accuracy.json").write_text(json.dumps(table, indent=2))
+    write_json_atomic(work / "toy_accuracy.json", table, indent=2)
     return table
 
 

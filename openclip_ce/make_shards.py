@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .negatives import NEG_MEMBER, NEG_TYPES, encode_negatives, empty_negatives, parse_neg_types
+from .fileio import write_json_atomic
 from .shardio import GZ_SUFFIXES, ShardFormatError, ShardWriter, read_samples, remove_stale_partials
 
 log = logging.getLogger("openclip_ce.make_shards")
@@ -205,15 +206,6 @@ def sidecar_path(out: str, rel: str) -> str:
 
 def is_complete(out: str, job: ShardJob) -> bool:
     return os.path.isfile(job.target) and os.path.isfile(sidecar_path(out, job.rel))
-
-
-def write_json_atomic(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.partial-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=True)  # keys from non-UTF-8 names carry lone surrogates
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- captions

@@ -34,6 +34,8 @@ import types
 from importlib import metadata
 from typing import Any, Dict, Optional
 
+from .fileio import write_json_atomic
+
 SUPPORTED_OPENCLIP = ((3, 3),)  # (major, minor) releases whose internals this module was written and tested against
 SUPPORTED_TEXT = "3.3.x"
 DISABLE_ENV = "OPENCLIP_CE_DISABLE"
@@ -263,13 +265,6 @@ def state_path(checkpoint_dir: str, epoch: int) -> str:
     return os.path.join(checkpoint_dir, STATE_FILE.format(epoch=epoch))
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def _wrap_train_one_epoch(oc_train, original):
     @functools.wraps(original)
     def train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
@@ -296,9 +291,9 @@ def _wrap_train_one_epoch(oc_train, original):
         finally:
             _log_filter.source = None
         if getattr(args, "save_logs", False) and getattr(args, "checkpoint_path", None):
-            _write_json_atomic(
+            write_json_atomic(
                 state_path(args.checkpoint_path, epoch + 1),
-                {"epoch": epoch + 1, "loss": args.loss, "state": plugin.state_dict(loss)},
+                {"epoch": epoch + 1, "loss": args.loss, "state": plugin.state_dict(loss)}, indent=2,
             )
         return result
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import Dict, List, Tuple
+
+from .fileio import write_atomic
 
 _LINE = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/(\d+)")
 _PAIR = re.compile(r"([A-Za-z_]+): (-?[0-9][0-9.e+-]*)")
@@ -56,6 +59,8 @@ def plot_training_log(log_path: str | os.PathLike, png_path: str | os.PathLike) 
         ax.legend(fontsize=8)
     fig.suptitle(str(log_path), fontsize=8)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
+    write_atomic(png_path, buf.getvalue())
     return str(png_path)

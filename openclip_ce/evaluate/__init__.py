@@ -169,7 +169,8 @@ def _setup_logging(level: str) -> None:
 
 
 def run(args) -> int:
-    from .common import BenchmarkDataError, json_dumps, write_atomic
+    from ..fileio import write_atomic
+    from .common import BenchmarkDataError, json_dumps
     from .model import ModelLoadError, load_model
     from .scorer import ClipScorer
 

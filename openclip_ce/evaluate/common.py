@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
@@ -166,24 +165,6 @@ def drop_missing_images(items: Sequence[T], image_of: Callable[[T], Sequence[Ima
     if missing:
         log.warning("%s: %d item(s) skipped because their image is missing (first: %s)", benchmark, missing, first.path)
     return kept, missing
-
-
-def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write via a temporary file in the same directory and ``os.replace``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def json_dumps(obj: Any) -> str:
