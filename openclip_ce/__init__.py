@@ -1,16 +1,18 @@
 """openclip-ce: CE-CLIP compositional hard-negative training as a plugin for OpenCLIP.
 
-Layers (each its own module, see README "Layout"):
+The package, one subpackage per responsibility (README "Layout"):
 
-* :mod:`openclip_ce.negatives`      the on-disk negatives format shared by generation and training
-* :mod:`openclip_ce.loss`           the CE-CLIP loss, plain torch (knows nothing of open_clip)
-* :mod:`openclip_ce.data`           the training data stage (webdataset / csv), plain torch + webdataset
-* :mod:`openclip_ce.openclip_compat` the only module touching open_clip internals
-* :mod:`openclip_ce.plugin`         the plugin object announced through the ``open_clip_train.plugins`` entry point
-* :mod:`openclip_ce.bootstrap`      the import hook installed by ``openclip_ce_bootstrap.pth``
-* :mod:`openclip_ce.generate`, :mod:`openclip_ce.make_shards`  offline negative generation
-* :mod:`openclip_ce.evaluate`       compositional benchmarks
-* :mod:`openclip_ce.cli`            the ``openclip-ce`` command
+* :mod:`openclip_ce.training`     the loss (plain torch), data stage, model adapter, plugin object and contract
+* :mod:`openclip_ce.integration`  the only code touching open_clip internals: bootstrap hook, discovery, wiring
+* :mod:`openclip_ce.generation`   hard-negative generation: tagging, edits, fillers, generator
+* :mod:`openclip_ce.shards`       ``openclip-ce make-shards``: the generator over WebDataset shards, at scale
+* :mod:`openclip_ce.evaluate`     benchmarks (one module each), eval / compare / analyze
+* :mod:`openclip_ce.demo`         ``openclip-ce demo``
+* :mod:`openclip_ce.testing`      tiny local models for tests and benchmark scripts
+
+Shared by all: :mod:`.negatives` (the ``neg.json`` format), :mod:`.errors` (the one user-error type),
+:mod:`.fileio` (atomic writes), :mod:`.plotting`, :mod:`.logconfig`; entry points :mod:`.cli`
+(``openclip-ce``) and :mod:`.train` (``python -m openclip_ce.train``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -3,6 +3,10 @@
 Each subcommand lives in its own module, which provides ``add_arguments(parser)`` and
 ``run(args) -> int``. Modules are imported only when their subcommand is used, so
 ``openclip-ce --help`` stays fast and one broken optional dependency does not break the rest.
+
+This is the one place that configures logging (``--log-level``) and turns a
+:class:`~openclip_ce.errors.UserError` into one line, ``openclip-ce COMMAND: error: ...``, and exit
+code 2.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import importlib
 import sys
 from typing import List, Optional
 
+from . import __version__
+from .errors import EXIT_USAGE, UserError
+from .logconfig import LEVELS, configure_logging
+
 # name -> (module, one-line help)
 SUBCOMMANDS = {
-    "demo": ("openclip_ce.demo", "tiny end-to-end CE-CLIP training on shards it writes itself (no downloads)"),
-    "make-shards": ("openclip_ce.make_shards", "write hard negatives (neg.json) next to every caption of WebDataset shards"),
-    "eval": ("openclip_ce.evaluate", "compositional benchmarks + zero-shot retention for an open_clip model"),
-    "compare": ("openclip_ce.compare", "table and chart comparing `openclip-ce eval` result files"),
-    "analyze": ("openclip_ce.analyze", "intra-modal similarity / cross-modal gap analysis with bootstrap CIs (paper Fig. 8)"),
+    "demo": ("openclip_ce.demo.command", "the whole pipeline on toy data: shards, negatives, CLIP vs CE-CLIP, eval"),
+    "make-shards": ("openclip_ce.shards.command", "write hard negatives (neg.json) next to every caption of WebDataset shards"),
+    "eval": ("openclip_ce.evaluate.command", "compositional benchmarks + zero-shot retention for an open_clip model"),
+    "compare": ("openclip_ce.evaluate.compare", "table and chart comparing `openclip-ce eval` result files"),
+    "analyze": ("openclip_ce.evaluate.analyze", "intra-modal similarity / cross-modal gap analysis with bootstrap CIs (paper Fig. 8)"),
     "train": ("openclip_ce.train", "run open_clip_train.main with the CE-CLIP plugin loaded explicitly"),
 }
 
@@ -31,7 +39,7 @@ def _top_parser() -> argparse.ArgumentParser:
         epilog="commands:\n" + "\n".join(f"  {k:<12} {v[1]}" for k, v in SUBCOMMANDS.items()),
     )
     p.add_argument("command", choices=list(SUBCOMMANDS), metavar="COMMAND")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__import__('openclip_ce').__version__}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return p
 
 
@@ -39,15 +47,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
         _top_parser().parse_args(argv[:1] or ["--help"])
-        return 2  # unreachable: argparse exits
+        return EXIT_USAGE  # unreachable: argparse exits
     name, rest = argv[0], argv[1:]
+    prog = f"openclip-ce {name}"
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    if hasattr(module, "cli_main"):  # commands that own their whole argv (e.g. `train`)
+    if hasattr(module, "cli_main"):  # commands that own their whole argv (`train`: open_clip's parser)
         return int(module.cli_main(rest) or 0)
-    parser = argparse.ArgumentParser(prog=f"openclip-ce {name}", description=SUBCOMMANDS[name][1])
+    parser = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS[name][1])
     module.add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=LEVELS, help="log messages at this level and above")
     args = parser.parse_args(rest)
-    return int(module.run(args) or 0)
+    configure_logging(args.log_level)
+    try:
+        return int(module.run(args) or 0)
+    except UserError as e:
+        print(f"{prog}: error: {e.one_line()}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

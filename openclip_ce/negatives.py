@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 from typing import Dict, Optional, Sequence, Tuple
 
+from .errors import UserError
+
 NEG_TYPES: Tuple[str, ...] = ("rel", "att", "act", "obj")
 NEG_MEMBER = "neg.json"          # tar member suffix (webdataset key "neg.json")
 
 Negatives = Dict[str, Optional[str]]
 
 
-class NegativesFormatError(ValueError):
+class NegativesFormatError(UserError, ValueError):
     """A ``neg.json`` (or csv row) that does not follow the format above."""
 
 

@@ -29,7 +29,7 @@ def timed(fn, iters, device):
 def main():
     import open_clip
 
-    from openclip_ce.loss import CeClipLoss
+    from openclip_ce.training.loss import CeClipLoss
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=256)

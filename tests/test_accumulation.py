@@ -6,9 +6,9 @@ import random
 
 import torch
 
-from openclip_ce.data import NegativesTokenizer, encode_bundle
-from openclip_ce.demo import make_sample
-from openclip_ce.plugin import plugin
+from openclip_ce.training.data import NegativesTokenizer, encode_bundle
+from openclip_ce.demo.command import make_sample
+from openclip_ce.training.plugin import plugin
 from tests._train_helpers import tiny_model
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from openclip_ce.data import (
+from openclip_ce.training.data import (
     PLACEHOLDER_TOKEN, NegativesError, NegativesTokenizer, attach_negatives, decode_bundle, split_text_batch,
 )
 from openclip_ce.negatives import NegativesFormatError, decode_negatives, encode_negatives, parse_neg_types

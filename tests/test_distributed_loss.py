@@ -20,12 +20,23 @@ def results(tmp_path_factory):
     return ranks
 
 
+@pytest.fixture(scope="module")
+def loss_modes(results):
+    return [[line for line in rank if line["mode"] != "no_negatives_guard"] for rank in results]
+
+
+def test_no_negatives_guard_is_decided_on_the_global_batch(results):
+    guard = [next(line for line in rank if line["mode"] == "no_negatives_guard") for rank in results]
+    assert [g["rank0_only"] for g in guard] == [None, None]  # rank 1 alone sees none: nobody stops
+    assert [g["none"] for g in guard] == [3, 3]                # none anywhere: both stop at step 3
+
+
 def _key(mode):
     return (mode["gather_with_grad"], mode["local_loss"], mode["itc_negatives"])
 
 
-def test_loss_value_matches_single_process(results):
-    for r0, r1 in zip(*results):
+def test_loss_value_matches_single_process(loss_modes):
+    for r0, r1 in zip(*loss_modes):
         assert r0["total_rank_mean"] == pytest.approx(r0["ref_total"], rel=1e-5), r0["mode"]
         if not r0["mode"]["local_loss"]:  # every rank reports the global loss itself
             for rank in (r0, r1):
@@ -34,22 +45,22 @@ def test_loss_value_matches_single_process(results):
                     assert rank["terms_this_rank"][k] == pytest.approx(v, rel=1e-5, abs=1e-7)
 
 
-def test_gradients_match_single_process(results):
+def test_gradients_match_single_process(loss_modes):
     exact = {(False, False, "global"), (True, False, "global"), (True, True, "global"),
              (True, True, "own"), (False, False, "own")}
     seen = set()
-    for r0 in results[0]:
+    for r0 in loss_modes[0]:
         if _key(r0["mode"]) in exact:
             seen.add(_key(r0["mode"]))
             assert r0["grad_max_rel_err"] < 1e-5, r0
     assert seen == exact
     # --local-loss without --gather-with-grad drops cross-rank terms (as open_clip's ClipLoss): not exact
-    approx = [r for r in results[0] if _key(r["mode"]) == (False, True, "global")]
+    approx = [r for r in loss_modes[0] if _key(r["mode"]) == (False, True, "global")]
     assert approx and approx[0]["grad_max_rel_err"] > 1e-3
 
 
-def test_thresholds_identical_on_every_rank_and_equal_to_single_process(results):
-    for r0 in results[0]:
+def test_thresholds_identical_on_every_rank_and_equal_to_single_process(loss_modes):
+    for r0 in loss_modes[0]:
         a, b = r0["thresholds_all_ranks"]
         assert a == b
         for t, v in r0["ref_thresholds"].items():

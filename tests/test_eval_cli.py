@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from openclip_ce.analyze import analyze_values, bootstrap_means, per_sample_values, read_shard
+from openclip_ce.evaluate.analyze import analyze_values, bootstrap_means, per_sample_values, read_shard
 from openclip_ce.cli import main
-from openclip_ce.demo import write_demo_shards
-from openclip_ce.tiny import write_tiny_model_dir
+from openclip_ce.demo.command import write_demo_shards
+from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
 from ._eval_helpers import build_all, build_imagefolder
 
@@ -48,7 +48,7 @@ def test_eval_writes_json_and_markdown(evaluated):
         for k in keys:
             v = res["summary"][f"{bench}/{k}"]
             assert 0.0 <= v <= 1.0, (bench, k, v)
-    assert res["protocol"]["valse_filter"] == "mturk.caption >= 2" and res["protocol"]["seed"] == 0
+    assert res["protocol"]["valse_filter"] == "mturk.caption >= 2" and res["protocol"]["order_seed"] == 0
     zs = res["benchmarks"]["zeroshot"]
     assert "cifar10" in zs["skipped"] and "zeroshot/cifar10" in zs["skipped"]["cifar10"]
     assert zs["datasets"]["folder:toy"]["n"] == 9 and "clip_benchmark" in zs["datasets"]["folder:toy"]["backend"]
@@ -57,7 +57,7 @@ def test_eval_writes_json_and_markdown(evaluated):
     assert not list(outs[0].parent.glob(".*tmp"))
 
 
-def test_eval_missing_benchmark_is_a_note_and_bad_file_fails(tmp_path, caplog):
+def test_eval_missing_benchmark_is_a_note_and_bad_file_fails(tmp_path, capsys):
     model = write_tiny_model_dir(tmp_path / "model")
     build_imagefolder(tmp_path / "bench")
     rc = main(["eval", "--model", model, "--data-root", str(tmp_path / "bench"), "--out", str(tmp_path / "r.json"),
@@ -70,20 +70,20 @@ def test_eval_missing_benchmark_is_a_note_and_bad_file_fails(tmp_path, caplog):
     rc = main(["eval", "--model", model, "--data-root", str(tmp_path / "bench"), "--out", str(tmp_path / "r2.json"),
                "--benchmarks", "winoground", "--workers", "0"])
     assert rc == 2 and not (tmp_path / "r2.json").exists()
-    assert "examples.jsonl line 1: missing field 'caption_1'" in caplog.text
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("openclip-ce eval: error: ") and "examples.jsonl line 1: missing field 'caption_1'" in err
 
 
 def test_zeroshot_backends_agree(tmp_path):
-    from openclip_ce.evaluate.common import EvalOptions
-    from openclip_ce.evaluate.model import load_model
+    from openclip_ce.evaluate.models import load_model
     from openclip_ce.evaluate.scorer import ClipScorer
-    from openclip_ce.evaluate.zeroshot import classification_metrics, evaluate_dataset
+    from openclip_ce.evaluate.benchmarks.zeroshot import classification_metrics, evaluate_dataset
 
     root = build_imagefolder(tmp_path, per_class=4)
     loaded = load_model(write_tiny_model_dir(tmp_path / "model"))
     scorer = ClipScorer(loaded.model, loaded.preprocess, loaded.tokenizer, "cpu", 8, 0)
-    a = evaluate_dataset("folder:toy", root, scorer, EvalOptions(zeroshot_backend="clip_benchmark"))
-    b = evaluate_dataset("folder:toy", root, scorer, EvalOptions(zeroshot_backend="builtin"))
+    a = evaluate_dataset("folder:toy", root, scorer, "clip_benchmark")
+    b = evaluate_dataset("folder:toy", root, scorer, "builtin")
     assert "clip_benchmark" in a["backend"] and "builtin" in b["backend"]
     for k in ("acc1", "mean_per_class_recall"):
         assert a[k] == pytest.approx(b[k])
@@ -108,10 +108,11 @@ def test_compare_writes_table_chart_json(evaluated):
     assert js["models"] == ["clip", "ce"] and js["summary"]["sugarcrepe/avg"]["ce"] == r1["sugarcrepe/avg"]
 
 
-def test_compare_rejects_a_non_results_file(tmp_path, caplog):
+def test_compare_rejects_a_non_results_file(tmp_path, capsys):
     (tmp_path / "x.json").write_text('{"foo": 1}')
     assert main(["compare", str(tmp_path / "x.json"), "--out", str(tmp_path / "c")]) == 2
-    assert "x.json: not an `openclip-ce eval` results file" in caplog.text
+    err = capsys.readouterr().err
+    assert "openclip-ce compare: error: " in err and "x.json: not an `openclip-ce eval` results file" in err
     assert not (tmp_path / "c.png").exists()
 
 
@@ -168,7 +169,7 @@ def test_analyze_cli(tmp_path):
     assert Path(f"{prefix}.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_analyze_rejects_shards_without_negatives(tmp_path, caplog):
+def test_analyze_rejects_shards_without_negatives(tmp_path, capsys):
     import io
     import tarfile
 
@@ -180,4 +181,5 @@ def test_analyze_rejects_shards_without_negatives(tmp_path, caplog):
     m = write_tiny_model_dir(tmp_path / "model")
     rc = main(["analyze", "--model", m, "--data", str(tmp_path / "s.tar"), "--out", str(tmp_path / "o"),
                "--bootstrap", "10"])
-    assert rc == 2 and "s.tar: sample 'k1' has no neg.json" in caplog.text
+    err = capsys.readouterr().err
+    assert rc == 2 and "openclip-ce analyze: error: " in err and "s.tar: sample 'k1' has no neg.json" in err

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from openclip_ce.evaluate.common import Case, ImageRef
-from openclip_ce.evaluate.model import ModelLoadError, load_model, resolve_quick_gelu
+from openclip_ce.evaluate.models import ModelLoadError, load_model, resolve_quick_gelu
 from openclip_ce.evaluate.scorer import ClipScorer, load_image
-from openclip_ce.tiny import TINY_MODEL_CFG, write_tiny_model_dir
+from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir
 
 from ._eval_helpers import write_image
 

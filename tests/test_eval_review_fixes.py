@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from openclip_ce.analyze import AnalyzeError, read_shard
-from openclip_ce.compare import unique_labels
-from openclip_ce.demo import write_demo_shards
+from openclip_ce.errors import UserError
+from openclip_ce.evaluate.analyze import read_shard
+from openclip_ce.evaluate.compare import unique_labels
+from openclip_ce.demo.command import write_demo_shards
 from openclip_ce.evaluate.common import pos_wins
-from openclip_ce.shardio import read_samples
+from openclip_ce.shards.tario import read_samples
 
 
 def test_pos_wins_on_an_empty_benchmark():
@@ -32,5 +33,5 @@ def test_analyze_rejects_a_shard_cut_at_a_sample_boundary(tmp_path):
     with open(shard, "rb") as f:
         head = f.read(cut)
     (tmp_path / "cut.tar").write_bytes(head)
-    with pytest.raises(AnalyzeError, match=r"cut\.tar: not a readable tar shard .*end-of-archive"):
+    with pytest.raises(UserError, match=r"cut\.tar: not a readable tar shard .*end-of-archive"):
         read_shard(str(tmp_path / "cut.tar"))

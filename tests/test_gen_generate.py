@@ -5,19 +5,12 @@ import random
 import pytest
 import torch
 
-from openclip_ce.generate import (
-    FillRequest,
-    MLMFiller,
-    NegativeGenerator,
-    SpacyTagger,
-    Tok,
-    VariantCheck,
-    VocabFiller,
-    choose_fill,
-    crude_stem,
-    sample_rng,
-)
-from openclip_ce.tiny_mlm import SAMPLE_CAPTIONS
+from openclip_ce.generation.edits import FillRequest, choose_fill
+from openclip_ce.generation.fillers import MLMFiller, VocabFiller
+from openclip_ce.generation.generator import NegativeGenerator
+from openclip_ce.generation.tagging import SpacyTagger, Tok
+from openclip_ce.generation.words import VariantCheck, crude_stem, sample_rng
+from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS
 from tests._gen_helpers import SPACY_MODEL, tiny_filler
 
 

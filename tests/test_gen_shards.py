@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from openclip_ce import make_shards
+from openclip_ce.shards import config as shards_config
+from openclip_ce.shards.plan import ShardJob, check_settings
+from openclip_ce.shards.process import ShardStats
 from openclip_ce.negatives import NEG_TYPES, decode_negatives
-from openclip_ce.shardio import ShardFormatError, read_samples
+from openclip_ce.shards.tario import ShardFormatError, read_samples
 from tests._gen_helpers import (
     SPACY_MODEL,
     caption_members,
@@ -205,17 +207,13 @@ def test_more_bad_shards_fail_alone_and_the_rest_finish(tmp_path, model):
 
 
 def test_interrupted_overwrite_never_leaves_old_shards_counted_complete(tmp_path, model):
-    import argparse
-
     write_caption_shards(tmp_path / "in", num_shards=2, per_shard=5)
     assert run_cli([tmp_path / "in"], tmp_path / "old", model, "--types", "rel,obj").returncode == 0
     assert run_cli([tmp_path / "in"], tmp_path / "clean", model, "--types", "rel,obj", "--seed", "1").returncode == 0
     # the state an `--overwrite --seed 1` run is in when it is killed before writing any shard
-    parser = argparse.ArgumentParser()
-    make_shards.add_arguments(parser)
-    args = parser.parse_args([str(tmp_path / "in"), "--out", str(tmp_path / "old"), "--types", "rel,obj",
-                              "--seed", "1", "--filler-model", str(model), "--spacy-model", SPACY_MODEL])
-    make_shards._check_settings(str(tmp_path / "old"), make_shards.config_from_args(args), overwrite=True)
+    cfg = shards_config.config_for([str(tmp_path / "in")], str(tmp_path / "old"), types="rel,obj", seed=1,
+                                   filler_model=str(model), spacy_model=SPACY_MODEL)
+    check_settings(str(tmp_path / "old"), cfg, overwrite=True)
     proc = run_cli([tmp_path / "in"], tmp_path / "old", model, "--types", "rel,obj", "--seed", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 to write, 0 already complete" in proc.stderr
@@ -253,8 +251,8 @@ def test_vocab_filler_needs_no_model(tmp_path):
 
 
 def test_stats_aggregate_counts_by_kind():
-    job = make_shards.ShardJob("/x/0.tar", "0.tar", "/o/0.tar")
-    s = make_shards.ShardStats(job)
+    job = ShardJob("/x/0.tar", "0.tar", "/o/0.tar")
+    s = ShardStats(job)
     s.samples = 1
     s.problem("a", "empty_caption")
     s.problem("a", "replaced_neg_json")

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from openclip_ce.loss import CeClipLoss
+from openclip_ce.training.loss import CeClipLoss
 from tests._loss_reference import random_batch, reference_ce_clip, reference_next_thresholds
 
 TYPES = ("rel", "att", "act", "obj")
@@ -179,3 +179,39 @@ def test_metrics_report_valid_share_and_no_learnable_parameters():
         assert m[f"ce_valid_{t}"] == pytest.approx(float(mask[:, i].float().mean()))
         assert m[f"ce_threshold_{t}"] == loss.threshold_dict()[t]
     assert not math.isnan(sum(m.values()))
+
+
+def _steps_until_stop(loss, masks):
+    """Call the loss once per mask (one optimizer step each); the 1-based step that raised, or None."""
+    from openclip_ce.training.loss import NoNegativesError
+
+    img, txt, scale, neg, _ = random_batch(seed=0)
+    for step, mask in enumerate(masks, start=1):
+        try:
+            loss(img, txt, scale, neg, mask)
+        except NoNegativesError as e:
+            assert "--ce-allow-no-negatives" in str(e) and "make-shards" in str(e)
+            return step
+    return None
+
+
+def test_no_negatives_guard_stops_a_run_that_would_be_plain_clip():
+    _, _, _, _, mask = random_batch(seed=0)
+    none = torch.zeros_like(mask)
+    assert _steps_until_stop(_loss(no_negatives_steps=5), [none] * 8) == 5
+    # one valid negative in step 4 is enough: the run goes on for good
+    assert _steps_until_stop(_loss(no_negatives_steps=5), [none] * 3 + [mask] + [none] * 8) is None
+    assert _steps_until_stop(_loss(no_negatives_steps=None), [none] * 60) is None  # --ce-allow-no-negatives
+    # with gradient accumulation a step is accum_freq calls
+    assert _steps_until_stop(_loss(no_negatives_steps=2, accum_freq=3), [none] * 8) == 6
+    # evaluation calls (eval mode) never count
+    assert _steps_until_stop(_loss(no_negatives_steps=2).eval(), [none] * 8) is None
+
+
+def test_missing_negative_features_count_as_placeholders():
+    """A model output without negatives (data stage not attached) gives plain CLIP, not a crash."""
+    img, txt, scale, neg, mask = random_batch(seed=1)
+    plain = _loss(alpha=0.0, beta=0.0, use_itc_negatives=False)(img, txt, scale, output_dict=True)
+    masked = _loss(alpha=0.0, beta=0.0, use_itc_negatives=False)(img, txt, scale, neg, torch.zeros_like(mask),
+                                                               output_dict=True)
+    torch.testing.assert_close(plain["contrastive_loss"], masked["contrastive_loss"])

@@ -127,12 +127,23 @@ def test_entry_points_refuse_ce_clip_when_plugin_is_not_active(tmp_path):
     assert proc.returncode == 2 and "--loss ce_clip needs" in proc.stderr
 
 
-def test_unsupported_open_clip_version_fails_before_patching_anything():
+def test_unsupported_open_clip_version():
     fake = ("import importlib.metadata as m; real = m.version;"
             "m.version = lambda n: '3.2.0' if n == 'open_clip_torch' else real(n);")
-    via_hook = run([sys.executable, "-c", fake + "import open_clip_train.main"])
-    assert via_hook.returncode != 0
-    assert "supports open_clip_torch 3.3.x, but open_clip_torch 3.2.0 is installed" in via_hook.stderr
+    # a run that does not ask for a plugin goes on untouched, after one warning line
+    plain = run([sys.executable, "-c", fake + "import open_clip_train.main as m; from open_clip_train.params import "
+                 "parse_args; ns = parse_args(['--model', 'ViT-B-32']); print(hasattr(ns, 'loss'), "
+                 "hasattr(m.parse_args, '__wrapped__'))"])
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    assert plain.stdout.split() == ["False", "False"]
+    warnings = [l for l in plain.stderr.splitlines() if l.startswith("openclip-ce: warning:")]
+    assert len(warnings) == 1 and "open_clip_torch 3.2.0 is installed" in warnings[0], plain.stderr[-3000:]
+    # a run that asks for ce_clip is refused, in one line, before anything is patched
+    via_hook = run([sys.executable, "-c", fake + "import open_clip_train.main", "--loss", "ce_clip"])
+    assert via_hook.returncode == 2
+    assert ("open_clip_train: error: --loss ce_clip: openclip-ce" in via_hook.stderr
+            and "supports open_clip_torch 3.3.x, but open_clip_torch 3.2.0 is installed" in via_hook.stderr)
+    assert "Traceback" not in via_hook.stderr
     explicit = run([sys.executable, "-c", fake + "import sys; from openclip_ce.train import cli_main;"
                     "import open_clip, open_clip.factory; sys.exit(cli_main(['--loss', 'ce_clip'])"
                     " if open_clip.create_loss is open_clip.factory.create_loss else 99)"])
@@ -166,7 +177,7 @@ def test_bad_neg_json_is_counted_or_strictly_rejected(tmp_path):
 
 
 def test_csv_dataset_with_negative_columns(tmp_path):
-    from openclip_ce.demo import make_sample
+    from openclip_ce.demo.command import make_sample
 
     rng = random.Random(2)
     rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
@@ -207,3 +218,66 @@ def test_bf16_autocast_accumulation_grad_checkpointing_and_val_data_keep_working
     assert len(lines) == 4 and all("ce_threshold_obj" in l for l in lines)  # 32 / (4 * 2) optimizer steps
     assert re.search(r"Eval Epoch: 1 image_to_text_mean_rank: \S+", log)
     assert "missing neg.json" not in log  # validation never looked for negatives
+
+
+def _csv_data(tmp_path, n=16):
+    from openclip_ce.demo.command import make_sample
+
+    rng = random.Random(3)
+    rows = ["filepath\ttitle"]
+    for i in range(n):
+        caption, jpg, _ = make_sample(rng)
+        (tmp_path / f"c{i}.jpg").write_bytes(jpg)
+        rows.append(f"{tmp_path / f'c{i}.jpg'}\t{caption}")
+    (tmp_path / "plain.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "plain.csv")
+
+
+def _params(path):
+    return dict(l.split(": ", 1) for l in path.read_text().splitlines() if ": " in l)
+
+
+def test_plain_clip_run_with_the_package_installed_is_stock_open_clip(tmp_path):
+    """--loss clip through torchrun with the hook active == the same run with the hook off."""
+    model, data, logs = tiny_model(tmp_path), _csv_data(tmp_path), tmp_path / "logs"
+
+    def args(name):
+        a = train_args(model, data, logs, name, samples=16, batch=4)
+        a[a.index("webdataset")] = "csv"
+        return a
+
+    ours = torchrun(1, ["-m", "open_clip_train.main", "--", *args("ours"), "--loss", "clip"])
+    assert ours.returncode == 0, ours.stderr[-4000:]
+    stock = torchrun(1, ["-m", "open_clip_train.main", "--", *args("stock")], OPENCLIP_CE_DISABLE="1")
+    assert stock.returncode == 0, stock.stderr[-4000:]
+    p_ours, p_stock = _params(logs / "ours" / "params.txt"), _params(logs / "stock" / "params.txt")
+    differing = {k for k in p_ours.keys() | p_stock.keys() if p_ours.get(k) != p_stock.get(k)}
+    assert differing == {"loss", "name", "log_path", "checkpoint_path"}, differing  # and only these
+    assert p_ours["loss"] == "clip" and "loss" not in p_stock
+
+    def train_lines(name):
+        return [re.sub(r"Data \(t\).*?Batch \(t\)[^L]*", "", l.split(" | ", 1)[-1])
+                for l in (logs / name / "out.log").read_text().splitlines() if "Train Epoch" in l]
+
+    first_ours, first_stock = train_lines("ours")[0], train_lines("stock")[0]
+    loss = re.compile(r"Loss: (\S+)")
+    assert loss.search(first_ours).group(1) == loss.search(first_stock).group(1), (first_ours, first_stock)
+    assert not re.search(r"\bce_(alpha|threshold|valid)", (logs / "ours" / "out.log").read_text())
+
+
+def test_a_ce_clip_run_that_never_sees_a_negative_stops(tmp_path):
+    rng = random.Random(4)
+    write_shard(tmp_path / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
+    model, logs = tiny_model(tmp_path), tmp_path / "logs"
+    args = train_args(model, str(tmp_path / "plain.tar"), logs, "none", "--loss", "ce_clip",
+                      "--log-every-n-steps", "100", samples=104, batch=2)
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "no valid hard negative reached the loss in the first 50 optimizer steps" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--ce-allow-no-negatives" in (logs / "none" / "out.log").read_text()
+
+    args[args.index("--name") + 1] = "allowed"
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--ce-allow-no-negatives"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (logs / "allowed" / "checkpoints" / "epoch_1.pt").exists()

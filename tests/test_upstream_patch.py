@@ -32,9 +32,9 @@ def patched_site(tmp_path_factory):
 
 
 def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
-    code = ("import open_clip_train.main, open_clip_train, open_clip;"
-            "from openclip_ce import openclip_compat as c;"
-            "print(open_clip_train.__file__, c.is_installed(), not hasattr(open_clip.create_loss, '__wrapped__'))")
+    code = ("import open_clip_train.main as m, open_clip_train;"
+            "from openclip_ce.integration import openclip33 as c;"
+            "print(open_clip_train.__file__, c.parser_hook_installed(), not hasattr(m.parse_args, '__wrapped__'))")
     patched = run([sys.executable, "-c", code], PYTHONPATH=patched_site)
     assert patched.returncode == 0, patched.stderr
     path, installed, untouched = patched.stdout.split()
@@ -61,3 +61,31 @@ def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_pat
     log = (logs / "p" / "out.log").read_text()
     assert f"ce_clip: restored plugin state from {logs / 'p' / 'checkpoints' / 'epoch_1.pt'}: {state}" in log
     assert (logs / "p" / "checkpoints" / "epoch_2.pt").exists(), proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def broken_plugins(tmp_path_factory):
+    """A site dir announcing two third-party plugins: one whose import fails, one without the methods."""
+    site = tmp_path_factory.mktemp("broken-site")
+    (site / "broken_plugin_mod.py").write_text("raise ImportError('boom: a missing dependency')\n")
+    (site / "incomplete_plugin_mod.py").write_text("class P:\n    name = 'incomplete'\n\nplugin = P()\n")
+    dist = site / "broken_plugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugins\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[open_clip_train.plugins]\nbroken = broken_plugin_mod:plugin\n"
+                                          "incomplete = incomplete_plugin_mod:plugin\n")
+    return site
+
+
+@pytest.mark.parametrize("lookup", ["bootstrap", "patched"])
+def test_a_broken_third_party_plugin_is_left_out_the_same_way_by_both_lookups(lookup, broken_plugins, request):
+    path = str(broken_plugins) if lookup == "bootstrap" else f"{request.getfixturevalue('patched_site')}:{broken_plugins}"
+    help_ = run([sys.executable, "-m", "open_clip_train.main", "--help"], PYTHONPATH=path)
+    assert help_.returncode == 0, help_.stderr[-3000:]
+    assert "--ce-alpha" in help_.stdout  # our plugin still there
+    warned = [l for l in help_.stderr.splitlines() if "warning: training plugin" in l]
+    assert len(warned) == 2 and any("'broken' left out" in l and "boom" in l for l in warned), help_.stderr
+    assert any("'incomplete' left out" in l for l in warned)
+    chosen = run([sys.executable, "-m", "open_clip_train.main", "--loss", "broken"], PYTHONPATH=path)
+    assert chosen.returncode == 2 and "training plugin 'broken' is not available" in chosen.stderr
+    assert "Traceback" not in chosen.stderr

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
+import numpy as np
+from tqdm import tqdm
+
+from ..errors import UserError
+
 log = logging.getLogger("openclip_ce.evaluate")
 
 T = TypeVar("T")
@@ -20,7 +25,7 @@ class BenchmarkMissing(Exception):
     """The benchmark's files are not under the data root: the benchmark is skipped with this note."""
 
 
-class BenchmarkDataError(ValueError):
+class BenchmarkDataError(UserError, ValueError):
     """A benchmark file exists but does not follow the official format (message names file and entry)."""
 
 
@@ -47,16 +52,14 @@ class Case:
 
 @dataclass
 class EvalOptions:
-    """Protocol settings shared by the readers (recorded verbatim in the results JSON)."""
+    """Protocol settings of one evaluation (recorded in the results JSON).
+
+    ``settings`` holds each benchmark's own options by benchmark name (``{"valse": {"filter": False}}``);
+    a benchmark reads them, merged with its defaults, through its registry record's ``settings(opts)``."""
 
     missing_images: Optional[str] = None   # "error" | "skip" | None = the benchmark's official behaviour
-    seed: int = 0
-    spacy_model: str = "en_core_web_sm"
-    valse_filter: bool = True
-    vlc_max_per_corpus: int = 0            # 0 = every pair
-    zeroshot_datasets: Tuple[str, ...] = ("imagenet1k", "cifar10", "cifar100")
-    zeroshot_backend: str = "auto"         # "auto" | "clip_benchmark" | "builtin"
     image_roots: Dict[str, str] = field(default_factory=dict)
+    settings: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def missing_policy(self, official: str = "error") -> str:
         return self.missing_images or official
@@ -190,8 +193,6 @@ def _finite(obj: Any) -> Any:
 def progress(iterable: Iterable[T], total: Optional[int], desc: str, unit: str = "it") -> Iterator[T]:
     """A tqdm bar on a terminal; on a pipe or log file, a log line at every 10%."""
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
         yield from tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True)
         return
     step = (total // 10) if total and total >= 10 else (total or 1)
@@ -216,8 +217,6 @@ def pos_wins(scores, pos_index: int = 0, ties_win: bool = False):
 
     A tie counts as a miss unless ``ties_win`` (ARO's Order sets, where the authors' argmax puts the
     original caption first on a tie)."""
-    import numpy as np
-
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape[0] == 0:  # every item skipped (e.g. --missing-images skip): no wins, accuracies are NaN
         return np.zeros(0, dtype=bool)

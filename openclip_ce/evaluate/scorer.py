@@ -13,14 +13,15 @@ import contextlib
 from typing import Dict, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from .common import BenchmarkDataError, Case, ImageRef, progress
 
 
 def load_image(ref: ImageRef):
     """RGB PIL image of ``ref``, cropped to its box (clamped to the image) when it has one."""
-    from PIL import Image
-
     try:
         with Image.open(ref.path) as im:
             img = im.convert("RGB")
@@ -58,8 +59,6 @@ class ClipScorer:
         self.device, self.batch_size, self.workers, self.precision = device, batch_size, workers, precision
 
     def _autocast(self):
-        import torch
-
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -70,9 +69,6 @@ class ClipScorer:
 
     def encode_image_dataset(self, dataset, desc: str = "images"):
         """Normalised features of a map-style dataset of preprocessed image tensors, in order."""
-        import torch
-        import torch.nn.functional as F
-
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.batch_size, shuffle=False,
             num_workers=self.workers, persistent_workers=False,
@@ -84,9 +80,6 @@ class ClipScorer:
         return torch.cat(feats) if feats else torch.zeros(0, 0)
 
     def encode_texts(self, texts: Sequence[str], desc: str = "texts"):
-        import torch
-        import torch.nn.functional as F
-
         feats = []
         chunks = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
         with torch.no_grad(), self._autocast():

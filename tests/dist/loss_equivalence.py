@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from openclip_ce.loss import CeClipLoss
+from openclip_ce.training.loss import CeClipLoss
 
 TYPES = ("rel", "att", "act", "obj")
 
@@ -42,6 +42,28 @@ def run_loss(loss, enc_img, enc_txt, x_img, x_txt, x_neg, mask, scale):
     total.backward()
     grads = torch.cat([p.grad.flatten() for p in (*enc_img.parameters(), *enc_txt.parameters())])
     return {k: float(v) for k, v in out.items()}, float(total), grads
+
+
+def no_negatives_guard(rank, world, scale):
+    """The no-negatives check is global: a valid negative on rank 0 only keeps every rank going;
+    none anywhere stops every rank at the same step."""
+    from openclip_ce.training.loss import NoNegativesError
+
+    x_img, x_txt, x_neg, mask, enc_img, enc_txt = build()
+    b = x_img.shape[0] // world
+    sl = slice(rank * b, (rank + 1) * b)
+    out = {"mode": "no_negatives_guard"}
+    for case, local_mask in (("rank0_only", mask[sl] & (rank == 0)), ("none", torch.zeros_like(mask[sl]))):
+        loss = CeClipLoss(TYPES, rank=rank, world_size=world, no_negatives_steps=3)
+        stopped_at = None
+        for step in range(1, 6):
+            try:
+                run_loss(loss, enc_img, enc_txt, x_img[sl], x_txt[sl], x_neg[sl], local_mask, scale)
+            except NoNegativesError:
+                stopped_at = step
+                break
+        out[case] = stopped_at
+    return out
 
 
 def main():
@@ -83,6 +105,7 @@ def main():
             grad_max_rel_err=float((grads - ref_grads).abs().max() / ref_grads.abs().max()),
             ref_thresholds=ref_loss.threshold_dict(), thresholds_all_ranks=gathered_th,
         ))
+    lines.append(no_negatives_guard(rank, world, scale))
     with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "w") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")

@@ -1,0 +1,19 @@
+"""The one user-error type.
+
+Anything a user can fix (a bad flag, a missing or malformed file, a model that cannot be loaded, an
+unsupported open_clip) raises :class:`UserError` or a subclass. The ``openclip-ce`` command prints
+it as one line, ``openclip-ce COMMAND: error: MESSAGE``, and exits with :data:`EXIT_USAGE`; a
+traceback means a bug. Subclasses exist only where a caller must tell one failure from another
+(a bad shard is recorded and the job goes on; a missing benchmark is skipped).
+"""
+
+from __future__ import annotations
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message names the file, sample or flag and what is wrong."""
+
+    def one_line(self) -> str:
+        return " ".join(str(self).split()) or type(self).__name__

@@ -1,0 +1,111 @@
+"""``openclip-ce compare``: a Markdown table, a PNG bar chart and a JSON from several ``eval`` results.
+
+Only the ``summary`` of each results file is compared (``"<benchmark>/<metric>": value``); every
+metric present in at least one file gets a row (``-`` where a model lacks it). Values are shown in
+percent. The chart shows the headline metrics of each benchmark (``--chart all`` for every one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import write_atomic
+from ..plotting import pyplot, save_figure
+from . import registry
+from .common import json_dumps
+from .report import bench_of, load_results, markdown_table, metric_keys
+
+log = logging.getLogger("openclip_ce.evaluate")
+
+
+def unique_labels(results: Sequence[Dict], paths: Sequence[str], labels: Optional[Sequence[str]]) -> List[str]:
+    if labels:
+        if len(labels) != len(results):
+            raise UserError(f"--labels: {len(labels)} labels for {len(results)} files")
+        out = list(labels)
+    else:
+        out = [(r.get("model") or {}).get("label") or Path(p).stem for r, p in zip(results, paths)]
+    counts = Counter(out)
+    if len(counts) == len(out):
+        return out
+    # duplicates: name each by its file (parent folder too), then by position if that is not enough
+    named = [f"{lab} ({Path(p).parent.name}/{Path(p).stem})" if counts[lab] > 1 else lab
+             for lab, p in zip(out, paths)]
+    if len(set(named)) != len(named):
+        named = [f"{lab} (#{i + 1})" if counts[lab] > 1 else lab for i, lab in enumerate(out)]
+    return named
+
+
+def chart_keys(keys: Sequence[str], which: str) -> List[str]:
+    """Every key, or the headline metrics each benchmark's registry record names."""
+    if which == "all":
+        return list(keys)
+    out = []
+    for k in keys:
+        bench = registry.find(bench_of(k))
+        if bench is not None and bench.is_headline(k.split("/", 1)[1]):
+            out.append(k)
+    return out
+
+
+def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str], png: Path) -> None:
+    """Grouped bars, one panel per benchmark, written atomically to ``png``."""
+    plt = pyplot()
+    benches = list(dict.fromkeys(bench_of(k) for k in keys))
+    if not benches:
+        raise UserError("no metric to chart")
+    per = {b: [k for k in keys if bench_of(k) == b] for b in benches}
+    width_units = max(len(v) for v in per.values())
+    fig, axes = plt.subplots(len(benches), 1, figsize=(max(7.0, 1.1 * width_units * max(1, len(labels)) ** 0.5 + 2),
+                                                        2.9 * len(benches)), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    bw = 0.8 / len(labels)
+    for ax, bench in zip(axes[:, 0], benches):
+        ks = per[bench]
+        x = np.arange(len(ks))
+        for j, (lab, r) in enumerate(zip(labels, results)):
+            vals = np.array([100 * r["summary"][k] if r["summary"].get(k) is not None else np.nan for k in ks])
+            bars = ax.bar(x + (j - (len(labels) - 1) / 2) * bw, vals, bw, label=lab, color=colors[j % 10])
+            for rect, v in zip(bars, vals):
+                if np.isfinite(v):
+                    ax.annotate(f"{v:.1f}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
+                                fontsize=7, xytext=(0, 1), textcoords="offset points")
+        ax.set_xticks(x, [k.split("/", 1)[1] for k in ks], rotation=20 if len(ks) > 4 else 0, ha="right" if len(ks) > 4 else "center", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("%")
+        ax.set_title(bench, fontsize=10, loc="left")
+        ax.grid(axis="y", alpha=0.3)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    save_figure(fig, png)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", help="results JSON files written by `openclip-ce eval`")
+    p.add_argument("--out", required=True, help="output prefix: writes OUT.md, OUT.png and OUT.json")
+    p.add_argument("--labels", default=None, help="comma-separated model labels (default: from each file)")
+    p.add_argument("--chart", choices=("headline", "all"), default="headline",
+                   help="which summary metrics the PNG shows (the table always has all)")
+
+
+def run(args) -> int:
+    results = [load_results(p) for p in args.results]
+    labels = unique_labels(results, args.results, args.labels.split(",") if args.labels else None)
+    keys = metric_keys(results)
+    if not keys:
+        raise UserError("the results files have empty summaries")
+    out = Path(args.out)
+    write_atomic(Path(f"{out}.md"), markdown_table(results, labels))
+    bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"))
+    table = {k: {lab: r["summary"].get(k) for lab, r in zip(labels, results)} for k in keys}
+    write_atomic(Path(f"{out}.json"), json_dumps({"models": labels, "files": list(args.results), "summary": table}))
+    log.info("wrote %s.md, %s.png and %s.json", out, out, out)
+    return 0

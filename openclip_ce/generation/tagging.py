@@ -1,0 +1,138 @@
+"""spaCy POS tags and lemmas as character offsets: the input of every edit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import GenerationSetupError
+
+log = logging.getLogger("openclip_ce.generation")
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm"
+_SPACY_EXCLUDE = ["parser", "ner", "senter", "textcat", "textcat_multilabel", "entity_ruler", "entity_linker"]
+# Penn tags of base forms: the lemmatizer keeps these words as they are (spaCy decides so from the
+# morphology the attribute ruler sets; here from the tag directly)
+_BASE_FORM_TAGS = frozenset(("NN", "JJ", "VB", "VBP"))
+
+
+@dataclass(frozen=True)
+class Tok:
+    """One spaCy token as character offsets into the caption (``text[start:end]``)."""
+
+    start: int
+    end: int
+    pos: str
+    tag: str
+    lemma: str
+
+
+Tagged = Tuple[Tok, ...]
+
+
+class SpacyTagger:
+    """spaCy with only what POS tags and lemmas need (no parser, no NER), batched with ``nlp.pipe``."""
+
+    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = 256):
+        import spacy
+
+        try:
+            self.nlp = spacy.load(model, exclude=_SPACY_EXCLUDE)
+        except OSError as e:
+            raise GenerationSetupError(
+                f"spaCy model {model!r} cannot be loaded ({str(e).splitlines()[0]}); install it "
+                f"(python -m spacy download {model}) or choose another with --spacy-model"
+            ) from None
+        missing = [p for p in ("tagger", "attribute_ruler") if p not in self.nlp.pipe_names]
+        if missing and "morphologizer" not in self.nlp.pipe_names:
+            raise GenerationSetupError(f"spaCy model {model!r} has no POS tagger (pipes {self.nlp.pipe_names})")
+        self.batch_size = batch_size
+        self._lemmatizer = self.nlp.get_pipe("lemmatizer") if "lemmatizer" in self.nlp.pipe_names else None
+        self.lemma = lru_cache(maxsize=200_000)(self._lemma)
+        self._pos_table = self._attribute_table()
+        self._fast_disable = [p for p in ("attribute_ruler", "lemmatizer") if p in self.nlp.pipe_names]
+        self._index = self._dictionary()
+        self.known = lru_cache(maxsize=200_000)(self._known)
+        if self._index is None:
+            log.warning("spaCy model %s has no lemma index: fills are not checked against a dictionary", model)
+
+    def _dictionary(self):
+        """The lemmatizer's per-POS word lists (WordNet-derived ``lemma_index``), if the model has them."""
+        try:
+            table = self._lemmatizer.lookups.get_table("lemma_index")
+            return {pos: frozenset(table[pos.lower()]) for pos in ("NOUN", "VERB", "ADJ")}
+        except Exception:
+            return None
+
+    def _known(self, word: str, pos: str) -> bool:
+        """Is ``word`` (any case, any inflection) a dictionary word of this POS? True without a dictionary."""
+        if self._index is None or pos not in self._index:
+            return True
+        w = word.lower()
+        return w in self._index[pos] or self.lemma(w, pos) in self._index[pos]
+
+    def tag(self, texts: Sequence[str]) -> List[Tagged]:
+        if self._pos_table is None:  # the model's own attribute ruler and lemmatizer
+            return [
+                tuple(Tok(t.idx, t.idx + len(t.text), t.pos_, t.tag_, t.lemma_.lower()) for t in doc)
+                for doc in self.nlp.pipe(texts, batch_size=self.batch_size)
+            ]
+        out = []
+        table = self._pos_table
+        for doc in self.nlp.pipe(texts, batch_size=self.batch_size, disable=self._fast_disable):
+            toks = []
+            for t in doc:
+                tag = t.tag_
+                pos = "SPACE" if t.is_space else table.get((tag, t.lower_)) or table.get((tag, None)) or "X"
+                inflected = pos in ("NOUN", "VERB", "ADJ") and tag not in _BASE_FORM_TAGS
+                lemma = self.lemma(t.lower_, pos) if inflected else t.lower_
+                toks.append(Tok(t.idx, t.idx + len(t.text), pos, tag, lemma))
+            out.append(tuple(toks))
+        return out
+
+    def _attribute_table(self):
+        """The attribute ruler's TAG (+ LOWER) -> POS rules as a dict, when that is all it does for POS.
+
+        Running them as a lookup instead of spaCy's Matcher nearly halves tagging time; patterns on
+        the dependency label never match without the parser. ``None`` (use the pipeline as is) when
+        the ruler has POS rules of another kind."""
+        if "attribute_ruler" not in self.nlp.pipe_names or "tagger" not in self.nlp.pipe_names:
+            return None
+        table: Dict[Tuple[str, Optional[str]], str] = {}
+        for rule in self.nlp.get_pipe("attribute_ruler").patterns:
+            if "POS" not in rule["attrs"]:
+                continue
+            for pattern in rule["patterns"]:
+                keys = {k for tok in pattern for k in tok}
+                if "DEP" in keys:
+                    continue
+                if len(pattern) != 1 or not keys <= {"TAG", "LOWER", "IS_SPACE"} or "TAG" not in keys:
+                    if keys == {"IS_SPACE"}:
+                        continue  # whitespace tokens: handled as SPACE
+                    return None
+                tok = pattern[0]
+                lowers = tok.get("LOWER")
+                if isinstance(lowers, dict):
+                    if set(lowers) != {"IN"}:
+                        return None
+                    lowers = lowers["IN"]
+                tags = tok["TAG"]["IN"] if isinstance(tok["TAG"], dict) else [tok["TAG"]]
+                for tag in tags:
+                    for low in (lowers if isinstance(lowers, list) else [lowers]):
+                        table[(tag, low)] = rule["attrs"]["POS"]  # later rules win, as in the ruler
+        return table or None
+
+    def _lemma(self, word: str, pos: str) -> str:
+        """Lemma of a lowercase word out of context, given its coarse POS (rule lemmatizer)."""
+        if self._lemmatizer is None:
+            return word
+        from spacy.tokens import Doc
+
+        doc = Doc(self.nlp.vocab, words=[word], pos=[pos])
+        try:
+            self._lemmatizer(doc)
+        except Exception:  # a lemmatizer that needs more context: fall back to the word itself
+            return word
+        return doc[0].lemma_.lower() or word

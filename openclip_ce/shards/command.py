@@ -1,0 +1,81 @@
+"""The ``openclip-ce make-shards`` command: plan, run an engine, write ``stats.json``, report.
+
+Exit codes: 0 all shards complete; 1 some shards failed (listed in ``stats.json``; rerun retries
+them; ``--skip-bad`` makes it 0); 2 a usage or setup error (one line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+from ..fileio import write_json_atomic
+from .config import ShardsConfig, add_arguments, config_from_args
+from .local import run_local
+from .plan import check_settings, is_complete, plan_jobs, state_path
+from .process import build_vocab
+from .progress import Progress
+from .stats import aggregate
+
+__all__ = ["add_arguments", "run", "run_config"]
+
+log = logging.getLogger("openclip_ce.shards")
+
+PROG = "openclip-ce make-shards"
+
+
+def run(args) -> int:
+    return run_config(config_from_args(args))
+
+
+def run_config(cfg: ShardsConfig) -> int:
+    t0 = time.perf_counter()
+    jobs = plan_jobs(cfg.inputs, cfg.out)
+    check_settings(cfg.out, cfg, cfg.overwrite)
+    todo = [j for j in jobs if cfg.overwrite or not is_complete(cfg.out, j)]
+    skipped = len(jobs) - len(todo)
+    log.info("%d shards: %d to write, %d already complete in %s", len(jobs), len(todo), skipped, cfg.out)
+    if cfg.filler == "vocab" and todo and cfg.needs_filler:
+        vocab_path = state_path(cfg.out, "vocab.json")
+        if os.path.exists(vocab_path) and not cfg.overwrite:
+            with open(vocab_path, encoding="utf-8") as f:
+                cfg.vocab = json.load(f)
+        else:
+            cfg.vocab = build_vocab(jobs, cfg)
+            write_json_atomic(vocab_path, cfg.vocab)
+    if not cfg.threads:
+        cfg.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    progress = Progress(len(todo), sys.stderr.isatty() and cfg.progress, cfg.log_every)
+    try:
+        if not todo:
+            results = []
+        elif cfg.engine == "ray":
+            from .ray_engine import run_ray  # Ray is an optional dependency
+
+            results = run_ray(todo, cfg, progress)
+        else:
+            results = run_local(todo, cfg, progress)
+    finally:
+        progress.close()
+    wall = time.perf_counter() - t0
+    run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
+                "fp16": cfg.device.startswith("cuda") and not cfg.fp32}
+    stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
+    write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
+    failed = stats["failed_shards"]
+    log.info("done: %d samples in %d complete shards (%d written now, %d skipped), %d failed; coverage %s; "
+             "%.1f samples/s; stats in %s", stats["samples"], stats["shards"]["complete"],
+             stats["shards"]["written_this_run"], skipped, len(failed),
+             " ".join(f"{t}={c:.3f}" for t, c in stats["coverage"].items()),
+             stats["throughput"]["samples_per_s"] or 0.0, os.path.join(cfg.out, "stats.json"))
+    if failed:
+        for f in failed:
+            print(f"{PROG}: failed shard: {f['error']}", file=sys.stderr)
+        if not cfg.skip_bad:
+            print(f"{PROG}: {len(failed)} shard(s) failed (listed in stats.json); "
+                  f"rerun to retry them, or pass --skip-bad to accept", file=sys.stderr)
+            return 1
+    return 0

@@ -1,0 +1,164 @@
+"""Every setting of ``openclip-ce make-shards``, in one typed object, and the flags that fill it.
+
+:class:`ShardsConfig` travels to every worker, local process or Ray task; nothing downstream reads
+the argparse namespace. :meth:`ShardsConfig.output_settings` are the settings that change the bytes
+written: a resumed run must use the same ones (checked against ``--out/.make-shards/config.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import UserError
+from ..generation.fillers import DEFAULT_FILLER_MODEL
+from ..generation.tagging import DEFAULT_SPACY_MODEL
+from ..negatives import NEG_TYPES, parse_neg_types
+
+# settings that change the bytes written: a resumed run must use the same ones
+OUTPUT_SETTINGS = ("seed", "types", "filler", "filler_model", "spacy_model", "top_k", "caption_key",
+                   "caption_json_field", "max_caption_chars", "vocab_captions", "vocab_per_tag")
+
+
+@dataclass
+class ShardsConfig:
+    # what to read and where to write
+    inputs: Tuple[str, ...] = ()
+    out: str = ""
+    # generation (decides the output bytes, with the input)
+    seed: int = 0
+    types: Tuple[str, ...] = NEG_TYPES
+    filler: str = "mlm"
+    filler_model: str = DEFAULT_FILLER_MODEL
+    spacy_model: str = DEFAULT_SPACY_MODEL
+    top_k: int = 10
+    caption_key: str = "txt"
+    caption_json_field: Optional[str] = None
+    max_caption_chars: int = 2000
+    vocab_captions: int = 20000
+    vocab_per_tag: int = 2000
+    # how the masked LM runs
+    device: str = "cpu"
+    fp32: bool = False
+    batch_size: int = 256
+    chunk_size: int = 512
+    # execution
+    workers: int = 1
+    threads: int = 0
+    engine: str = "local"
+    ray_address: Optional[str] = None
+    ray_fillers: int = 0
+    ray_gpus_per_filler: float = 1.0
+    overwrite: bool = False
+    skip_bad: bool = False
+    log_every: float = 30.0
+    progress: bool = True
+    log_level: str = "INFO"
+    # filled in by the run: the --filler vocab vocabulary
+    vocab: Optional[Dict[str, List[str]]] = field(default=None, repr=False)
+
+    @property
+    def needs_filler(self) -> bool:
+        return any(t in ("att", "act", "obj") for t in self.types)
+
+    @property
+    def half(self) -> Optional[bool]:
+        """fp16 for the masked LM: None = the filler decides (fp16 on GPU); False with ``--fp32``."""
+        return False if self.fp32 else None
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidates asked of the masked LM per slot (enough left after the admissibility checks)."""
+        return max(3 * self.top_k, self.top_k + 20)
+
+    def output_settings(self) -> Dict[str, object]:
+        d = {k: getattr(self, k) for k in OUTPUT_SETTINGS}
+        d["types"] = list(self.types)
+        if self.filler != "mlm":
+            d.pop("filler_model")
+        if self.filler != "vocab":
+            d.pop("vocab_captions"), d.pop("vocab_per_tag")
+        return d
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="shards: brace patterns ('/data/{00000..00099}.tar'), globs, directories (searched for "
+                        "*.tar, *.tar.gz, *.tgz), or @FILE with one path or pattern per line")
+    p.add_argument("--out", required=True, help="output root; shard names mirror the inputs' relative names")
+    g = p.add_argument_group("generation")
+    g.add_argument("--types", default=",".join(NEG_TYPES), help="negative types to make (others are null)")
+    g.add_argument("--seed", type=int, default=0, help="output is a function of the input and this seed only")
+    g.add_argument("--filler", choices=("mlm", "vocab"), default="mlm",
+                   help="mlm: masked LM fills; vocab: same-tag words from the corpus's own captions (no model)")
+    g.add_argument("--filler-model", default=DEFAULT_FILLER_MODEL,
+                   help="masked LM for --filler mlm: hub name or local directory (model + tokenizer)")
+    g.add_argument("--spacy-model", default=DEFAULT_SPACY_MODEL, help="spaCy pipeline used for POS tags")
+    g.add_argument("--top-k", type=int, default=10, help="an MLM fill is drawn among the top-k admissible words")
+    g.add_argument("--device", default="cpu", help="device of the masked LM: cpu, cuda, cuda:1 ...")
+    g.add_argument("--fp32", action="store_true", help="keep the masked LM in fp32 on GPU (default fp16)")
+    g.add_argument("--batch-size", type=int, default=256, help="masked-LM batch size")
+    g.add_argument("--chunk-size", type=int, default=512, help="captions tagged and filled together")
+    g.add_argument("--vocab-captions", type=int, default=20000,
+                   help="--filler vocab: captions read (from the first shards) to build the vocabulary")
+    g.add_argument("--vocab-per-tag", type=int, default=2000, help="--filler vocab: most frequent words kept per tag")
+    d = p.add_argument_group("data")
+    d.add_argument("--caption-key", default=None,
+                   help="member holding the caption (default: txt, or json with --caption-json-field)")
+    d.add_argument("--caption-json-field", default=None,
+                   help="read the caption from this field (dotted path) of the sample's JSON member")
+    d.add_argument("--max-caption-chars", type=int, default=2000,
+                   help="longer captions pass through with null negatives (counted as caption_too_long)")
+    r = p.add_argument_group("execution")
+    r.add_argument("--workers", type=int, default=1, help="shards processed in parallel (local processes / Ray tasks)")
+    r.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
+    r.add_argument("--engine", choices=("local", "ray"), default="local")
+    r.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto' for the running one); default: start a local Ray")
+    r.add_argument("--ray-fillers", type=int, default=0,
+                   help="masked-LM actors (0: one per GPU with --device cuda, else one)")
+    r.add_argument("--ray-gpus-per-filler", type=float, default=1.0, help="GPU share of each masked-LM actor")
+    r.add_argument("--overwrite", action="store_true", help="redo every shard, even complete ones")
+    r.add_argument("--skip-bad", action="store_true", help="exit 0 even if some shards could not be read")
+    r.add_argument("--log-every", type=float, default=30.0, help="seconds between log lines when not on a terminal")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")
+
+
+def config_from_args(args: argparse.Namespace) -> ShardsConfig:
+    """The typed config of a parsed command line; bad values are a :class:`UserError`."""
+    try:
+        types = parse_neg_types(args.types)
+    except ValueError as e:
+        raise UserError(str(e).replace("--ce-neg-types", "--types")) from None
+    for name in ("top_k", "batch_size", "chunk_size", "workers", "max_caption_chars", "vocab_captions", "vocab_per_tag"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    caption_key = args.caption_key or ("json" if args.caption_json_field else "txt")
+    return ShardsConfig(
+        inputs=tuple(args.inputs), out=args.out,
+        seed=args.seed, types=types, filler=args.filler, filler_model=args.filler_model,
+        spacy_model=args.spacy_model, top_k=args.top_k, caption_key=caption_key,
+        caption_json_field=args.caption_json_field, max_caption_chars=args.max_caption_chars,
+        vocab_captions=args.vocab_captions, vocab_per_tag=args.vocab_per_tag,
+        device=args.device, fp32=args.fp32, batch_size=args.batch_size, chunk_size=args.chunk_size,
+        workers=args.workers, threads=args.threads, engine=args.engine, ray_address=args.ray_address,
+        ray_fillers=args.ray_fillers, ray_gpus_per_filler=args.ray_gpus_per_filler,
+        overwrite=args.overwrite, skip_bad=args.skip_bad, log_every=args.log_every,
+        progress=not args.no_progress, log_level=getattr(args, "log_level", "INFO"),
+    )
+
+
+def config_for(inputs: Sequence[str], out: str, **settings) -> ShardsConfig:
+    """A config as the command line would give it (programmatic use, tests): ``config_for(["a.tar"], "out", seed=1)``."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = [*inputs, "--out", out]
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        else:
+            argv += [flag, ",".join(value) if isinstance(value, (list, tuple)) else str(value)]
+    return config_from_args(parser.parse_args(argv))

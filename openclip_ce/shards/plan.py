@@ -1,0 +1,121 @@
+"""The plan of a make-shards run: which shards (inputs expanded), where each goes, and the resume state.
+
+Resume state lives in ``--out/.make-shards/``: ``config.json`` holds the output settings of the run
+that started the directory (a rerun with other settings is refused unless ``--overwrite``) and
+``done/<shard>.json`` the statistics of each complete shard. A shard counts as complete when both
+its file and its ``done`` record exist.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import braceexpand
+
+from ..errors import UserError
+from ..fileio import write_json_atomic
+from .config import ShardsConfig
+from .tario import GZ_SUFFIXES
+
+STATE_DIR = ".make-shards"
+SHARD_SUFFIXES = (".tar",) + GZ_SUFFIXES
+
+
+@dataclass
+class ShardJob:
+    src: str     # input path
+    rel: str     # relative name, mirrored under --out
+    target: str  # output path
+
+
+def _expand_one(spec: str, out_root: str) -> Tuple[List[str], List[str]]:
+    """-> (shard paths, directory roots)."""
+    if spec.startswith("@"):
+        try:
+            with open(spec[1:], encoding="utf-8") as f:
+                lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
+        except OSError as e:
+            raise UserError(f"cannot read the list of shards {spec[1:]!r}: {e.strerror}") from None
+        paths, roots = [], []
+        for line in lines:
+            p, r = _expand_one(line, out_root)
+            paths += p
+            roots += r
+        return paths, roots
+    if os.path.isdir(spec):
+        root = os.path.abspath(spec)
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and os.path.abspath(os.path.join(dirpath, d)) != out_root)
+            found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                      if f.endswith(SHARD_SUFFIXES) and not f.startswith(".")]
+        return found, [root]
+    paths = []
+    for p in braceexpand.braceexpand(spec):
+        paths += sorted(glob.glob(p)) if glob.has_magic(p) else [p]
+    return paths, []
+
+
+def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
+    out_root = os.path.abspath(out)
+    paths, roots = [], []
+    for spec in specs:
+        p, r = _expand_one(spec, out_root)
+        paths += p
+        roots += r
+    seen, unique = set(), []
+    for p in paths:
+        a = os.path.abspath(p)
+        if a not in seen:
+            seen.add(a)
+            unique.append(a)
+    if not unique:
+        raise UserError(f"no shards found in {list(specs)}")
+    root = os.path.commonpath(roots + [os.path.dirname(p) for p in unique])
+    jobs = []
+    for p in unique:
+        rel = os.path.relpath(p, root)
+        target = os.path.join(out_root, rel)
+        if os.path.abspath(target) == p:
+            raise UserError(f"--out {out} would overwrite the input shard {p}")
+        jobs.append(ShardJob(p, rel, target))
+    if len({j.target for j in jobs}) != len(jobs):
+        raise UserError("two inputs map to the same output name; give inputs with distinct relative names")
+    return jobs
+
+
+def state_path(out: str, name: str) -> str:
+    return os.path.join(os.path.abspath(out), STATE_DIR, name)
+
+
+def sidecar_path(out: str, rel: str) -> str:
+    return os.path.join(os.path.abspath(out), STATE_DIR, "done", rel + ".json")
+
+
+def is_complete(out: str, job: ShardJob) -> bool:
+    return os.path.isfile(job.target) and os.path.isfile(sidecar_path(out, job.rel))
+
+
+def check_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
+    """Refuse to resume into ``out`` with other output settings; record this run's."""
+    path = state_path(out, "config.json")
+    want = cfg.output_settings()
+    if os.path.exists(path) and not overwrite:
+        with open(path, encoding="utf-8") as f:
+            have = json.load(f)
+        diff = {k: (have.get(k), want.get(k)) for k in set(have) | set(want) if have.get(k) != want.get(k)}
+        if diff:
+            details = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise UserError(f"--out {out} holds shards made with other settings ({details}); "
+                            f"use the same settings to resume, another --out, or --overwrite")
+    if overwrite:
+        # forget every completed shard *before* recording the new settings: an interrupted --overwrite
+        # run must never leave old-settings shards that a later run takes for complete
+        shutil.rmtree(os.path.join(os.path.abspath(out), STATE_DIR, "done"), ignore_errors=True)
+    write_json_atomic(path, want)

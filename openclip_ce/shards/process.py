@@ -1,0 +1,218 @@
+"""One shard: read it, generate the negatives of its captions chunk by chunk, write the output shard.
+
+Every input member is copied byte for byte (headers included); after each sample's members comes
+``<key>.neg.json``. A sample without a usable caption passes through with all-null negatives and is
+counted by kind (:data:`PROBLEM_KINDS`). The output is written under a temporary name and renamed
+into place only when complete (:class:`~openclip_ce.shards.tario.ShardWriter`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..fileio import write_json_atomic
+from ..generation.fillers import MLMFiller, VocabFiller
+from ..generation.generator import NegativeGenerator
+from ..generation.tagging import SpacyTagger
+from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
+from .config import ShardsConfig
+from .plan import ShardJob, sidecar_path
+from .tario import ShardFormatError, ShardWriter, read_samples, remove_stale_partials
+
+log = logging.getLogger("openclip_ce.shards")
+
+PROBLEM_KINDS = ("no_caption", "empty_caption", "non_utf8_caption", "caption_too_long", "bad_caption_json",
+                 "replaced_neg_json")
+
+
+def _json_field(obj, path: str):
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tuple[Optional[str], Optional[str]]:
+    """``(caption, None)`` or ``(None, problem kind)``."""
+    raw = members_by_ext.get(cfg.caption_key)
+    if raw is None:
+        return None, "no_caption"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "non_utf8_caption"
+    if cfg.caption_json_field:
+        try:
+            value = _json_field(json.loads(text), cfg.caption_json_field)
+        except json.JSONDecodeError:
+            return None, "bad_caption_json"
+        if not isinstance(value, str):
+            return None, "no_caption"
+        text = value
+    if not text.strip():
+        return None, "empty_caption"
+    if len(text) > cfg.max_caption_chars:
+        return None, "caption_too_long"
+    return text, None
+
+
+
+class ShardStats:
+    def __init__(self, job: ShardJob):
+        self.job = job
+        self.samples = 0
+        self.negatives = {t: 0 for t in NEG_TYPES}
+        self.problems: Dict[str, int] = {}
+        self.samples_with_problems = 0
+        self._last_sample = -1  # index (self.samples) of the last sample counted as having a problem
+        self.problem_examples: List[Dict[str, str]] = []
+        self.examples: List[Dict[str, object]] = []
+
+    def problem(self, key: str, kind: str) -> None:
+        self.problems[kind] = self.problems.get(kind, 0) + 1
+        if self._last_sample != self.samples:
+            self.samples_with_problems += 1
+            self._last_sample = self.samples
+        if len(self.problem_examples) < 5:
+            self.problem_examples.append({"shard": self.job.src, "key": key, "kind": kind})
+
+    def as_dict(self, seconds: float, timings: Dict[str, float]) -> Dict[str, object]:
+        return {"shard": self.job.rel, "src": self.job.src, "status": "ok", "samples": self.samples,
+                "negatives": self.negatives, "problems": self.problems,
+                "samples_with_problems": self.samples_with_problems,
+                "problem_examples": self.problem_examples, "examples": self.examples,
+                "seconds": round(seconds, 3), **timings}
+
+
+def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int], None] = lambda n: None) -> Dict:
+    """Read ``job.src``, write ``job.target`` with ``neg.json`` per sample, return its statistics.
+    Raises :class:`ShardFormatError` for an unreadable shard (nothing is left under the target name)."""
+    t0 = time.perf_counter()
+    before = gen.timings.as_dict() if gen is not None else {}
+    if not os.path.exists(job.src):
+        raise ShardFormatError(f"{job.src}: no such file")
+    remove_stale_partials(job.target)
+    stats = ShardStats(job)
+    writer = ShardWriter(job.target)
+    pending: List[Tuple[Optional[str], List, Optional[str]]] = []  # (key, members, caption)
+
+    def flush():
+        items = [(k, c) for k, _, c in pending if c is not None]
+        negs = iter(gen.generate(items) if items and gen is not None else [])
+        for key, members, caption in pending:
+            for m in members:
+                writer.write_raw(m.raw)
+            if key is None:
+                continue
+            n = next(negs) if caption is not None else empty_negatives()
+            for t in NEG_TYPES:
+                stats.negatives[t] += n[t] is not None
+            if caption is not None and len(stats.examples) < 3 and any(v is not None for v in n.values()):
+                stats.examples.append({"key": key, "caption": caption, "neg": n})
+            writer.add(f"{key}.{NEG_MEMBER}", encode_negatives(n), members[-1].mtime if members else 0)
+        progress(len(items))
+        pending.clear()
+
+    try:
+        n_captions = 0
+        for key, members in read_samples(job.src, scratch_dir=os.path.dirname(job.target)):
+            if key is None:
+                pending.append((None, members, None))
+                continue
+            stats.samples += 1
+            by_ext = {}
+            kept = []
+            for m in members:
+                ext = m.name[len(key) + 1:]
+                if ext == NEG_MEMBER:
+                    stats.problem(key, "replaced_neg_json")  # an earlier neg.json is replaced, not duplicated
+                    continue
+                by_ext.setdefault(ext, m.data)
+                kept.append(m)
+            caption, problem = extract_caption(by_ext, cfg)
+            if problem:
+                stats.problem(key, problem)
+            else:
+                n_captions += 1
+            pending.append((key, kept, caption))
+            if n_captions >= cfg.chunk_size:
+                flush()
+                n_captions = 0
+        flush()
+        result = stats.as_dict(time.perf_counter() - t0, _timing_delta(gen, before))
+        write_json_atomic(sidecar_path(cfg.out, job.rel), result)
+        writer.commit()
+        return result
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
+    if gen is None:
+        return {"tag_s": 0.0, "fill_s": 0.0, "fills": 0}
+    now = gen.timings.as_dict()
+    return {k: round(now[k] - before.get(k, 0), 3) for k in ("tag_s", "fill_s", "fills")}
+
+
+
+def build_generator(cfg: ShardsConfig, filler=None):
+    """The negative generator of one worker (loads spaCy and the filler; may raise GenerationSetupError)."""
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    tagger = SpacyTagger(cfg.spacy_model, batch_size=min(cfg.chunk_size, 1024))
+    if filler is None and cfg.needs_filler:
+        if cfg.filler == "vocab":
+            filler = VocabFiller(cfg.vocab or {})
+        else:
+            filler = MLMFiller(cfg.filler_model, device=cfg.device, batch_size=cfg.batch_size,
+                               n_candidates=cfg.n_candidates, half=cfg.half)
+    return NegativeGenerator(tagger, filler, seed=cfg.seed, types=cfg.types, top_k=cfg.top_k)
+
+
+def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[str]]:
+    """--filler vocab: the same-tag vocabulary from the first ``vocab_captions`` captions (shard order)."""
+    captions: List[str] = []
+    for job in jobs:
+        if len(captions) >= cfg.vocab_captions:
+            break
+        try:
+            for key, members in read_samples(job.src):
+                if key is None:
+                    continue
+                by_ext = {m.name[len(key) + 1:]: m.data for m in members}
+                text, _ = extract_caption(by_ext, cfg)
+                if text is not None:
+                    captions.append(text)
+                    if len(captions) >= cfg.vocab_captions:
+                        break
+        except (ShardFormatError, OSError) as e:
+            log.warning("vocabulary: skipping %s (%s)", job.src, e)
+    vocab = VocabFiller.from_captions(SpacyTagger(cfg.spacy_model), captions, per_tag=cfg.vocab_per_tag).vocab
+    log.info("vocabulary filler: %d captions -> %s", len(captions),
+             ", ".join(f"{t}:{len(w)}" for t, w in vocab.items()))
+    return vocab
+
+
+
+def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:
+    """:func:`process_shard`, turning a failure of this shard into a ``failed`` result (others go on)."""
+    try:
+        return process_shard(job, gen, cfg, progress)
+    except Exception as e:  # noqa: BLE001 - one bad shard must not stop the others
+        msg = str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {type(e).__name__}: {e}"
+        if not isinstance(e, (ShardFormatError, OSError)):
+            log.exception("unexpected error on shard %s", job.src)
+        return {"shard": job.rel, "src": job.src, "status": "failed", "error": msg}
+
+
+def log_result(res: Dict) -> None:
+    if res["status"] == "failed":
+        log.error("shard failed: %s", res["error"])

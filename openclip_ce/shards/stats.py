@@ -1,0 +1,55 @@
+"""``stats.json``: the statistics of a make-shards run summed over its shards' ``done`` records."""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Sequence
+
+from ..negatives import NEG_TYPES
+from .config import ShardsConfig
+from .plan import ShardJob, sidecar_path
+
+
+def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipped: int, wall: float,
+              cfg: ShardsConfig, run_info: Dict) -> Dict:
+    failed = [r for r in results if r["status"] == "failed"]
+    failed_rel = {r["shard"] for r in failed}
+    per_shard = []
+    for job in jobs:
+        if job.rel in failed_rel:
+            continue
+        try:
+            with open(sidecar_path(out, job.rel), encoding="utf-8") as f:
+                per_shard.append(json.load(f))
+        except FileNotFoundError:
+            pass
+    samples = sum(s["samples"] for s in per_shard)
+    negatives = {t: sum(s["negatives"][t] for s in per_shard) for t in NEG_TYPES}
+    problems: Dict[str, int] = {}
+    for s in per_shard:
+        for k, v in s["problems"].items():
+            problems[k] = problems.get(k, 0) + v
+    this_run = [r for r in results if r["status"] == "ok"]
+    captions = sum(r["samples"] for r in this_run)
+    tag_s = sum(r.get("tag_s", 0) for r in this_run)
+    fill_s = sum(r.get("fill_s", 0) for r in this_run)
+    return {
+        "samples": samples,
+        "shards": {"total": len(jobs), "complete": len(per_shard), "written_this_run": len(this_run),
+                   "skipped_complete": skipped, "failed": len(failed)},
+        "failed_shards": [{"shard": r["src"], "error": r["error"]} for r in failed],
+        "coverage": {t: round(negatives[t] / samples, 6) if samples else 0.0 for t in NEG_TYPES},
+        "negatives": negatives,
+        "problems": {k: problems[k] for k in sorted(problems)},
+        "samples_with_problems": sum(s["samples_with_problems"] for s in per_shard),
+        "problem_examples": [e for s in per_shard for e in s["problem_examples"]][:20],
+        "throughput": {
+            "seconds": round(wall, 3), "samples_this_run": captions,
+            "samples_per_s": round(captions / wall, 2) if wall > 0 else None,
+            "tag_s": round(tag_s, 3), "fill_s": round(fill_s, 3),
+            "fills": sum(r.get("fills", 0) for r in this_run),
+        },
+        "examples": [e for s in per_shard for e in s["examples"]][:8],
+        "settings": cfg.output_settings(),
+        "run": run_info,
+    }

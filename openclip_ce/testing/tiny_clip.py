@@ -1,0 +1,30 @@
+"""A tiny, randomly initialised open_clip model config, for the tests and the scripts' smoke modes.
+
+Nothing here downloads: the model is built by open_clip from ``DIR/open_clip_config.json``
+(``--model local-dir:DIR``), with open_clip's bundled BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+TINY_MODEL_CFG: Dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+def write_tiny_model_dir(path: str | os.PathLike, model_cfg: Dict[str, Any] | None = None) -> str:
+    """Write ``open_clip_config.json`` into ``path``; return the ``local-dir:`` model name."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "model_cfg": model_cfg or TINY_MODEL_CFG,
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }
+    (path / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
+    return f"local-dir:{path}"

@@ -1,0 +1,84 @@
+"""The training-plugin contract: what open_clip's training main calls on a plugin selected with ``--loss NAME``.
+
+:class:`TrainingPlugin` states it as a :class:`typing.Protocol` (for readers and type checkers);
+:func:`check_plugin` enforces it when plugins are discovered, in the manner of pluggy's hook
+validation (:func:`contract_problems`): every method present, callable, and callable with the
+arguments the trainer passes. Discovery (:mod:`openclip_ce.integration.discovery`) reports a plugin
+that fails with its entry point and the methods at fault, and leaves it out.
+The upstream patch (``patches/``) documents the same calls in ``open_clip_train/plugins.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any, Callable, Dict, List, Protocol, runtime_checkable
+
+import torch
+
+LOSS_DEFAULT = "clip"  # open_clip's own objective; no plugin may take this name
+
+
+@runtime_checkable
+class TrainingPlugin(Protocol):
+    name: str
+    description: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the plugin's flags (an argument group) to open_clip's parser."""
+
+    def check_args(self, args: argparse.Namespace) -> None:
+        """Refuse flag combinations the plugin cannot honour: raise ``ValueError`` with one line."""
+
+    def create_loss(self, args: argparse.Namespace) -> torch.nn.Module:
+        """The loss module, called as open_clip calls its losses: ``loss(**model_out, output_dict=True)``."""
+
+    def train_tokenizer(self, args: argparse.Namespace, tokenizer: Callable) -> Callable:
+        """The tokenizer of the training split (webdataset), wrapping the model's own."""
+
+    def train_sample_stage(self, args: argparse.Namespace, tarfile_to_samples: Callable) -> Callable:
+        """A replacement for the trainer's tar -> samples stage (training split only)."""
+
+    def csv_dataset(self, args: argparse.Namespace) -> Callable:
+        """A factory with ``CsvDataset``'s signature for ``--dataset-type csv`` (training split only)."""
+
+    def adapt_model(self, model: torch.nn.Module) -> None:
+        """Adapt the unwrapped model in place, before DDP; must not change its ``state_dict``."""
+
+    def metrics(self, loss: torch.nn.Module) -> Dict[str, float]:
+        """Extra scalars for the train log line, TensorBoard and W&B (not summed into the loss)."""
+
+    def state_dict(self, loss: torch.nn.Module) -> Dict[str, Any]:
+        """JSON-serialisable state to keep with checkpoints (restored on ``--resume``)."""
+
+    def load_state_dict(self, loss: torch.nn.Module, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+# method -> the positional arguments the trainer passes (after self)
+CALLS: Dict[str, int] = {
+    "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_sample_stage": 2,
+    "csv_dataset": 1, "adapt_model": 1, "metrics": 1, "state_dict": 1, "load_state_dict": 2,
+}
+
+
+def contract_problems(obj: Any) -> List[str]:
+    """What ``obj`` lacks to be a training plugin (empty list: it conforms)."""
+    problems = []
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        problems.append(f"'name' must be an identifier string usable as --loss NAME, got {name!r}")
+    elif name == LOSS_DEFAULT:
+        problems.append(f"'name' {name!r} is open_clip's own objective")
+    for method, n_args in CALLS.items():
+        fn = getattr(obj, method, None)
+        if not callable(fn):
+            problems.append(f"no method {method}()")
+            continue
+        try:
+            inspect.signature(fn).bind(*([None] * n_args))
+        except TypeError as e:
+            problems.append(f"{method}() cannot be called with {n_args} argument(s) ({e})")
+        except ValueError:  # builtins without a signature: accept
+            pass
+    return problems

@@ -1,0 +1,216 @@
+"""The training data stage: hard negatives from shards (``neg.json``) or csv columns to token tensors.
+
+Plain torch + webdataset; nothing here knows open_clip. The pieces compose like webdataset stages:
+
+* :func:`attach_negatives` - a generator stage over raw webdataset samples (``{"__key__", "__url__",
+  "txt": bytes, "neg.json": bytes, ...}``). It validates ``neg.json`` and folds caption and negatives
+  into the caption member as one *bundle* (see :func:`encode_bundle`), so that they travel together
+  through any downstream decode / rename / map / to_tuple stages that only keep the caption.
+* :class:`NegativesTokenizer` - wraps a text tokenizer. Given a bundle it returns ``[1, 1 + K, L]``
+  tokens (positive first, then one row per negative type, placeholder rows filled with
+  :data:`PLACEHOLDER_TOKEN`); given a plain caption it returns all-placeholder negatives.
+* :func:`split_text_batch` - the inverse on a batch ``[B, 1 + K, L]``: positives, negatives, validity mask.
+* :class:`NegativesCsvDataset` - a map-style dataset for csv/tsv files with ``neg_<type>`` columns.
+
+Tokenisation happens inside the data workers, with the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+
+from ..errors import UserError
+from ..negatives import (
+    NEG_MEMBER,
+    NEG_TYPES,
+    Negatives,
+    NegativesFormatError,
+    decode_negatives,
+    empty_negatives,
+)
+
+log = logging.getLogger("openclip_ce.data")
+
+PLACEHOLDER_TOKEN = -1  # never a real token id (ids are >= 0 for every tokenizer)
+_BUNDLE_PREFIX = "\x00openclip-ce-bundle\x00"  # NUL never occurs in a decoded caption
+
+
+class NegativesError(UserError, ValueError):
+    """A sample whose negatives are missing or malformed, under ``--ce-strict``."""
+
+
+# ----------------------------------------------------------------------------- bundles
+def encode_bundle(caption: str, negatives: Optional[Negatives]) -> str:
+    return _BUNDLE_PREFIX + json.dumps({"caption": caption, "neg": negatives}, ensure_ascii=False)
+
+
+def decode_bundle(text: str) -> Tuple[str, Optional[Negatives]]:
+    """``(caption, negatives)``; a plain caption (not a bundle) gives ``(caption, None)``."""
+    if not text.startswith(_BUNDLE_PREFIX):
+        return text, None
+    obj = json.loads(text[len(_BUNDLE_PREFIX):])
+    return obj["caption"], obj["neg"]
+
+
+# ----------------------------------------------------------------------------- problems
+class NegativesProblemCounter:
+    """Counts samples whose negatives were unusable, logging the first few and then every 10^n-th.
+
+    Lives in each data worker; each worker logs its own counts.
+    """
+
+    def __init__(self, first: int = 5):
+        self.first = first
+        self.counts: Dict[str, int] = {}
+        self.total = 0
+
+    def report(self, where: str, kind: str, detail: str) -> None:
+        self.total += 1
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        n = self.total
+        if n <= self.first or (n & (n - 1) == 0 and n >= 16) or n % 100000 == 0:
+            log.warning(
+                "ce_clip: %s: %s (%s); counted as all-placeholder negatives "
+                "[%d such samples so far in this data worker (pid %d): %s]",
+                where, kind, detail, n, os.getpid(),
+                ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())),
+            )
+
+
+_COUNTER = NegativesProblemCounter()
+
+
+def _sample_where(sample: dict) -> str:
+    return f"shard {sample.get('__url__', '?')} key {sample.get('__key__', '?')}"
+
+
+def read_sample_negatives(sample: dict, strict: bool, counter: NegativesProblemCounter = _COUNTER,
+                          member: str = NEG_MEMBER) -> Negatives:
+    """The validated negatives of a raw webdataset sample, or all placeholders (reported)."""
+    raw = sample.get(member)
+    problem = None
+    if raw is None:
+        problem = ("missing neg.json", f"sample has members {sorted(k for k in sample if not k.startswith('__'))}")
+    else:
+        try:
+            return decode_negatives(raw)
+        except NegativesFormatError as e:
+            problem = ("malformed neg.json", str(e))
+    where = _sample_where(sample)
+    if strict:
+        raise NegativesError(f"{where}: {problem[0]}: {problem[1]} (--ce-strict)")
+    counter.report(where, *problem)
+    return empty_negatives()
+
+
+def attach_negatives(samples: Iterable[dict], strict: bool = False, caption_key: str = "txt",
+                     member: str = NEG_MEMBER) -> Iterator[dict]:
+    """Webdataset stage: fold ``neg.json`` into the caption member as a bundle (bytes in, bytes out).
+
+    Samples without a caption are passed through untouched (the trainer's own filter drops them);
+    a caption that is not UTF-8 is passed through untouched too, for the trainer's decoder to report.
+    """
+    for sample in samples:
+        caption = sample.get(caption_key)
+        if caption is None:
+            yield sample
+            continue
+        negatives = read_sample_negatives(sample, strict, member=member)
+        sample.pop(member, None)
+        try:
+            text = caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+        except UnicodeDecodeError:
+            yield sample
+            continue
+        sample[caption_key] = encode_bundle(text, negatives).encode("utf-8")
+        yield sample
+
+
+# ----------------------------------------------------------------------------- tokenisation
+class NegativesTokenizer:
+    """Tokenize a caption and its negatives: ``tok(bundle)`` -> ``LongTensor[1, 1 + K, L]``.
+
+    ``neg_types`` selects (and orders) the K negative types delivered; rows of placeholder
+    negatives are filled with :data:`PLACEHOLDER_TOKEN`, and so are negatives whose tokens equal the
+    caption's (an edit beyond the context length, lost to truncation). Calling it with a list of texts returns
+    ``[N, 1 + K, L]``. Picklable when the wrapped tokenizer is.
+    """
+
+    def __init__(self, tokenizer: Callable, neg_types: Sequence[str] = NEG_TYPES):
+        self.tokenizer = tokenizer
+        self.neg_types = tuple(neg_types)
+
+    def tokenize_one(self, caption: str, negatives: Optional[Negatives]) -> torch.Tensor:
+        negatives = negatives or {}
+        texts = [caption]
+        slots = []
+        for i, t in enumerate(self.neg_types):
+            if negatives.get(t):
+                slots.append(i)
+                texts.append(negatives[t])
+        tokens = self.tokenizer(texts)
+        out = torch.full((1 + len(self.neg_types), tokens.shape[-1]), PLACEHOLDER_TOKEN, dtype=torch.long)
+        out[0] = tokens[0]
+        for row, i in enumerate(slots, start=1):
+            # an edit past the context length vanishes on truncation: the "negative" would be the
+            # positive itself, so it is a placeholder
+            if not torch.equal(tokens[row], tokens[0]):
+                out[1 + i] = tokens[row]
+        return out
+
+    def __call__(self, texts) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        return torch.stack([self.tokenize_one(*decode_bundle(t)) for t in texts])
+
+
+def split_text_batch(texts: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B, 1 + K, L]`` -> ``(positives [B, L], negatives [B, K, L], valid mask [B, K])``."""
+    if texts.dim() != 3:
+        raise ValueError(f"expected a [B, 1 + K, L] token batch, got shape {tuple(texts.shape)}")
+    negatives = texts[:, 1:]
+    return texts[:, 0], negatives, negatives[..., 0] != PLACEHOLDER_TOKEN
+
+
+# ----------------------------------------------------------------------------- csv
+class NegativesCsvDataset(torch.utils.data.Dataset):
+    """csv/tsv rows ``image path, caption, neg_rel, neg_att, neg_act, neg_obj`` -> ``(image, tokens)``.
+
+    Same constructor as open_clip's ``CsvDataset`` plus ``neg_types``. An empty cell is a
+    placeholder. Missing ``neg_*`` columns are an error naming the file and the columns.
+    """
+
+    def __init__(self, input_filename, transforms, img_key, caption_key, sep="\t", tokenizer=None,
+                 neg_types: Sequence[str] = NEG_TYPES):
+        import pandas as pd  # only csv runs need pandas
+
+        df = pd.read_csv(input_filename, sep=sep, keep_default_na=False, dtype=str)
+        wanted = [img_key, caption_key] + [f"neg_{t}" for t in neg_types]
+        missing = [c for c in wanted if c not in df.columns]
+        if missing:
+            raise NegativesError(
+                f"{input_filename}: missing column(s) {missing} (has {list(df.columns)}); "
+                f"--loss ce_clip with --dataset-type csv needs neg_<type> columns, empty cell = placeholder"
+            )
+        self.input_filename = input_filename
+        self.images = df[img_key].tolist()
+        self.captions = df[caption_key].tolist()
+        self.negatives = [
+            {t: (v if v.strip() else None) for t, v in zip(neg_types, row)}
+            for row in zip(*(df[f"neg_{t}"].tolist() for t in neg_types))
+        ] if neg_types else [{} for _ in self.captions]
+        self.transforms = transforms
+        self.tokenize = NegativesTokenizer(tokenizer, neg_types)
+
+    def __len__(self):
+        return len(self.captions)
+
+    def __getitem__(self, idx):
+        image = self.transforms(Image.open(str(self.images[idx])))
+        return image, self.tokenize.tokenize_one(str(self.captions[idx]), self.negatives[idx])

@@ -1,0 +1,298 @@
+"""The CE-CLIP objective (paper Eq. 2, 3, 6-8), in plain torch.
+
+This module knows nothing of open_clip. It receives, per local batch of ``B`` samples with ``K``
+negative types:
+
+* ``image_features`` ``[B, D]`` and ``text_features`` ``[B, D]`` (L2-normalised, as CLIP outputs),
+* ``logit_scale`` (scalar tensor, already exponentiated),
+* ``neg_text_features`` ``[B, K, D]`` and ``neg_mask`` ``[B, K]`` (bool; False = placeholder).
+
+With ``S = logit_scale * cosine``:
+
+* ITC(hn): text->image is plain CLIP; image->text adds hard negatives to the softmax denominator,
+  either every valid negative of the global batch (``itc_negatives="global"``, default, as NegCLIP
+  and the authors' code) or each image's own negatives only (``"own"``, Eq. 2 read literally).
+* IMC: per sample, cross-entropy over ``[S(I,T), S(T,T_k) for valid k]`` with target the positive;
+  mean over samples with at least one valid negative.
+* CMR: ``max(0, S(I,T_k) - S(I,T) + Th_k)`` over valid pairs, mean over valid pairs. ``Th_k`` is the
+  global-batch mean of ``S(I,T) - S(I,T_k)`` at the previous optimizer step (no gradient), clamped to
+  ``[0, threshold_max]``, starting at 0; a type with no valid negative in a step keeps its value.
+
+``L = ITC(hn) + alpha * IMC + beta * CMR``; the returned dict holds the three weighted terms, so that
+a trainer summing the dict gets ``L``. Thresholds and per-type statistics are *not* in that dict
+(they are not losses): read them with :meth:`CeClipLoss.metrics`.
+
+Distributed behaviour follows open_clip's ``ClipLoss``: features are all-gathered (with gradient
+when ``gather_with_grad``), ``local_loss`` computes rows for the local samples only. Sample-level
+terms (IMC, CMR) are normalised by global counts so that the average over ranks equals the
+single-process value exactly; thresholds come from an all-reduce and are identical on every rank.
+After DDP's gradient averaging, N ranks give the single-process loss and gradient of the same
+global batch in the default mode and with ``gather_with_grad`` (with or without ``local_loss``).
+``local_loss`` without ``gather_with_grad`` drops the cross-rank gradient terms, as ``ClipLoss``
+does: use it only as open_clip's memory-saving approximation.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+from .gather import all_reduce_sum, gather_tensor
+
+ITC_NEGATIVE_MODES = ("global", "own")
+NO_NEGATIVES_STEPS = 50  # optimizer steps without any valid negative before training stops
+
+
+class NoNegativesError(UserError):
+    """No valid hard negative reached the loss in the first optimizer steps: the run would be plain CLIP."""
+
+
+class CeClipLoss(nn.Module):
+    """CE-CLIP loss: ITC with hard negatives + alpha * IMC + beta * CMR (adaptive thresholds).
+
+    No learnable parameters. The thresholds are a buffer (``thresholds``, one per type in
+    ``neg_types`` order) updated once every ``accum_freq`` calls in training mode, i.e. once per
+    optimizer step when the trainer calls the loss ``accum_freq`` times per step (open_clip does,
+    each time with the whole accumulated batch).
+    """
+
+    def __init__(
+        self,
+        neg_types: Sequence[str] = ("rel", "att", "act", "obj"),
+        alpha: float = 0.2,
+        beta: float = 0.4,
+        threshold_max: float = 10.0,
+        fixed_threshold: Optional[float] = None,
+        itc_negatives: str = "global",
+        use_itc_negatives: bool = True,
+        use_imc: bool = True,
+        use_cmr: bool = True,
+        local_loss: bool = False,
+        gather_with_grad: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        accum_freq: int = 1,
+        no_negatives_steps: Optional[int] = NO_NEGATIVES_STEPS,
+    ):
+        super().__init__()
+        if itc_negatives not in ITC_NEGATIVE_MODES:
+            raise ValueError(f"itc_negatives must be one of {ITC_NEGATIVE_MODES}, got {itc_negatives!r}")
+        if threshold_max < 0:
+            raise ValueError(f"threshold_max must be >= 0, got {threshold_max}")
+        if accum_freq < 1:
+            raise ValueError(f"accum_freq must be >= 1, got {accum_freq}")
+        self.neg_types: Tuple[str, ...] = tuple(neg_types)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.threshold_max = float(threshold_max)
+        self.fixed_threshold = None if fixed_threshold is None else float(fixed_threshold)
+        self.itc_negatives = itc_negatives
+        self.use_itc_negatives = use_itc_negatives
+        self.use_imc = use_imc
+        self.use_cmr = use_cmr
+        self.local_loss = local_loss
+        self.gather_with_grad = gather_with_grad
+        self.rank = rank
+        self.world_size = world_size
+        self.accum_freq = accum_freq
+        # stop after this many optimizer steps in which no rank had a valid negative (None: never)
+        self.no_negatives_steps = no_negatives_steps
+
+        k = len(self.neg_types)
+        init = 0.0 if self.fixed_threshold is None else self.fixed_threshold
+        self.register_buffer("thresholds", torch.full((k,), init, dtype=torch.float32), persistent=True)
+        self._calls = 0
+        self._steps = 0
+        self._seen_valid = False
+        self._last_stats: Optional[torch.Tensor] = None  # [3, K]: gap sum, valid count, sample count
+
+    # ------------------------------------------------------------------ state / reporting
+    def threshold_dict(self) -> Dict[str, float]:
+        return {t: float(v) for t, v in zip(self.neg_types, self.thresholds.tolist())}
+
+    def load_threshold_dict(self, values: Dict[str, float]) -> None:
+        with torch.no_grad():
+            for i, t in enumerate(self.neg_types):
+                if t in values and values[t] is not None:
+                    self.thresholds[i] = float(values[t])
+
+    def metrics(self) -> Dict[str, float]:
+        """Thresholds in use for the next step, and the last step's per-type statistics."""
+        out = {f"ce_threshold_{t}": v for t, v in self.threshold_dict().items()}
+        if self._last_stats is not None:
+            gap_sum, valid, n = self._last_stats.tolist()
+            out.update({f"ce_valid_{t}": valid[i] / n[i] if n[i] else 0.0 for i, t in enumerate(self.neg_types)})
+            out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _gather(self, t: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
+        if self.world_size <= 1:
+            return t
+        if not differentiable:
+            return gather_tensor(t, self.rank, self.world_size, gather_with_grad=False, keep_local_grad=False)
+        return gather_tensor(
+            t, self.rank, self.world_size,
+            gather_with_grad=self.gather_with_grad,
+            keep_local_grad=not self.local_loss,
+        )
+
+    @torch.no_grad()
+    def _step_statistics(self, pos: torch.Tensor, ik: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Global per-type [sum of S(I,T)-S(I,T_k) over valid pairs, valid count, sample count]."""
+        gaps = (pos[:, None] - ik).masked_fill(~mask, 0.0)
+        stats = torch.stack([
+            gaps.sum(0),
+            mask.sum(0).to(gaps.dtype),
+            torch.full_like(gaps[0], float(mask.shape[0])),
+        ])
+        return all_reduce_sum(stats, self.world_size)
+
+    def _check_negatives_seen(self, stats: torch.Tensor) -> None:
+        """Raise :class:`NoNegativesError` once ``no_negatives_steps`` steps passed without a valid negative.
+
+        ``stats`` is already summed over ranks, so every rank takes the same decision at the same step.
+        The check costs a host sync only until the first valid negative is seen."""
+        self._steps += 1
+        if self._seen_valid or self.no_negatives_steps is None:
+            return
+        if bool(stats[1].sum() > 0):
+            self._seen_valid = True
+        elif self._steps >= self.no_negatives_steps:
+            raise NoNegativesError(
+                f"--loss ce_clip: no valid hard negative reached the loss in the first {self._steps} optimizer "
+                f"steps on any rank, so this run would train plain CLIP. Likely causes: the training shards have "
+                f"no <key>.neg.json members (run `openclip-ce make-shards` on them first); the data stage is not "
+                f"attached (a --dataset-type other than webdataset/csv, or a custom loader); csv files without "
+                f"neg_<type> cells; every negative is null (see coverage in make-shards' stats.json) or a type "
+                f"filter (--ce-neg-types) that keeps none. Pass --ce-allow-no-negatives to train without them "
+                f"on purpose.")
+
+    @torch.no_grad()
+    def _update_thresholds(self, stats: torch.Tensor) -> None:
+        self._last_stats = stats
+        if self.fixed_threshold is not None:
+            return
+        gap_sum, valid = stats[0], stats[1]
+        has = valid > 0
+        new = (gap_sum / valid.clamp_min(1)).clamp(0.0, self.threshold_max)
+        self.thresholds.copy_(torch.where(has, new, self.thresholds))
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        neg_text_features: Optional[torch.Tensor] = None,
+        neg_mask: Optional[torch.Tensor] = None,
+        logit_bias: Optional[torch.Tensor] = None,
+        output_dict: bool = False,
+    ):
+        k = len(self.neg_types)
+        if neg_text_features is None or neg_mask is None:
+            # the model ran without negatives (data stage not attached): every slot is a placeholder,
+            # the loss is plain CLIP, and the no-negatives check below stops the run after a while
+            neg_text_features = text_features.detach().new_zeros((text_features.shape[0], k, text_features.shape[-1]))
+            neg_mask = torch.zeros((text_features.shape[0], k), dtype=torch.bool, device=text_features.device)
+        if neg_text_features.dim() != 3 or neg_text_features.shape[1] != k:
+            raise ValueError(
+                f"neg_text_features must be [B, {k}, D] for types {self.neg_types}, got {tuple(neg_text_features.shape)}"
+            )
+        if self.accum_freq > 1 and logit_scale.requires_grad:
+            # A gradient-accumulating trainer (open_clip) calls the loss accum_freq times per step, each
+            # time on the whole accumulated batch with a fresh logit_scale: the features of one chunk
+            # carry gradient per call, but logit_scale would collect the full-batch gradient every
+            # call. Keep the value, divide its gradient so the step gets the full-batch gradient.
+            logit_scale = logit_scale.detach() + (logit_scale - logit_scale.detach()) / self.accum_freq
+        device_type = image_features.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward_fp32(
+                image_features.float(), text_features.float(), logit_scale.float(),
+                neg_text_features.float(), neg_mask.bool(),
+                None if logit_bias is None else logit_bias.float(), output_dict,
+            )
+
+    def _forward_fp32(self, img, txt, scale, neg, mask, bias, output_dict):
+        b = img.shape[0]
+        all_img = self._gather(img)
+        all_txt = self._gather(txt)
+        all_mask = self._gather(mask.to(torch.uint8), differentiable=False).bool()
+        need_all_neg = self.use_itc_negatives and self.itc_negatives == "global"
+        all_neg = self._gather(neg) if need_all_neg else None
+
+        if self.local_loss or self.world_size <= 1:
+            rows_img, rows_txt, rows_neg, rows_mask = img, txt, neg, mask
+            offset = b * self.rank if self.world_size > 1 else 0
+        else:
+            rows_img, rows_txt = all_img, all_txt
+            rows_neg = self._gather(neg) if all_neg is None else all_neg
+            rows_mask = all_mask
+            offset = 0
+        # per-rank values are averaged by DDP; scale sample-level sums so the average is the global mean
+        rank_factor = float(self.world_size) if (self.local_loss and self.world_size > 1) else 1.0
+
+        # ---- ITC(hn)
+        logits_per_image = scale * rows_img @ all_txt.T
+        logits_per_text = scale * rows_txt @ all_img.T
+        if bias is not None:
+            logits_per_image = logits_per_image + bias
+            logits_per_text = logits_per_text + bias
+        if self.use_itc_negatives:
+            if self.itc_negatives == "global":
+                # every negative of the global batch is a column; placeholders are masked to -inf
+                # (masking instead of boolean indexing keeps shapes static: no host sync per step)
+                cols = all_neg.reshape(-1, all_neg.shape[-1])
+                extra = (scale * rows_img @ cols.T).masked_fill(~all_mask.reshape(1, -1), float("-inf"))
+            else:  # own
+                extra = (scale * torch.einsum("rd,rkd->rk", rows_img, rows_neg)).masked_fill(~rows_mask, float("-inf"))
+            if bias is not None:
+                extra = extra + bias
+            logits_per_image = torch.cat([logits_per_image, extra], dim=1)
+        labels = torch.arange(rows_img.shape[0], device=img.device) + offset
+        itc = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+        losses = {"contrastive_loss": itc}
+
+        # ---- per-sample similarities shared by IMC, CMR and the threshold statistics
+        pos = scale * (rows_img * rows_txt).sum(-1)                          # S(I, T)      [R]
+        ik = scale * torch.einsum("rd,rkd->rk", rows_img, rows_neg)          # S(I, T_k)    [R, K]
+
+        if self.use_imc:
+            tt = scale * torch.einsum("rd,rkd->rk", rows_txt, rows_neg)      # S(T, T_k)    [R, K]
+            logits = torch.cat([pos[:, None], tt.masked_fill(~rows_mask, float("-inf"))], dim=1)
+            # a row without a valid negative is [S(I,T), -inf, ...]: its cross-entropy is exactly 0
+            ce = F.cross_entropy(logits, torch.zeros_like(labels), reduction="sum")
+            n_has = all_mask.any(1).sum().clamp_min(1)
+            imc = ce * rank_factor / n_has
+            losses["imc_loss"] = self.alpha * imc
+
+        thresholds = self.thresholds.to(pos.dtype)
+        if self.use_cmr:
+            hinge = F.relu(ik - pos[:, None] + thresholds[None, :]).masked_fill(~rows_mask, 0.0)
+            cmr = hinge.sum() * rank_factor / all_mask.sum().clamp_min(1)
+            losses["cmr_loss"] = self.beta * cmr
+
+        # ---- thresholds for the next optimizer step, from this step's (whole accumulated) batch
+        if self.training:
+            self._calls += 1
+            if self._calls % self.accum_freq == 0:
+                if self.local_loss or self.world_size <= 1:
+                    stats = self._step_statistics(pos, ik, rows_mask)
+                else:  # rows already hold the global batch: compute local slice, reduce across ranks
+                    sl = slice(self.rank * b, (self.rank + 1) * b)
+                    stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
+                self._update_thresholds(stats)
+                self._check_negatives_seen(stats)
+
+        if self.world_size > 1 and not self.gather_with_grad and not self.local_loss:
+            # Every rank computed the global loss, with gradient through its own slot only; DDP then
+            # averages over ranks, which would leave 1/world_size of the global gradient (open_clip's
+            # ClipLoss does exactly that). Scale the gradient, not the value, so that N ranks give the
+            # single-process gradient of the same global batch.
+            w = float(self.world_size)
+            losses = {k: v + (w - 1.0) * (v - v.detach()) for k, v in losses.items()}
+        return losses if output_dict else sum(losses.values())
