@@ -76,8 +76,9 @@ def main(argv=None):
                     {"image_id": image_id, "caption_id": cap_id, "file_name": file_name}).encode())
         os.replace(tmp, final)
         print(f"coco_to_wds: {final} ({len(chunk)} samples)", file=sys.stderr)
-    with open(os.path.join(a.out, "sizes.json"), "w") as f:
+    with open(os.path.join(a.out, "sizes.json.tmp"), "w") as f:
         json.dump(sizes, f)
+    os.replace(os.path.join(a.out, "sizes.json.tmp"), os.path.join(a.out, "sizes.json"))
     print(f"coco_to_wds: {len(items)} samples in {n_shards} shards under {a.out}", file=sys.stderr)
     return 0
 

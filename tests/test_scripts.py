@@ -30,3 +30,44 @@ def test_coco_to_wds(tmp_path):
     proc = subprocess.run(cmd + ["--out", str(tmp_path / "missing")], capture_output=True, text=True)
     assert proc.returncode == 1 and "000000000003.jpg: image of caption 12 not found" in proc.stderr
     assert not list((tmp_path / "missing").glob("*.tmp"))
+
+
+def test_vg_to_wds_crops_regions_filters_and_excludes(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "VG_100K").mkdir()
+    (tmp_path / "VG_100K_2").mkdir()
+    for image_id, folder in ((1, "VG_100K"), (2, "VG_100K_2"), (3, "VG_100K")):
+        Image.new("RGB", (300, 200), (image_id * 40, 0, 0)).save(tmp_path / folder / f"{image_id}.jpg")
+    region = lambda rid, x, y, w, h, phrase: {"region_id": rid, "x": x, "y": y, "width": w, "height": h,  # noqa: E731
+                                              "phrase": phrase, "image_id": 0}
+    data = [
+        {"id": 2, "regions": [region(20, 0, 0, 100, 80, "a red  car parked outside"),
+                              region(21, 10, 10, 30, 30, "a tiny box on the left"),        # box too small
+                              region(22, 50, 50, 120, 100, "car")]},                     # phrase too short
+        {"id": 1, "regions": [region(10, 0, 0, 200, 100, "man riding a horse"),
+                              region(11, 5, 5, 150, 90, "Man riding a horse"),           # repeated phrase
+                              region(12, 100, 50, 80, 80, "a brown horse running")]},
+        {"id": 3, "regions": [region(30, 0, 0, 100, 100, "a test image of ARO")]},
+    ]
+    (tmp_path / "regions.json").write_text(json.dumps(data))
+    (tmp_path / "aro.json").write_text(json.dumps([{"image_path": "3.jpg", "true_caption": "x"}]))
+    cmd = [sys.executable, str(SCRIPTS / "vg_to_wds.py"), "--regions", str(tmp_path / "regions.json"),
+           "--images", str(tmp_path / "VG_100K"), "--images", str(tmp_path / "VG_100K_2"),
+           "--exclude-images", str(tmp_path / "aro.json"), "--per-shard", "2", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "excluded_images 1, small_box 1, short_phrase 1, repeated_phrase 1" in proc.stderr
+    assert json.loads((tmp_path / "out" / "sizes.json").read_text()) == {"00000.tar": 2, "00001.tar": 1}
+    with tarfile.open(tmp_path / "out" / "00000.tar") as t:
+        assert t.getnames()[:3] == ["vg000000001_10.jpg", "vg000000001_10.txt", "vg000000001_10.json"]
+        assert t.extractfile("vg000000001_10.txt").read() == b"man riding a horse"
+        assert Image.open(t.extractfile("vg000000001_12.jpg")).size == (80, 80)  # the region's box
+    with tarfile.open(tmp_path / "out" / "00001.tar") as t:
+        assert t.extractfile("vg000000002_20.txt").read() == b"a red car parked outside"
+        assert json.loads(t.extractfile("vg000000002_20.json").read())["box"] == [0, 0, 100, 80]
+
+    (tmp_path / "VG_100K_2" / "2.jpg").unlink()
+    proc = subprocess.run(cmd[:-1] + [str(tmp_path / "missing")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "image 2 (region 20): 2.jpg not in" in proc.stderr
+    assert not list((tmp_path / "missing").glob("*.tmp"))
