@@ -5,7 +5,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from openclip_ce.demo.command import make_sample, write_demo_shards
+from openclip_ce.testing.toy_shards import make_sample, write_demo_shards
 from openclip_ce.negatives import encode_negatives
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 

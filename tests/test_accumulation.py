@@ -7,7 +7,7 @@ import random
 import torch
 
 from openclip_ce.training.data import NegativesTokenizer, encode_bundle
-from openclip_ce.demo.command import make_sample
+from openclip_ce.testing.toy_shards import make_sample
 from openclip_ce.training.plugin import plugin
 from tests._train_helpers import tiny_model
 

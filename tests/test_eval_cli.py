@@ -8,7 +8,7 @@ import pytest
 
 from openclip_ce.evaluate.analyze import analyze_values, bootstrap_means, per_sample_values, read_shard
 from openclip_ce.cli import main
-from openclip_ce.demo.command import write_demo_shards
+from openclip_ce.testing.toy_shards import write_demo_shards
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
 from ._eval_helpers import build_all, build_imagefolder

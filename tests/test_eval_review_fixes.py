@@ -6,7 +6,7 @@ import pytest
 from openclip_ce.errors import UserError
 from openclip_ce.evaluate.analyze import read_shard
 from openclip_ce.evaluate.compare import unique_labels
-from openclip_ce.demo.command import write_demo_shards
+from openclip_ce.testing.toy_shards import write_demo_shards
 from openclip_ce.evaluate.common import pos_wins
 from openclip_ce.shards.tario import read_samples
 

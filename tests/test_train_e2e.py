@@ -177,7 +177,7 @@ def test_bad_neg_json_is_counted_or_strictly_rejected(tmp_path):
 
 
 def test_csv_dataset_with_negative_columns(tmp_path):
-    from openclip_ce.demo.command import make_sample
+    from openclip_ce.testing.toy_shards import make_sample
 
     rng = random.Random(2)
     rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
@@ -221,7 +221,7 @@ def test_bf16_autocast_accumulation_grad_checkpointing_and_val_data_keep_working
 
 
 def _csv_data(tmp_path, n=16):
-    from openclip_ce.demo.command import make_sample
+    from openclip_ce.testing.toy_shards import make_sample
 
     rng = random.Random(3)
     rows = ["filepath\ttitle"]
