@@ -150,6 +150,7 @@ def test_compare_shows_n_chance_and_mcnemar_marking_noise(tmp_path):
     t = js["difference_vs_first"]["sugarcrepe/replace_obj"]["B"]
     assert t == {"n": 10, "first_only": 0, "other_only": 5, "p": 0.0625, "significant": False}
     assert js["difference_vs_first"]["sugarcrepe/avg"]["B"]["p"] == pytest.approx(2 / 2 ** 15)
+    assert "different protocol settings" not in md
     # a stricter alpha marks the 0.002 difference too
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(prefix), "--alpha", "0.001"]) == 0
     assert "| +50.0 ns | 0.002 |" in Path(f"{prefix}.md").read_text()
@@ -263,3 +264,16 @@ def test_analyze_cli_counts_images_and_bootstraps_them(tmp_path):
     assert rel_i["n"] == 12 and rel_i["n_images"] == 3
     # the four samples of an image are one observation: resampling them one by one understates the spread
     assert rel_i["models"]["A"]["cross_modal_gap"]["std_err"] > rel_c["models"]["A"]["cross_modal_gap"]["std_err"]
+
+
+def test_compare_flags_files_evaluated_under_different_protocols(tmp_path, caplog):
+    a, b = (_results(n, {"replace_obj": [1, 0, 1]}) for n in "AB")
+    a["protocol"] = {"order_seed": 0, "valse_filter": "mturk.caption >= 2", "device": "cuda", "started": "x"}
+    b["protocol"] = {"order_seed": 1, "valse_filter": "mturk.caption >= 2", "device": "cpu", "started": "y"}
+    for name, r in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(tmp_path / "c")]) == 0
+    md = (tmp_path / "c.md").read_text()
+    assert "**The files were evaluated under different protocol settings**" in md
+    assert "- order_seed: A 0, B 1" in md and "device" not in md and "valse_filter" not in md
+    assert "order_seed: A 0, B 1" in caplog.text

@@ -26,7 +26,8 @@ from ..plotting import pyplot, save_figure
 from . import registry
 from .common import json_dumps
 from .outcomes import TEST_NAME
-from .report import ALPHA, bench_of, load_results, markdown_table, metric_keys, metric_stats
+from .report import (ALPHA, bench_of, load_results, markdown_table, metric_keys, metric_stats,
+                     protocol_differences)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -154,6 +155,8 @@ def run(args) -> int:
     write_atomic(Path(f"{out}.md"), markdown_table(results, labels, args.alpha))
     bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"), args.alpha)
     stats = metric_stats(results, keys)
+    for d in protocol_differences(results, labels):
+        log.warning("protocol settings differ between the results files: %s", d)
     table = {k: {lab: r["summary"].get(k) for lab, r in zip(labels, results)} for k in keys}
     n = {k: dict(zip(labels, stats[k]["n"])) for k in keys}
     tests = {k: {lab: (dict(t, significant=t["p"] < args.alpha) if t is not None else None)

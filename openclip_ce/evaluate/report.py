@@ -81,6 +81,23 @@ def metric_stats(results: Sequence[Dict], keys: Sequence[str]) -> Dict[str, Dict
     return out
 
 
+# protocol record entries that describe the machine or the run, not what is measured
+_RUN_ONLY = frozenset({"started", "device", "batch_size", "data_root", "versions", "image_roots", "benchmarks_requested"})
+
+
+def protocol_differences(results: Sequence[Dict], labels: Sequence[str]) -> List[str]:
+    """``"order_seed: A 0, B 1"`` for every protocol setting that differs between the files: a
+    paired test then compares items scored under different settings (e.g. other Order perturbations)."""
+    protos = [r.get("protocol") or {} for r in results]
+    keys = [k for k in dict.fromkeys(k for p in protos for k in p) if k not in _RUN_ONLY]
+    out = []
+    for k in keys:
+        vals = [p.get(k) for p in protos]
+        if any(v != vals[0] for v in vals[1:]):
+            out.append(f"{k}: " + ", ".join(f"{lab} {json.dumps(v)}" for lab, v in zip(labels, vals)))
+    return out
+
+
 def _fmt_n(ns: Sequence[Optional[int]]) -> str:
     known = [n for n in ns if n is not None]
     if not known:
@@ -128,6 +145,10 @@ def markdown_table(results: Sequence[Dict], labels: Sequence[str], alpha: float 
                      f"groups is tested on their pooled items. **ns**: not significant (p >= {alpha:g}): the "
                      f"difference may be noise. '-': a results file without per-item outcomes.")
     lines.append("")
+    diffs = protocol_differences(results, labels) if delta else []
+    if diffs:
+        lines += ["**The files were evaluated under different protocol settings** (numbers and tests compare "
+                  "unlike things where these matter):", "", *[f"- {d}" for d in diffs], ""]
     protocol = (results[0].get("protocol") or {}).get("document")
     if protocol:
         lines.append(f"Protocol: {protocol}")
