@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from openclip_ce.evaluate import registry
 from openclip_ce.evaluate.published import (BEGIN, END, compare_rows, doc_table, load_published, main, passed,
