@@ -248,6 +248,36 @@ def build_winoground(root: Path) -> Tuple[Dict, Dict]:
     return expected, pair_scores
 
 
+def build_winoground_parquet(src: Path, dst: Path, shards: int = 1) -> Path:
+    """The Winoground fixture of ``build_winoground(src)`` in today's Hugging Face layout: parquet shards
+    ``dst/winoground/data/test-0000K-of-0000N.parquet`` with the PNGs embedded, in the dataset card's
+    schema (id int32, image_0/image_1 as Image structs {bytes, path}, caption_0, caption_1, tag,
+    secondary_tag, num_main_preds int32, collapsed_tag). Returns the first shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("id", pa.int32()), ("image_0", image), ("image_1", image), ("caption_0", pa.string()),
+                        ("caption_1", pa.string()), ("tag", pa.string()), ("secondary_tag", pa.string()),
+                        ("num_main_preds", pa.int32()), ("collapsed_tag", pa.string())])
+    rows = []
+    for line in (src / "winoground" / "examples.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        for k in (0, 1):
+            name = f"{e[f'image_{k}']}.png"
+            e[f"image_{k}"] = {"bytes": (src / "winoground" / "images" / name).read_bytes(), "path": name}
+        rows.append({f.name: e[f.name] for f in schema})
+    out = dst / "winoground" / "data"
+    out.mkdir(parents=True, exist_ok=True)
+    per = -(-len(rows) // shards)
+    paths = []
+    for i in range(shards):
+        path = out / f"test-{i:05d}-of-{shards:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows[i * per:(i + 1) * per], schema=schema), path)
+        paths.append(path)
+    return paths[0]
+
+
 # --------------------------------------------------------------------------- zero-shot ImageFolder
 
 

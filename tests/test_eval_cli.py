@@ -1,6 +1,7 @@
 """End to end: `openclip-ce eval` with the tiny model on every fixture benchmark, `compare`, `analyze`."""
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_eval_missing_benchmark_is_a_note_and_bad_file_fails(tmp_path, capsys):
                "--benchmarks", "winoground,zeroshot", "--zeroshot-datasets", "folder:toy", "--workers", "0"])
     assert rc == 0
     res = json.loads((tmp_path / "r.json").read_text())
-    assert res["skipped"]["winoground"].startswith("expected examples.jsonl at ")
+    assert res["skipped"]["winoground"].startswith("expected data/test-*.parquet (Hugging Face layout) or examples.jsonl")
     (tmp_path / "bench" / "winoground").mkdir()
     (tmp_path / "bench" / "winoground" / "examples.jsonl").write_text('{"id": 0, "caption_0": "x"}\n')
     rc = main(["eval", "--model", model, "--data-root", str(tmp_path / "bench"), "--out", str(tmp_path / "r2.json"),
@@ -97,15 +98,25 @@ def test_compare_writes_table_chart_json(evaluated):
     prefix = tmp / "cmp" / "clip_vs_ce"
     assert main(["compare", *map(str, outs), "--out", str(prefix), "--labels", "clip,ce"]) == 0
     md = Path(f"{prefix}.md").read_text()
-    assert "| metric | clip | ce | ce - clip |" in md
-    r0, r1 = (json.loads(o.read_text())["summary"] for o in outs)
+    assert "| metric | n | chance | clip | ce | ce - clip | p |" in md
+    full = [json.loads(o.read_text()) for o in outs]
+    r0, r1 = (f["summary"] for f in full)
+    # the McNemar p-value of the row, recomputed from the two files' per-example group outcomes
+    g0, g1 = (f["benchmarks"]["winoground"]["outcomes"]["groups"]["group"]["correct"] for f in full)
+    b = sum(x == "1" and y == "0" for x, y in zip(g0, g1))
+    c = sum(x == "0" and y == "1" for x, y in zip(g0, g1))
+    p = min(1.0, 2 * sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c))
+    d = 100 * (r1['winoground/group'] - r0['winoground/group'])
     row = next(line for line in md.splitlines() if line.startswith("| group |"))
-    assert row == f"| group | {100 * r0['winoground/group']:.1f} | {100 * r1['winoground/group']:.1f} | " \
-                  f"{100 * (r1['winoground/group'] - r0['winoground/group']):+.1f} |"
+    assert row == f"| group | 5 | 16.7 | {100 * r0['winoground/group']:.1f} | {100 * r1['winoground/group']:.1f} | " \
+                  f"{d:+.1f}{' ns' if p >= 0.05 else ''} | {p:.3f} |"
     png = Path(f"{prefix}.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
     js = json.loads(Path(f"{prefix}.json").read_text())
     assert js["models"] == ["clip", "ce"] and js["summary"]["sugarcrepe/avg"]["ce"] == r1["sugarcrepe/avg"]
+    assert js["n"]["sugarcrepe/avg"] == {"clip": 35, "ce": 35} and js["chance"]["winoground/group"] == pytest.approx(1 / 6)
+    assert js["difference_vs_first"]["winoground/group"]["ce"]["p"] == pytest.approx(p)
+    assert "McNemar" in js["test"] and "McNemar" in md
 
 
 def test_compare_rejects_a_non_results_file(tmp_path, capsys):

@@ -8,14 +8,22 @@ every negative type k:
 * cross-modal gap          cos(f(I), g(T)) - cos(f(I), g(T_k))   (higher = image prefers its caption)
 
 averaged over the samples that have a type-k negative, with percentile bootstrap confidence
-intervals (``--bootstrap`` resamples of the samples, default 50,000 as in the paper; ``--ci``
-level). Paired bootstrap intervals of each model's difference to the first model (same resampled
-samples for both) say whether a difference is significant. Writes OUT.json and OUT.png.
+intervals (``--bootstrap`` resamples, default 50,000 as in the paper; ``--ci`` level). Paired
+bootstrap intervals of each model's difference to the first model say whether a difference is
+significant.
+
+The bootstrap resamples *images*, not captions (a cluster bootstrap): samples whose image bytes are
+identical are one image, and a resampled image brings all its captions. COCO has five captions per
+image; resampling captions as if they were independent would make the intervals too narrow. Each
+resample is drawn once and applied to every negative type, metric and model, so paired differences
+and all intervals come from the same resampled images. ``--bootstrap-unit caption`` resamples
+captions instead. Writes OUT.json and OUT.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -46,6 +54,7 @@ class Sample:
     image: bytes
     caption: str
     negatives: Dict[str, Optional[str]]
+    shard: str = ""
 
 
 def expand_shards(spec: str) -> List[str]:
@@ -77,7 +86,7 @@ def read_shard(path: str) -> List[Sample]:
             negs = decode_negatives(members["neg.json"])
         except NegativesFormatError as e:
             raise UserError(f"{path}: sample {key!r}: neg.json {e}") from e
-        out.append(Sample(key, img, members["txt"].decode("utf-8", errors="replace").strip(), negs))
+        out.append(Sample(key, img, members["txt"].decode("utf-8", errors="replace").strip(), negs, path))
     return out
 
 
@@ -93,7 +102,8 @@ class _BytesImages:
         try:
             img = Image.open(io.BytesIO(s.image)).convert("RGB")
         except Exception as e:
-            raise UserError(f"sample {s.key!r}: cannot decode image ({e})") from e
+            where = f"{s.shard}: " if s.shard else ""
+            raise UserError(f"{where}sample {s.key!r}: cannot decode image ({type(e).__name__}: {e})") from e
         return self.preprocess(img)
 
 
@@ -103,7 +113,7 @@ def per_sample_values(img: np.ndarray, cap: np.ndarray, neg: np.ndarray) -> Dict
 
 
 def model_values(scorer, samples: Sequence[Sample], label: str) -> Dict[str, Dict[str, np.ndarray]]:
-    """``{type: {metric: per-sample values}}`` over the samples having a type negative."""
+    """``{type: {metric: value per sample}}``, NaN for the samples without a type negative."""
     img = scorer.encode_image_dataset(_BytesImages(samples, scorer.preprocess), f"analyze {label}").numpy()
     cap = scorer.encode_texts([s.caption for s in samples], f"analyze {label} captions").numpy()
     out = {}
@@ -112,42 +122,89 @@ def model_values(scorer, samples: Sequence[Sample], label: str) -> Dict[str, Dic
         if not idx:
             continue
         neg = scorer.encode_texts([samples[i].negatives[t] for i in idx], f"analyze {label} {t}").numpy()
-        out[t] = per_sample_values(img[idx].astype(np.float64), cap[idx].astype(np.float64), neg.astype(np.float64))
+        vals = per_sample_values(img[idx].astype(np.float64), cap[idx].astype(np.float64), neg.astype(np.float64))
+        out[t] = {}
+        for metric, v in vals.items():
+            full = np.full(len(samples), np.nan)
+            full[idx] = v
+            out[t][metric] = full
     return out
 
 
-def bootstrap_means(values: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator, chunk: int = 500) -> np.ndarray:
-    """``(len(values), n_boot)`` means of the same resampled indices applied to every value vector."""
-    n = len(values[0])
-    out = np.empty((len(values), n_boot))
-    vals = np.stack(values)
+def image_clusters(samples: Sequence[Sample]) -> np.ndarray:
+    """Cluster index of each sample: samples with byte-identical images share one (COCO: 5 captions an image)."""
+    index: Dict[bytes, int] = {}
+    return np.array([index.setdefault(hashlib.sha1(s.image).digest(), len(index)) for s in samples], dtype=np.int64)
+
+
+def cluster_bootstrap(columns: np.ndarray, clusters: np.ndarray, n_boot: int, rng: np.random.Generator,
+                      max_cells: int = 20_000_000) -> np.ndarray:
+    """Bootstrap means of every row of ``columns`` (V, n; NaN = sample not part of that row), resampling clusters.
+
+    A resample draws C clusters with replacement out of the C clusters; a row's resampled mean is
+    the sum of its values over the drawn clusters' samples divided by their count (so a cluster
+    drawn twice counts twice). The draws are made once, here, and applied to every row: rows
+    compared with each other (models, metrics, negative types) see the same resampled clusters.
+    Returns ``(V, n_boot)``; NaN where a resample holds no sample of a row."""
+    columns = np.atleast_2d(np.asarray(columns, dtype=np.float64))
+    clusters = np.asarray(clusters, dtype=np.int64)
+    n_clusters = int(clusters.max()) + 1 if len(clusters) else 0
+    valid = ~np.isnan(columns)
+    sums = np.zeros((n_clusters, columns.shape[0]))
+    counts = np.zeros((n_clusters, columns.shape[0]))
+    np.add.at(sums, clusters, np.where(valid, columns, 0.0).T)
+    np.add.at(counts, clusters, valid.T.astype(np.float64))
+    out = np.empty((columns.shape[0], n_boot))
+    chunk = max(1, min(n_boot, max_cells // max(1, n_clusters)))
     for s in range(0, n_boot, chunk):
         m = min(chunk, n_boot - s)
-        idx = rng.integers(0, n, size=(m, n))
-        out[:, s:s + m] = vals[:, idx].mean(axis=2)
+        draws = rng.integers(0, n_clusters, size=(m, n_clusters))
+        weights = np.bincount((draws + n_clusters * np.arange(m)[:, None]).ravel(),
+                              minlength=m * n_clusters).reshape(m, n_clusters).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, s:s + m] = ((weights @ sums) / (weights @ counts)).T
     return out
+
+
+def bootstrap_means(values: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator,
+                    clusters: Optional[np.ndarray] = None) -> np.ndarray:
+    """``(len(values), n_boot)`` bootstrap means of the value vectors, all from the same resamples of
+    ``clusters`` (default: every sample its own cluster)."""
+    vals = np.stack([np.asarray(v, dtype=np.float64) for v in values])
+    return cluster_bootstrap(vals, np.arange(vals.shape[1]) if clusters is None else clusters, n_boot, rng)
 
 
 def summarize(point: float, boots: np.ndarray, ci: float) -> Dict[str, float]:
-    lo, hi = np.quantile(boots, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return {"mean": float(point), "ci_low": float(lo), "ci_high": float(hi), "std_err": float(boots.std(ddof=1))}
+    lo, hi = np.nanquantile(boots, [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return {"mean": float(point), "ci_low": float(lo), "ci_high": float(hi), "std_err": float(np.nanstd(boots, ddof=1))}
 
 
 def analyze_values(values: Dict[str, Dict[str, Dict[str, np.ndarray]]], labels: Sequence[str], n_boot: int,
-                   ci: float, seed: int) -> Dict:
-    """``values[label][type][metric]`` -> per type: each model's mean + CI, and paired differences to labels[0]."""
-    rng = np.random.default_rng(seed)
+                   ci: float, seed: int, clusters: Optional[np.ndarray] = None) -> Dict:
+    """``values[label][type][metric]`` (per sample, NaN where the sample has no type negative) -> per type:
+    each model's mean + CI and paired differences to labels[0], from one set of resampled ``clusters``
+    (images; default: every sample its own) shared by every type, metric and model."""
     types = [t for t in NEG_TYPES if all(t in values[lab] for lab in labels)]
+    if not types:
+        return {}
+    rows = [(t, metric, lab) for t in types for metric in METRICS for lab in labels]
+    columns = np.stack([np.asarray(values[lab][t][metric], dtype=np.float64) for t, metric, lab in rows])
+    if clusters is None:
+        clusters = np.arange(columns.shape[1])
+    boots = cluster_bootstrap(columns, clusters, n_boot, np.random.default_rng(seed))
+    row_of = {r: i for i, r in enumerate(rows)}
     out = {}
     for t in types:
-        entry = {"n": int(len(values[labels[0]][t][METRICS[0]])), "models": {}, "difference_vs_first": {}}
+        present = ~np.isnan(values[labels[0]][t][METRICS[0]])
+        entry = {"n": int(present.sum()), "n_images": int(len(np.unique(np.asarray(clusters)[present]))),
+                 "models": {}, "difference_vs_first": {}}
         for metric in METRICS:
-            vecs = [values[lab][t][metric] for lab in labels]
-            boots = bootstrap_means(vecs, n_boot, rng)
+            first = row_of[(t, metric, labels[0])]
             for j, lab in enumerate(labels):
-                entry["models"].setdefault(lab, {})[metric] = summarize(vecs[j].mean(), boots[j], ci)
+                r = row_of[(t, metric, lab)]
+                entry["models"].setdefault(lab, {})[metric] = summarize(np.nanmean(columns[r]), boots[r], ci)
                 if j:
-                    d = summarize(vecs[j].mean() - vecs[0].mean(), boots[j] - boots[0], ci)
+                    d = summarize(np.nanmean(columns[r]) - np.nanmean(columns[first]), boots[r] - boots[first], ci)
                     d["significant"] = bool(d["ci_low"] > 0 or d["ci_high"] < 0)
                     entry["difference_vs_first"].setdefault(lab, {})[metric] = d
         out[t] = entry
@@ -170,12 +227,14 @@ def plot(result: Dict, labels: Sequence[str], png: Path) -> None:
             err = np.array([[s["mean"] - s["ci_low"] for s in st], [s["ci_high"] - s["mean"] for s in st]])
             ax.bar(x + (j - (len(labels) - 1) / 2) * bw, means, bw, yerr=err, capsize=3, label=lab,
                    color=colors[j % 10], ecolor="red")
-        ax.set_xticks(x, [f"{t}\n(n={result['types'][t]['n']})" for t in types], fontsize=8)
+        ax.set_xticks(x, [f"{t}\n(n={result['types'][t]['n']}, {result['types'][t].get('n_images', '?')} images)"
+                          for t in types], fontsize=8)
         ax.set_title(titles[metric], fontsize=9)
         ax.axhline(0, color="black", lw=0.6)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{result['ci'] * 100:g}% bootstrap CIs ({result['bootstrap']} resamples), red bars", fontsize=9)
+    fig.suptitle(f"{result['ci'] * 100:g}% bootstrap CIs (red bars): {result['bootstrap']} resamples of "
+                 f"{result.get('bootstrap_unit', 'image')}s", fontsize=9)
     fig.tight_layout()
     save_figure(fig, png)
 
@@ -203,6 +262,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output prefix: OUT.json and OUT.png")
     p.add_argument("--max-samples", type=int, default=0, help="use the first N samples (0 = all)")
     p.add_argument("--bootstrap", type=int, default=50000, help="bootstrap resamples")
+    p.add_argument("--bootstrap-unit", choices=("image", "caption"), default="image",
+                   help="what a bootstrap resample draws: images (all captions of a drawn image come along; "
+                        "samples with byte-identical images are one image) or single captions")
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -231,11 +293,14 @@ def run(args) -> int:
         values[label] = model_values(scorer, samples, label)
         labels.append(label)
         infos.append({**loaded.info, "label": label})
-    types = analyze_values(values, labels, args.bootstrap, args.ci, args.seed)
+    clusters = image_clusters(samples) if args.bootstrap_unit == "image" else np.arange(len(samples))
+    types = analyze_values(values, labels, args.bootstrap, args.ci, args.seed, clusters)
     if not types:
         raise UserError(f"--data {args.data}: no sample has a non-null negative")
-    result = {"models": infos, "data": args.data, "n_samples": len(samples), "bootstrap": args.bootstrap,
-              "ci": args.ci, "seed": args.seed, "similarity": "cosine of L2-normalised embeddings", "types": types}
+    result = {"models": infos, "data": args.data, "n_samples": len(samples),
+              "n_images": int(len(np.unique(image_clusters(samples)))), "bootstrap": args.bootstrap,
+              "bootstrap_unit": args.bootstrap_unit, "ci": args.ci, "seed": args.seed,
+              "similarity": "cosine of L2-normalised embeddings", "types": types}
     out = Path(args.out)
     write_atomic(Path(f"{out}.json"), json_dumps(result))
     plot(result, labels, Path(f"{out}.png"))

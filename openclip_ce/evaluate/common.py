@@ -35,11 +35,15 @@ class ImageRef:
 
     ``origin`` (file and entry that asked for the image) is carried for error messages only and
     takes no part in equality, so the same crop of the same file is encoded once.
+    ``data``: the encoded image itself when it lives inside another file (Winoground's parquet
+    shards embed their PNGs); ``path`` then names it uniquely (``FILE#row=N/image_K``) for equality,
+    de-duplication and messages, and is never opened.
     """
 
     path: str
     box: Optional[Tuple[float, float, float, float]] = None
     origin: str = field(default="", compare=False)
+    data: Optional[bytes] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ def drop_missing_images(items: Sequence[T], image_of: Callable[[T], Sequence[Ima
         ok = True
         for ref in refs:
             if ref.path not in exists:
-                exists[ref.path] = os.path.isfile(ref.path)
+                exists[ref.path] = ref.data is not None or os.path.isfile(ref.path)
             if not exists[ref.path]:
                 ok = False
                 first = first or ref

@@ -1,8 +1,13 @@
 """``openclip-ce compare``: a Markdown table, a PNG bar chart and a JSON from several ``eval`` results.
 
-Only the ``summary`` of each results file is compared (``"<benchmark>/<metric>": value``); every
+The ``summary`` of each results file is compared (``"<benchmark>/<metric>": value``); every
 metric present in at least one file gets a row (``-`` where a model lacks it). Values are shown in
-percent. The chart shows the headline metrics of each benchmark (``--chart all`` for every one).
+percent, with the number of items n behind each metric and its chance level. Each model after the
+first is compared with the first on the same items: the exact McNemar test (two-sided) on the
+per-item outcomes the results files keep (:mod:`.outcomes`); a difference with p >= ``--alpha``
+is marked ``ns`` (not significant: it may be noise). The chart shows the headline metrics of each
+benchmark (``--chart all`` for every one) with the chance level drawn as a dashed line, and bars
+that do not differ significantly from the first model hatched.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from ..fileio import write_atomic
 from ..plotting import pyplot, save_figure
 from . import registry
 from .common import json_dumps
-from .report import bench_of, load_results, markdown_table, metric_keys
+from .outcomes import TEST_NAME
+from .report import (ALPHA, bench_of, load_results, markdown_table, metric_keys, metric_stats,
+                     protocol_differences)
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -55,37 +62,75 @@ def chart_keys(keys: Sequence[str], which: str) -> List[str]:
     return out
 
 
-def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str], png: Path) -> None:
-    """Grouped bars, one panel per benchmark, written atomically to ``png``."""
+def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str], png: Path,
+              alpha: float = ALPHA) -> Dict:
+    """Grouped bars, one panel per benchmark, written atomically to ``png``.
+
+    Dashed black line over each metric: its chance level. Hatched bar: the difference to the first
+    model is not significant (McNemar p >= alpha) on the items both were scored on. Returns what was
+    drawn: ``{"chance": {key: level}, "not_significant": [(label, key)]}``."""
     plt = pyplot()
     benches = list(dict.fromkeys(bench_of(k) for k in keys))
     if not benches:
         raise UserError("no metric to chart")
+    stats = metric_stats(results, keys)
     per = {b: [k for k in keys if bench_of(k) == b] for b in benches}
     width_units = max(len(v) for v in per.values())
     fig, axes = plt.subplots(len(benches), 1, figsize=(max(7.0, 1.1 * width_units * max(1, len(labels)) ** 0.5 + 2),
                                                         2.9 * len(benches)), squeeze=False)
     colors = plt.get_cmap("tab10").colors
     bw = 0.8 / len(labels)
+    drew = {"chance": False, "ns": False}
+    drawn: Dict = {"chance": {}, "not_significant": []}
     for ax, bench in zip(axes[:, 0], benches):
         ks = per[bench]
         x = np.arange(len(ks))
         for j, (lab, r) in enumerate(zip(labels, results)):
             vals = np.array([100 * r["summary"][k] if r["summary"].get(k) is not None else np.nan for k in ks])
             bars = ax.bar(x + (j - (len(labels) - 1) / 2) * bw, vals, bw, label=lab, color=colors[j % 10])
-            for rect, v in zip(bars, vals):
+            for rect, v, k in zip(bars, vals, ks):
+                test = stats[k]["tests"][j]
+                if j and test is not None and test["p"] >= alpha and np.isfinite(v):
+                    rect.set_hatch("///")
+                    rect.set_edgecolor("white")
+                    drew["ns"] = True
+                    drawn["not_significant"].append((lab, k))
                 if np.isfinite(v):
                     ax.annotate(f"{v:.1f}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
                                 fontsize=7, xytext=(0, 1), textcoords="offset points")
-        ax.set_xticks(x, [k.split("/", 1)[1] for k in ks], rotation=20 if len(ks) > 4 else 0, ha="right" if len(ks) > 4 else "center", fontsize=8)
+        for xi, k in zip(x, ks):
+            c = stats[k]["chance"]
+            if c is not None:
+                ax.hlines(100 * c, xi - 0.45, xi + 0.45, colors="black", linestyles="--", lw=1.1, zorder=3)
+                drew["chance"] = True
+                drawn["chance"][k] = c
+        ticks = []
+        for k in ks:
+            ns = [n for n in stats[k]["n"] if n is not None]
+            n_text = "" if not ns else f"\n(n={ns[0]})" if len(set(ns)) == 1 else f"\n(n={min(ns)}-{max(ns)})"
+            ticks.append(k.split("/", 1)[1] + n_text)
+        ax.set_xticks(x, ticks, rotation=20 if len(ks) > 4 else 0, ha="right" if len(ks) > 4 else "center", fontsize=8)
         ax.set_ylim(0, 105)
         ax.set_ylabel("%")
         ax.set_title(bench, fontsize=10, loc="left")
         ax.grid(axis="y", alpha=0.3)
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=min(len(labels), 4), fontsize=9, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    # plain swatches: a model's first bar may be hatched, and the legend would copy that
+    handles = [Patch(facecolor=colors[j % 10]) for j in range(len(labels))]
+    names = list(labels)
+    if drew["chance"]:
+        handles.append(Line2D([], [], color="black", linestyle="--", lw=1.1))
+        names.append("chance level")
+    if drew["ns"]:
+        handles.append(Patch(facecolor="white", hatch="///", edgecolor="dimgray"))
+        names.append(f"not significantly different from {labels[0]} (McNemar p >= {alpha:g})")
+    fig.legend(handles, names, loc="upper center", ncol=min(len(names), 3), fontsize=8, frameon=False)
+    rows = -(-len(names) // min(len(names), 3))
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.25 + 0.2 * rows) / fig.get_figheight()))
     save_figure(fig, png)
+    return drawn
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -94,6 +139,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, help="comma-separated model labels (default: from each file)")
     p.add_argument("--chart", choices=("headline", "all"), default="headline",
                    help="which summary metrics the PNG shows (the table always has all)")
+    p.add_argument("--alpha", type=float, default=ALPHA,
+                   help="significance level: a difference to the first model with McNemar p >= alpha is marked ns")
 
 
 def run(args) -> int:
@@ -102,10 +149,22 @@ def run(args) -> int:
     keys = metric_keys(results)
     if not keys:
         raise UserError("the results files have empty summaries")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must be in (0, 1), got {args.alpha}")
     out = Path(args.out)
-    write_atomic(Path(f"{out}.md"), markdown_table(results, labels))
-    bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"))
+    write_atomic(Path(f"{out}.md"), markdown_table(results, labels, args.alpha))
+    bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"), args.alpha)
+    stats = metric_stats(results, keys)
+    for d in protocol_differences(results, labels):
+        log.warning("protocol settings differ between the results files: %s", d)
     table = {k: {lab: r["summary"].get(k) for lab, r in zip(labels, results)} for k in keys}
-    write_atomic(Path(f"{out}.json"), json_dumps({"models": labels, "files": list(args.results), "summary": table}))
+    n = {k: dict(zip(labels, stats[k]["n"])) for k in keys}
+    tests = {k: {lab: (dict(t, significant=t["p"] < args.alpha) if t is not None else None)
+                 for lab, t in zip(labels[1:], stats[k]["tests"][1:])} for k in keys}
+    write_atomic(Path(f"{out}.json"), json_dumps({
+        "models": labels, "files": list(args.results), "summary": table, "n": n,
+        "chance": {k: stats[k]["chance"] for k in keys},
+        "test": f"{TEST_NAME}, each model against {labels[0]}; alpha {args.alpha:g}",
+        "difference_vs_first": tests}))
     log.info("wrote %s.md, %s.png and %s.json", out, out, out)
     return 0

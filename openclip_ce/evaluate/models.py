@@ -125,20 +125,43 @@ def resolve_quick_gelu(model_name: str, pretrained: Optional[str], params: Optio
     return needed, source, warnings
 
 
-def _state_dict_from_checkpoint(path: Path) -> tuple[Dict[str, Any], Optional[int]]:
-    """The weights of an open_clip training checkpoint (or a bare state_dict) and its epoch if recorded."""
+def _checkpoint_epoch(path: Path) -> Optional[int]:
+    """Check that ``path`` is a torch checkpoint with weights (one-line error if not); its epoch if recorded.
+
+    Memory-mapped where the file allows it, so a checkpoint carrying optimizer state is not read
+    into memory twice (open_clip's loader reads the weights next)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:  # legacy (non-zip) torch files cannot be memory-mapped
+            if "mmap" not in str(e):
+                raise
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or pickled objects weights_only refuses
         raise ModelLoadError(f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-    epoch = None
-    if isinstance(obj, dict) and "state_dict" in obj:
-        epoch = obj.get("epoch") if isinstance(obj.get("epoch"), int) else None
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj:
+    weights = obj.get("state_dict") if isinstance(obj, dict) and "state_dict" in obj else obj
+    if not isinstance(weights, dict) or not weights:
         raise ModelLoadError(f"{path}: no state_dict in checkpoint")
-    # DDP's "module." prefix; open_clip saves the uncompiled model, so there is no "_orig_mod." to strip
-    return {k.removeprefix("module."): v for k, v in obj.items()}, epoch
+    epoch = obj.get("epoch") if isinstance(obj, dict) and "state_dict" in obj else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def load_checkpoint_weights(model, path: Path, model_name: str) -> Optional[int]:
+    """Load an open_clip training checkpoint (or a bare state_dict) into ``model`` with open_clip's own
+    ``load_checkpoint`` (``state_dict`` key, DDP ``module.`` prefix, safetensors, position-embedding
+    resizing, strict key check); returns the checkpoint's epoch if recorded. One-line errors."""
+    import open_clip
+
+    epoch = None if str(path).endswith(".safetensors") else _checkpoint_epoch(path)
+    try:
+        open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+    except Exception as e:
+        first = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = " ".join(first[:3])[:400] or type(e).__name__
+        if isinstance(e, RuntimeError) and ("state_dict" in str(e) or "size mismatch" in str(e)):
+            raise ModelLoadError(f"{path}: state_dict does not fit --model {model_name}: {detail}") from e
+        raise ModelLoadError(f"{path}: cannot load checkpoint into --model {model_name} ({type(e).__name__}: {detail})") from e
+    return epoch
 
 
 def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Optional[str] = None,
@@ -167,13 +190,8 @@ def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Op
         "quick_gelu_source": qg_source, "warnings": warnings,
     }
     if ckpt is not None:
-        sd, epoch = _state_dict_from_checkpoint(ckpt)
-        try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            first = str(e).splitlines()
-            raise ModelLoadError(f"{ckpt}: state_dict does not fit --model {model_name}: {' '.join(first[:3])[:400]}") from e
-        info["checkpoint_epoch"] = epoch
+        info["checkpoint_epoch"] = load_checkpoint_weights(model, ckpt, model_name)
+        info["checkpoint_loader"] = "open_clip.load_checkpoint (strict)"
         if params is not None:
             info["training_params"] = params["__path__"]
     model = model.to(device).eval()

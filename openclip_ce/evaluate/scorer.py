@@ -10,33 +10,108 @@ similarities ``S[i, k] = <f(image_i), g(text_ik)>``.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Sequence
+import io
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import default_collate
 
+from ..errors import UserError
 from .common import BenchmarkDataError, Case, ImageRef, progress
 
 
 def load_image(ref: ImageRef):
-    """RGB PIL image of ``ref``, cropped to its box (clamped to the image) when it has one."""
+    """RGB PIL image of ``ref``, cropped to its box when it has one.
+
+    The crop is PIL's own ``Image.crop(box)``, unclamped, exactly as the ARO authors' dataset class
+    calls it: the part of a box outside the image comes back black (a box wholly outside gives an
+    all-black crop of the box's size), so the model sees the picture the authors' code shows it.
+    """
+    where = f"{ref.origin}: " if ref.origin else ""
     try:
-        with Image.open(ref.path) as im:
+        with Image.open(io.BytesIO(ref.data) if ref.data is not None else ref.path) as im:
             img = im.convert("RGB")
     except Exception as e:
-        where = f"{ref.origin}: " if ref.origin else ""
         raise BenchmarkDataError(f"{where}cannot read image {ref.path} ({type(e).__name__}: {e})") from e
     if ref.box is not None:
         left, upper, right, lower = ref.box
-        w, h = img.size
-        left, upper = max(0, int(round(left))), max(0, int(round(upper)))
-        right, lower = min(w, int(round(right))), min(h, int(round(lower)))
-        if right <= left or lower <= upper:
-            raise BenchmarkDataError(f"{ref.origin}: crop box {ref.box} is empty inside {ref.path} ({w}x{h})")
-        img = img.crop((left, upper, right, lower))
+        # PIL rounds the box to whole pixels; a box under half a pixel wide would be an empty image
+        if int(round(right)) - int(round(left)) <= 0 or int(round(lower)) - int(round(upper)) <= 0:
+            raise BenchmarkDataError(f"{where}crop box {ref.box} of {ref.path} is empty")
+        img = img.crop(ref.box)
     return img
+
+
+# --------------------------------------------------------------------------- loading in worker processes
+
+
+class _Failure:
+    """What a worker hands back instead of a sample it could not load: the one-line reason."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+class _Guarded(torch.utils.data.Dataset):
+    """``dataset[i]``, or a :class:`_Failure` naming the item (``describe(i)``) when loading it raises.
+
+    An exception raised inside a DataLoader worker reaches the main process wrapped in a
+    multi-line "Caught ... in DataLoader worker process" traceback; carrying the failure as data
+    lets the main process raise the original one-line message instead."""
+
+    def __init__(self, dataset, describe: Optional[Callable[[int], str]] = None):
+        self.dataset, self.describe = dataset, describe
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        try:
+            return self.dataset[i]
+        except UserError as e:
+            return _Failure(e.one_line())
+        except Exception as e:  # e.g. a corrupt file in a reader that does not name it
+            what = self.describe(i) if self.describe else self._default_description(i)
+            detail = " ".join(str(e).split())
+            return _Failure(f"{what}: {type(e).__name__}: {detail}" if detail else f"{what}: {type(e).__name__}")
+
+
+    def _default_description(self, i: int) -> str:
+        samples = getattr(self.dataset, "samples", None)  # torchvision's ImageFolder & co: (path, target)
+        try:
+            return f"image {samples[i][0]}"
+        except (TypeError, IndexError, KeyError):
+            return f"item {i} of {type(self.dataset).__name__}"
+
+
+def _collate(batch):
+    for item in batch:
+        if isinstance(item, _Failure):
+            return item
+    return default_collate(batch)
+
+
+class CheckedLoader:
+    """A DataLoader over ``dataset`` whose unreadable item stops the run with one line naming it
+    (:class:`BenchmarkDataError`), with or without worker processes. Iterable, with ``len()``,
+    so it can be handed to code that expects a DataLoader (clip_benchmark's ``run_classification``)."""
+
+    def __init__(self, dataset, batch_size: int, workers: int, describe: Optional[Callable[[int], str]] = None):
+        self.loader = torch.utils.data.DataLoader(
+            _Guarded(dataset, describe), batch_size=batch_size, shuffle=False, num_workers=workers,
+            persistent_workers=False, collate_fn=_collate)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if isinstance(batch, _Failure):
+                raise BenchmarkDataError(batch.message)
+            yield batch
 
 
 class _ImageDataset:
@@ -58,23 +133,26 @@ class ClipScorer:
         self.model, self.preprocess, self.tokenizer = model.eval(), preprocess, tokenizer
         self.device, self.batch_size, self.workers, self.precision = device, batch_size, workers, precision
 
-    def _autocast(self):
+    def autocast(self):
+        """The autocast context of ``--precision`` (``fp32``: none; ``amp``: float16; ``bf16``: bfloat16)."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=torch.device(self.device).type, dtype=dtype)
 
+    _autocast = autocast  # the name callers used before
+
     def encode_images(self, refs: Sequence[ImageRef], desc: str = "images"):
         return self.encode_image_dataset(_ImageDataset(refs, self.preprocess), desc)
 
-    def encode_image_dataset(self, dataset, desc: str = "images"):
-        """Normalised features of a map-style dataset of preprocessed image tensors, in order."""
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=False,
-            num_workers=self.workers, persistent_workers=False,
-        )
+    def encode_image_dataset(self, dataset, desc: str = "images", describe: Optional[Callable[[int], str]] = None):
+        """Normalised features of a map-style dataset of preprocessed image tensors, in order.
+
+        An item that cannot be loaded stops with one line naming it (``describe(i)`` names item i
+        when the dataset's own error does not), also when ``--workers`` > 0."""
+        loader = CheckedLoader(dataset, self.batch_size, self.workers, describe)
         feats = []
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             for batch in progress(loader, total=len(loader), desc=f"{desc} (images)", unit="batch"):
                 feats.append(F.normalize(self.model.encode_image(batch.to(self.device)).float(), dim=-1).cpu())
         return torch.cat(feats) if feats else torch.zeros(0, 0)
@@ -82,7 +160,7 @@ class ClipScorer:
     def encode_texts(self, texts: Sequence[str], desc: str = "texts"):
         feats = []
         chunks = [texts[i:i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self.autocast():
             for chunk in progress(chunks, total=len(chunks), desc=f"{desc} (texts)", unit="batch"):
                 tokens = self.tokenizer(list(chunk)).to(self.device)
                 feats.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu())

@@ -10,8 +10,11 @@ Official files (github.com/mertyg/vision-language-models-are-bows), under ``DATA
 
 Protocol, as the authors compute it:
 
-* VG-*: the image is cropped to the item's box (the union box of the two objects), the true and the
-  false caption are ranked; the item is right when the true caption scores higher.
+* VG-*: the image is cropped to the item's box (the union box of the two objects) with PIL's
+  ``Image.crop((x, y, x + w, y + h))``, unclamped, as the authors' dataset class does: where the box
+  runs past the image edge PIL fills the crop with black (a box wholly outside the image gives an
+  all-black crop, not an error). The true and the false caption are ranked; the item is right when
+  the true caption scores higher.
 * VG-Relation macro accuracy = mean of per-relation accuracies over the relations *not* in the
   authors' list of symmetric relations (their notebook); VG-Attribution macro accuracy = mean of
   per-attribute-pair accuracies over pairs with at least 25 items (their ``evaluate_scores``).
@@ -35,6 +38,7 @@ import numpy as np
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
                      field_of, load_json_list, mean, pos_wins)
+from ..outcomes import Outcomes
 from ..registry import Benchmark
 
 log = logging.getLogger("openclip_ce.evaluate")
@@ -202,29 +206,39 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     cfg = BENCHMARK.settings(opts)
     base = root / "aro"
     parts, skipped = {}, {}
+    outcomes = Outcomes("position of the item in its file (Order sets: of the caption, over all captions in file order)")
+    metric_groups: Dict[str, List[str]] = {}
     vg_images = opts.image_root("aro-vg", base / "images")
     for kind, fname in VG_FILES.items():
         path = base / fname
         if not path.is_file():
             skipped[kind] = f"expected {fname} at {path}"
             continue
-        items = read_vg(path, vg_images, kind)
+        items = [(c, g, i) for i, (c, g) in enumerate(read_vg(path, vg_images, kind))]
         items, n_missing = drop_missing_images(items, lambda it: [it[0].image], opts.missing_policy(), f"aro/{kind}")
-        scores = scorer.score([c for c, _ in items], desc=f"aro/{kind}")
+        scores = scorer.score([c for c, _, _ in items], desc=f"aro/{kind}")
         correct = pos_wins(scores, 0)
-        parts[kind] = vg_metrics(correct, [g for _, g in items], kind)
+        groups = [g for _, g, _ in items]
+        parts[kind] = vg_metrics(correct, groups, kind)
         parts[kind]["missing_images_skipped"] = n_missing
+        names = outcomes.add_grouped(groups, [i for _, _, i in items], correct, prefix=f"{kind}/")
+        per_group = parts[kind]["per_relation" if kind == "vg_relation" else "per_attribute_pair"]
+        metric_groups[f"{kind}_macro"] = [f"{kind}/{g}" for g, v in per_group.items() if v["in_macro"]]
+        metric_groups[f"{kind}_micro"] = names
     for kind, (sub, fname) in ORDER_FILES.items():
         path = base / sub / fname
         if not path.is_file():
             skipped[kind] = f"expected {fname} at {path}"
             continue
         cases = read_order(path, opts.image_root(f"aro-{sub}", base / sub), cfg["spacy_model"], cfg["seed"])
-        cases, n_missing = drop_missing_images(cases, lambda c: [c.image], opts.missing_policy(), f"aro/{kind}")
-        scores = scorer.score(cases, desc=f"aro/{kind}")
+        cases, n_missing = drop_missing_images(list(enumerate(cases)), lambda c: [c[1].image], opts.missing_policy(),
+                                               f"aro/{kind}")
+        scores = scorer.score([c for _, c in cases], desc=f"aro/{kind}")
         correct = pos_wins(scores, 0, ties_win=True)
         parts[kind] = {"precision_at_1": float(correct.mean()) if len(correct) else float("nan"),
                        "n": len(cases), "seed": cfg["seed"], "missing_images_skipped": n_missing}
+        outcomes.add_group(kind, [i for i, _ in cases], correct)
+        metric_groups[kind] = [kind]
     if not parts:
         raise BenchmarkMissing("; ".join(skipped.values()))
     for kind, note in skipped.items():
@@ -237,7 +251,9 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     for kind in ORDER_FILES:
         if kind in parts:
             summary[kind] = parts[kind]["precision_at_1"]
-    return {"parts": parts, "skipped": skipped, "summary": summary}
+    for metric in summary:
+        outcomes.add_metric(metric, metric_groups[metric])
+    return {"parts": parts, "skipped": skipped, "summary": summary, "outcomes": outcomes.to_json()}
 
 
 def _add_arguments(group) -> None:
@@ -247,7 +263,8 @@ def _add_arguments(group) -> None:
 
 def _protocol(cfg: Dict) -> Dict:
     return {
-        "vg_crop": "the item's box (bbox_x, bbox_y, bbox_w, bbox_h), clamped to the image",
+        "vg_crop": "PIL Image.crop((bbox_x, bbox_y, bbox_x + bbox_w, bbox_y + bbox_h)) unclamped, as the authors' "
+                   "dataset class: parts of the box outside the image are black",
         "vg_relation_macro": "mean over relations not in the authors' symmetric list",
         "vg_attribution_macro": f"mean over attribute pairs with >= {MIN_ATTRIBUTE_PAIR_COUNT} items",
         "order": "precision@1 of the original caption among it and its 4 perturbations (ties: original wins)",

@@ -18,6 +18,7 @@ from typing import Dict, List
 
 from ..common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_missing_images,
                      accuracy_by_group, field_of, load_json, mean, pos_wins, present_parts)
+from ..outcomes import Outcomes
 from ..registry import Benchmark
 
 log = logging.getLogger("openclip_ce.evaluate")
@@ -43,25 +44,29 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     base = root / "sugarcrepe"
     image_dir = opts.image_root("sugarcrepe", base / "val2017")
     present, missing_splits = present_parts(base, SPLITS, "sugarcrepe", "the SugarCrepe split files")
-    cases, split_of = [], []
+    items = []  # (case, split, position in the split file)
     for s in present:
-        part = read_split(base / f"{s}.json", image_dir)
-        cases += part
-        split_of += [s] * len(part)
-    kept, n_missing = drop_missing_images(list(zip(cases, split_of)), lambda it: [it[0].image],
-                                          opts.missing_policy(), "sugarcrepe")
-    scores = scorer.score([c for c, _ in kept], desc="sugarcrepe")
+        items += [(c, s, i) for i, c in enumerate(read_split(base / f"{s}.json", image_dir))]
+    kept, n_missing = drop_missing_images(items, lambda it: [it[0].image], opts.missing_policy(), "sugarcrepe")
+    scores = scorer.score([c for c, _, _ in kept], desc="sugarcrepe")
     correct = pos_wins(scores, 0)
+    split_of = [sp for _, sp, _ in kept]
     splits = {s: {"accuracy": acc, "n": n}
-              for s, (acc, n) in accuracy_by_group(correct, [sp for _, sp in kept], present).items()}
+              for s, (acc, n) in accuracy_by_group(correct, split_of, present).items()}
+    outcomes = Outcomes()
+    outcomes.add_grouped(split_of, [i for _, _, i in kept], correct, names=present)
+    for s in present:
+        outcomes.add_metric(s, [s])
     summary = {s: splits[s]["accuracy"] for s in present}
     for cat, members in CATEGORIES.items():
         if all(m in splits for m in members):
             summary[cat] = mean(splits[m]["accuracy"] for m in members)
+            outcomes.add_metric(cat, members)
     if not missing_splits:
         summary["avg"] = mean(splits[s]["accuracy"] for s in SPLITS)
+        outcomes.add_metric("avg", SPLITS)
     return {"splits": splits, "missing_splits": missing_splits, "missing_images_skipped": n_missing,
-            "summary": summary}
+            "summary": summary, "outcomes": outcomes.to_json()}
 
 
 BENCHMARK = Benchmark(

@@ -23,6 +23,7 @@ from typing import Dict, List, Tuple
 
 from ..common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_missing_images,
                      accuracy_by_group, field_of, load_json, mean, pos_wins, present_parts)
+from ..outcomes import Outcomes
 from ..registry import Benchmark
 
 log = logging.getLogger("openclip_ce.evaluate")
@@ -40,14 +41,15 @@ INSTRUMENTS = {
 PIECES = tuple(p for ps in INSTRUMENTS.values() for p in ps)
 
 
-def read_piece(path: Path, image_dir: Path, validated_only: bool) -> Tuple[List[Case], int]:
-    """Cases ``(image, (caption, foil))`` of one piece and the number of items in the file."""
+def read_piece(path: Path, image_dir: Path, validated_only: bool) -> Tuple[List[Case], int, List[int]]:
+    """Cases ``(image, (caption, foil))`` of one piece, the number of items in the file, and each
+    case's position in the file."""
     data = load_json(path)
     if not isinstance(data, dict):
         raise BenchmarkDataError(f"{path}: expected a JSON object keyed by item id, got {type(data).__name__}")
     piece_dir = image_dir / path.stem
-    cases = []
-    for key, e in data.items():
+    cases, positions = [], []
+    for pos, (key, e) in enumerate(data.items()):
         where = f"{path} entry {key!r}"
         mturk = field_of(e, "mturk", dict, where)
         votes = field_of(mturk, "caption", int, f"{where} field 'mturk'")
@@ -57,7 +59,8 @@ def read_piece(path: Path, image_dir: Path, validated_only: bool) -> Tuple[List[
             continue
         img = piece_dir / image_file if (piece_dir / image_file).is_file() else image_dir / image_file
         cases.append(Case(ImageRef(str(img), None, where), (caption, foil)))
-    return cases, len(data)
+        positions.append(pos)
+    return cases, len(data), positions
 
 
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
@@ -65,23 +68,30 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     base = root / "valse"
     image_dir = opts.image_root("valse", base / "images")
     present, missing_pieces = present_parts(base, PIECES, "valse", "the VALSE piece files")
-    items, totals = [], {}
+    items, totals = [], {}  # (case, piece, position in the piece file)
     for p in present:
-        cases, totals[p] = read_piece(base / f"{p}.json", image_dir, cfg["filter"])
-        items += [(c, p) for c in cases]
+        cases, totals[p], positions = read_piece(base / f"{p}.json", image_dir, cfg["filter"])
+        items += [(c, p, i) for c, i in zip(cases, positions)]
     items, n_missing = drop_missing_images(items, lambda it: [it[0].image], opts.missing_policy(), "valse")
-    scores = scorer.score([c for c, _ in items], desc="valse")
+    scores = scorer.score([c for c, _, _ in items], desc="valse")
     correct = pos_wins(scores, 0)
+    piece_of = [q for _, q, _ in items]
     pieces = {p: {"pairwise_accuracy": acc, "n": n, "n_in_file": totals[p]}
-              for p, (acc, n) in accuracy_by_group(correct, [q for _, q in items], present).items()}
+              for p, (acc, n) in accuracy_by_group(correct, piece_of, present).items()}
+    outcomes = Outcomes()
+    outcomes.add_grouped(piece_of, [i for _, _, i in items], correct, names=present)
     summary = {p: pieces[p]["pairwise_accuracy"] for p in present}
+    for p in present:
+        outcomes.add_metric(p, [p])
     for inst, members in INSTRUMENTS.items():
         if all(m in pieces for m in members):
             summary[f"instrument/{inst}"] = mean(pieces[m]["pairwise_accuracy"] for m in members)
+            outcomes.add_metric(f"instrument/{inst}", members)
     if not missing_pieces:
         summary["avg"] = mean(pieces[p]["pairwise_accuracy"] for p in PIECES)
+        outcomes.add_metric("avg", PIECES)
     return {"pieces": pieces, "validated_only": cfg["filter"], "missing_pieces": missing_pieces,
-            "missing_images_skipped": n_missing, "summary": summary}
+            "missing_images_skipped": n_missing, "summary": summary, "outcomes": outcomes.to_json()}
 
 
 def _add_arguments(group) -> None:

@@ -30,6 +30,7 @@ from typing import Dict, List, Tuple
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
                      load_json_list, mean, pos_wins)
+from ..outcomes import Outcomes
 from ..registry import Benchmark
 
 log = logging.getLogger("openclip_ce.evaluate")
@@ -91,24 +92,26 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     if not yamls:
         raise BenchmarkMissing(f"expected corpus/v1/<Attribute|Object|Relation>/**/*.yaml (and data/) in {base}")
     image_dir = opts.image_root("vl-checklist", base / "images")
-    items, skipped_images, n_in_files = [], {}, {}
+    items, skipped_images, n_in_files = [], {}, {}  # items: (case, corpus key, position in its annotation file)
     for y in yamls:
         key = corpus_key(y, corpus_dir)
         cfg = read_corpus_yaml(y)
-        cases = read_pairs(base / cfg["ANNO_PATH"], image_dir / cfg["IMG_ROOT"], y)
+        cases = list(enumerate(read_pairs(base / cfg["ANNO_PATH"], image_dir / cfg["IMG_ROOT"], y)))
         n_in_files[key] = len(cases)
-        cases, skipped_images[key] = drop_missing_images(cases, lambda c: [c.image], opts.missing_policy("skip"),
+        cases, skipped_images[key] = drop_missing_images(cases, lambda c: [c[1].image], opts.missing_policy("skip"),
                                                          f"vl-checklist/{key[3]}")
         if settings["max_per_corpus"]:
             cases = cases[:settings["max_per_corpus"]]
-        items += [(c, key) for c in cases]
+        items += [(c, key, i) for i, c in cases]
     if not items:
         raise BenchmarkMissing(f"no VL-CheckList pair has its image under {image_dir}")
-    scores = scorer.score([c for c, _ in items], desc="vl-checklist")
+    scores = scorer.score([c for c, _, _ in items], desc="vl-checklist")
     correct = pos_wins(scores, 0)
     by_corpus: Dict[Tuple, List[bool]] = defaultdict(list)
-    for ok, (_, key) in zip(correct.tolist(), items):
+    for ok, (_, key, _) in zip(correct.tolist(), items):
         by_corpus[key].append(ok)
+    outcomes = Outcomes()
+    outcomes.add_grouped([k[3] for _, k, _ in items], [i for _, _, i in items], correct)
     corpora = {k[3]: {"accuracy": mean(v), "n": len(v), "n_in_file": n_in_files[k],
                              "missing_images_skipped": skipped_images[k]} for k, v in sorted(by_corpus.items())}
     leaves: Dict[Tuple[str, str, str], List[float]] = defaultdict(list)
@@ -121,14 +124,21 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
         subs[(cat, sub)].append(mean(accs))
     cats: Dict[str, List[float]] = defaultdict(list)
     summary: Dict[str, float] = {}
+
+    def corpora_of(pred) -> List[str]:  # outcome groups (corpora) behind a summary metric
+        return sorted(k[3] for k in by_corpus if pred(k))
+
     for (cat, sub), accs in sorted(subs.items()):
         summary[f"{cat.lower()}/{sub.lower()}"] = mean(accs)
+        outcomes.add_metric(f"{cat.lower()}/{sub.lower()}", corpora_of(lambda k: (k[0], k[1]) == (cat, sub)))
         cats[cat].append(mean(accs))
     for cat in CATEGORIES:
         if cat in cats:
             summary[cat.lower()] = mean(cats[cat])
+            outcomes.add_metric(cat.lower(), corpora_of(lambda k: k[0] == cat))
     if all(c in cats for c in CATEGORIES):
         summary["avg"] = mean(summary[c.lower()] for c in CATEGORIES)
+        outcomes.add_metric("avg", corpora_of(lambda k: True))
     return {
         "corpora": corpora,
         "leaves": {f"{k[0]}/{k[2]}": mean(v) for k, v in sorted(leaves.items())},
@@ -136,6 +146,7 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
         "missing_images_skipped": int(sum(skipped_images.values())),
         "max_per_corpus": settings["max_per_corpus"] or None,
         "summary": summary,
+        "outcomes": outcomes.to_json(),
     }
 
 

@@ -1,10 +1,21 @@
 """Winoground (Thrush et al., CVPR 2022): text, image and group scores.
 
-Official files (huggingface.co/datasets/facebook/winoground ``data/``), under ``DATA_ROOT/winoground/``::
+Official files (huggingface.co/datasets/facebook/winoground), under ``DATA_ROOT/winoground/``, in
+either of the two layouts the dataset has been served in (``huggingface-cli download
+facebook/winoground --repo-type dataset --local-dir DATA_ROOT/winoground`` gives the current one)::
 
-    examples.jsonl   {"id": 0, "caption_0": ..., "caption_1": ..., "image_0": "ex_0_img_0", "image_1": "ex_0_img_1",
-                      "tag": ..., "secondary_tag": ..., "num_main_preds": ..., "collapsed_tag": ...}
-    images/          images.zip extracted (``<image_k>.png``; a name that already has an extension is used as is)
+    data/test-*.parquet   today's layout: parquet shards with the images embedded; columns
+                          id (int32), image_0, image_1 (struct {bytes, path}: the PNG itself),
+                          caption_0, caption_1, tag, secondary_tag, num_main_preds, collapsed_tag
+                          (also read from *.parquet directly under winoground/)
+    data/examples.jsonl   the earlier layout: {"id": 0, "caption_0": ..., "caption_1": ...,
+    data/images/            "image_0": "ex_0_img_0", "image_1": "ex_0_img_1", "tag": ..., "collapsed_tag": ...}
+                          and images.zip extracted next to it (``<image_k>.png``; a name that already
+                          has an extension is used as is); examples.jsonl + images/ directly under
+                          winoground/ work too
+
+Both layouts give the same examples, images and results; parquet shards win when both are there.
+The parquet files are read with pyarrow alone (no ``datasets`` dependency).
 
 Scores (Thrush et al., Sec. 3), with s(c, i) the image-caption similarity:
 text  = s(c0,i0) > s(c1,i0) and s(c1,i1) > s(c0,i1);
@@ -17,12 +28,13 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
                      field_of, load_jsonl)
+from ..outcomes import Outcomes
 from ..registry import Benchmark
 
 NAME = "winoground"
@@ -37,18 +49,88 @@ def _image_path(image_dir: Path, name: str) -> str:
     return str(image_dir / f"{name}.png")
 
 
+def _example_id(e: Any, row: int, where: str) -> int:
+    value = e.get("id", row) if isinstance(e, dict) else row
+    if value is None:
+        return row
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BenchmarkDataError(f"{where}: field 'id' must be int, got {type(value).__name__}")
+    return value
+
+
 def read_examples(path: Path, image_dir: Path) -> List[Dict]:
+    """The examples of the jsonl layout: ``{"id", "tag", "captions", "images"}`` with images on disk."""
     rows = load_jsonl(path)
     out = []
     for i, e in enumerate(rows):
         where = f"{path} line {i + 1}"
-        ex = {"id": e.get("id", i) if isinstance(e, dict) else i,
+        ex = {"id": _example_id(e, i, where),
               "tag": e.get("collapsed_tag") if isinstance(e, dict) else None,
               "captions": (field_of(e, "caption_0", str, where), field_of(e, "caption_1", str, where)),
               "images": tuple(ImageRef(_image_path(image_dir, field_of(e, f"image_{k}", str, where)), None, where)
                               for k in (0, 1))}
         out.append(ex)
     return out
+
+
+PARQUET_COLUMNS = ("caption_0", "caption_1", "image_0", "image_1")
+
+
+def _embedded_image(value: Any, where: str, column: str) -> bytes:
+    """The encoded image of a parquet cell: Hugging Face's Image struct ``{bytes, path}`` or plain bytes."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise BenchmarkDataError(f"{where}: column {column!r} holds no embedded image bytes")
+    return bytes(data)
+
+
+def read_parquet_examples(paths: Sequence[Path]) -> List[Dict]:
+    """The examples of the parquet layout, in shard then row order, with each image's bytes in memory."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise BenchmarkDataError(f"{paths[0]}: reading Winoground's parquet files needs pyarrow "
+                                 f"(pip install pyarrow, or openclip-ce[eval])") from e
+    out = []
+    for path in paths:
+        try:
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
+            missing = [c for c in PARQUET_COLUMNS if c not in names]
+            if missing:
+                raise BenchmarkDataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
+                                         f"(has {', '.join(names)})")
+            columns = [c for c in ("id", "collapsed_tag", *PARQUET_COLUMNS) if c in names]
+            batches = pf.iter_batches(batch_size=64, columns=columns)
+            row = 0
+            for batch in batches:
+                for e in batch.to_pylist():
+                    where = f"{path} row {row}"
+                    ex = {"id": _example_id(e, len(out), where), "tag": e.get("collapsed_tag"),
+                          "captions": (field_of(e, "caption_0", str, where), field_of(e, "caption_1", str, where)),
+                          "images": tuple(ImageRef(f"{path}#row={row}/image_{k}", None, where,
+                                                   _embedded_image(e[f"image_{k}"], where, f"image_{k}"))
+                                          for k in (0, 1))}
+                    out.append(ex)
+                    row += 1
+        except BenchmarkDataError:
+            raise
+        except Exception as e:  # not a parquet file, truncated, unreadable
+            raise BenchmarkDataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:300]})") from e
+    return out
+
+
+def find_files(base: Path) -> Tuple[str, List[Path]]:
+    """``("parquet", shards)`` or ``("jsonl", [examples.jsonl])`` under ``base`` (see module docstring)."""
+    for d in (base / "data", base):
+        shards = sorted(d.glob("*.parquet"))
+        if shards:
+            return "parquet", shards
+    for d in (base, base / "data"):
+        if (d / "examples.jsonl").is_file():
+            return "jsonl", [d / "examples.jsonl"]
+    raise BenchmarkMissing(f"expected data/test-*.parquet (Hugging Face layout) or examples.jsonl + images/ in {base}")
 
 
 def winoground_scores(s: np.ndarray) -> Dict[str, np.ndarray]:
@@ -60,13 +142,18 @@ def winoground_scores(s: np.ndarray) -> Dict[str, np.ndarray]:
 
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     base = root / "winoground"
-    path = base / "examples.jsonl"
-    if not path.is_file():
-        raise BenchmarkMissing(f"expected examples.jsonl at {path}")
-    examples = read_examples(path, opts.image_root("winoground", base / "images"))
+    layout, files = find_files(base)
+    if layout == "parquet":
+        examples = read_parquet_examples(files)
+    else:
+        examples = read_examples(files[0], opts.image_root("winoground", files[0].parent / "images"))
+    ids = [ex["id"] for ex in examples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise BenchmarkDataError(f"{files[0].parent}: example id {dup} appears more than once")
     examples, n_missing = drop_missing_images(examples, lambda ex: ex["images"], opts.missing_policy(), "winoground")
     if not examples:
-        raise BenchmarkDataError(f"{path}: no examples")
+        raise BenchmarkDataError(f"{files[0]}: no examples")
     cases = [Case(ex["images"][i], ex["captions"]) for ex in examples for i in (0, 1)]
     s = scorer.score(cases, desc="winoground").reshape(len(examples), 2, 2)
     res = winoground_scores(s)
@@ -76,8 +163,14 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     per_tag = {tag: {k: float(v[idx].mean()) for k, v in res.items()} | {"n": len(idx)}
                for tag, idx in sorted(by_tag.items())}
     summary = {k: float(v.mean()) for k, v in res.items()}
-    return {"n": len(examples), "per_collapsed_tag": per_tag, "missing_images_skipped": n_missing,
-            "summary": summary, "ids_group_correct": [examples[n]["id"] for n in np.flatnonzero(res["group"])]}
+    outcomes = Outcomes("the example's id field")
+    for k, v in res.items():
+        outcomes.add_group(k, [ex["id"] for ex in examples], v)
+        outcomes.add_metric(k, [k])
+    return {"n": len(examples), "layout": layout, "files": [str(f) for f in files],
+            "per_collapsed_tag": per_tag, "missing_images_skipped": n_missing, "summary": summary,
+            "ids_group_correct": [examples[n]["id"] for n in np.flatnonzero(res["group"])],
+            "outcomes": outcomes.to_json()}
 
 
 BENCHMARK = Benchmark(

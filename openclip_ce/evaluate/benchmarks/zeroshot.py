@@ -14,7 +14,8 @@
   ImageNet templates from open_clip.
 
 Scoring: clip_benchmark's ``zero_shot_classifier`` (mean of normalised prompt embeddings per class)
-and ``run_classification``; top-1, top-5 and mean per-class recall are computed here with the same
+and ``run_classification``, under ``--precision`` (fp32: no autocast; amp: float16; bf16: bfloat16;
+recorded per dataset as ``precision``); top-1, top-5 and mean per-class recall are computed here with the same
 definitions, because clip_benchmark 1.6.2's ``accuracy()`` fails under NumPy >= 2. Without clip_benchmark
 installed (``--zeroshot-backend builtin``), ``folder:`` datasets use open_clip's own
 ``build_zero_shot_classifier`` and the same three metrics computed here; named datasets then need
@@ -36,7 +37,9 @@ import torch.nn.functional as F
 from torchvision.datasets import ImageFolder
 
 from ..common import BenchmarkDataError, BenchmarkMissing, EvalOptions, progress
+from ..outcomes import Outcomes
 from ..registry import Benchmark
+from ..scorer import CheckedLoader
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -75,8 +78,8 @@ def default_templates(name: str) -> Tuple[list, str]:
     return [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES], "open_clip OPENAI_IMAGENET_TEMPLATES"
 
 
-def builtin_zeroshot(model, tokenizer, loader, classnames, templates, device) -> Dict[str, float]:
-    """open_clip's classifier builder + top-1/top-5/mean per-class recall."""
+def builtin_zeroshot(model, tokenizer, loader, classnames, templates, device) -> Tuple[np.ndarray, np.ndarray]:
+    """open_clip's classifier builder and the logits: ``(logits, targets)``."""
     import open_clip
 
     fmt = [(lambda c, t=t: t.format(c=c)) for t in templates]
@@ -85,16 +88,22 @@ def builtin_zeroshot(model, tokenizer, loader, classnames, templates, device) ->
         logits, targets = [], []
         for images, target in progress(loader, total=len(loader), desc="zeroshot (images)", unit="batch"):
             feats = F.normalize(model.encode_image(images.to(device)).float(), dim=-1)
-            logits.append((feats @ classifier.float()).cpu())
+            logits.append((feats @ classifier.float()).float().cpu())
             targets.append(target)
-    return classification_metrics(torch.cat(logits).numpy(), torch.cat(targets).numpy(), len(classnames))
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+
+
+def per_image_hits(logits: np.ndarray, target: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per image: the true class is the top-1 prediction / among the top 5."""
+    order = np.argsort(-logits, axis=1)
+    return order[:, 0] == target, (order[:, :5] == target[:, None]).any(axis=1)
 
 
 def classification_metrics(logits: np.ndarray, target: np.ndarray, num_classes: int) -> Dict[str, float]:
-    order = np.argsort(-logits, axis=1)
-    acc1 = float((order[:, 0] == target).mean())
-    acc5 = float((order[:, :5] == target[:, None]).any(axis=1).mean()) if num_classes >= 5 else float("nan")
-    recalls = [float((order[target == c, 0] == c).mean()) for c in np.unique(target)]
+    top1, top5 = per_image_hits(logits, target)
+    acc1 = float(top1.mean())
+    acc5 = float(top5.mean()) if num_classes >= 5 else float("nan")
+    recalls = [float(top1[target == c].mean()) for c in np.unique(target)]
     return {"acc1": acc1, "acc5": acc5, "mean_per_class_recall": float(np.mean(recalls))}
 
 
@@ -136,24 +145,31 @@ def evaluate_dataset(name: str, root: Path, scorer, backend: str = "auto") -> Di
                                      f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
         classnames, templates = list(ds.classes), ds.templates
         tsource, dsource = f"clip_benchmark templates for {name!r}", f"clip_benchmark build_dataset({name!r})"
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    # an unreadable image stops the run with one line naming the file, also with worker processes
+    loader = CheckedLoader(ds, batch_size, workers)
     model = scorer.model.eval()
-    if have_cb:
-        from clip_benchmark.metrics import zeroshot_classification as zsc
+    # --precision: both paths run under the scorer's autocast (clip_benchmark's own autocast, enabled
+    # with amp=True, takes the dtype of the enclosing one, so bf16 stays bf16)
+    with scorer.autocast():
+        if have_cb:
+            from clip_benchmark.metrics import zeroshot_classification as zsc
 
-        # clip_benchmark builds the classifier and the logits; its evaluate()/accuracy() turn a 1-element
-        # array into a float in a way NumPy >= 2 rejects, so the three metrics are computed here instead.
-        cb_device = _device_for_clip_benchmark(device)
-        classifier = zsc.zero_shot_classifier(model, scorer.tokenizer, classnames, templates, cb_device, amp=False)
-        logits, target = zsc.run_classification(model, classifier, loader, cb_device, amp=False)
-        metrics = classification_metrics(logits.numpy(), target.numpy(), len(classnames))
-        backend = (f"clip_benchmark {clip_benchmark_version()} zero_shot_classifier + run_classification "
-                   f"(metrics computed by openclip_ce)")
-    else:
-        metrics = builtin_zeroshot(model, scorer.tokenizer, loader, classnames, templates, device)
-        backend = "openclip_ce builtin (open_clip.build_zero_shot_classifier)"
+            # clip_benchmark builds the classifier and the logits; its evaluate()/accuracy() turn a 1-element
+            # array into a float in a way NumPy >= 2 rejects, so the three metrics are computed here instead.
+            cb_device, amp = _device_for_clip_benchmark(device), scorer.precision != "fp32"
+            classifier = zsc.zero_shot_classifier(model, scorer.tokenizer, classnames, templates, cb_device, amp=amp)
+            logits, target = zsc.run_classification(model, classifier, loader, cb_device, amp=amp)
+            logits, target = logits.float().numpy(), target.numpy()
+            backend = (f"clip_benchmark {clip_benchmark_version()} zero_shot_classifier + run_classification "
+                       f"(metrics computed by openclip_ce)")
+        else:
+            logits, target = builtin_zeroshot(model, scorer.tokenizer, loader, classnames, templates, device)
+            backend = "openclip_ce builtin (open_clip.build_zero_shot_classifier)"
+    metrics = classification_metrics(logits, target, len(classnames))
+    top1, top5 = per_image_hits(logits, target)
     return {**{k: float(v) for k, v in metrics.items()}, "n": len(ds), "num_classes": len(classnames),
-            "num_templates": len(templates), "templates": tsource, "dataset_reader": dsource, "backend": backend}
+            "num_templates": len(templates), "templates": tsource, "dataset_reader": dsource, "backend": backend,
+            "precision": scorer.precision, "hits": {"acc1": top1, "acc5": top5}}
 
 
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
@@ -174,13 +190,19 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
         log.warning("zeroshot/%s skipped: %s", name, note)
     if not results:
         raise BenchmarkMissing("; ".join(skipped.values()) or "no --zeroshot-datasets given")
-    summary = {}
+    summary, chance = {}, {}
+    outcomes = Outcomes("index of the image in the dataset")
     for name, r in results.items():
         short = name[len("folder:"):] if name.startswith("folder:") else name
-        summary[f"{short}/acc1"] = r["acc1"]
-        if r["acc5"] == r["acc5"]:
-            summary[f"{short}/acc5"] = r["acc5"]
-    return {"datasets": results, "skipped": skipped, "summary": summary}
+        hits = r.pop("hits")
+        metrics = ["acc1"] + (["acc5"] if r["acc5"] == r["acc5"] else [])
+        for m in metrics:
+            summary[f"{short}/{m}"] = r[m]
+            chance[f"{short}/{m}"] = min(1.0, (1 if m == "acc1" else 5) / r["num_classes"])
+            outcomes.add_group(f"{short}/{m}", range(len(hits[m])), hits[m])
+            outcomes.add_metric(f"{short}/{m}", [f"{short}/{m}"])
+    return {"datasets": results, "skipped": skipped, "summary": summary, "chance": chance,
+            "outcomes": outcomes.to_json()}
 
 
 def _add_arguments(group) -> None:
