@@ -16,7 +16,7 @@ import argparse
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,10 +26,13 @@ from ..plotting import pyplot, save_figure
 from . import registry
 from .common import json_dumps
 from .outcomes import TEST_NAME
+from .reference import available, chart_series, load_reference, pair_models, reference_section
 from .report import (ALPHA, bench_of, load_results, markdown_table, metric_keys, metric_stats,
                      protocol_differences)
 
 log = logging.getLogger("openclip_ce.evaluate")
+
+REF_EDGES = ("black", "dimgray", "darkgoldenrod", "firebrick", "navy")  # outlines of published-number bars
 
 
 def unique_labels(results: Sequence[Dict], paths: Sequence[str], labels: Optional[Sequence[str]]) -> List[str]:
@@ -63,12 +66,13 @@ def chart_keys(keys: Sequence[str], which: str) -> List[str]:
 
 
 def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str], png: Path,
-              alpha: float = ALPHA) -> Dict:
+              alpha: float = ALPHA, references: Sequence[Tuple[str, Dict[str, Optional[float]]]] = ()) -> Dict:
     """Grouped bars, one panel per benchmark, written atomically to ``png``.
 
     Dashed black line over each metric: its chance level. Hatched bar: the difference to the first
-    model is not significant (McNemar p >= alpha) on the items both were scored on. Returns what was
-    drawn: ``{"chance": {key: level}, "not_significant": [(label, key)]}``."""
+    model is not significant (McNemar p >= alpha) on the items both were scored on. Outlined bars:
+    ``references`` (published numbers, ``(label, {key: value})``). Returns what was drawn:
+    ``{"chance": {key: level}, "not_significant": [(label, key)]}``."""
     plt = pyplot()
     benches = list(dict.fromkeys(bench_of(k) for k in keys))
     if not benches:
@@ -79,7 +83,8 @@ def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str
     fig, axes = plt.subplots(len(benches), 1, figsize=(max(7.0, 1.1 * width_units * max(1, len(labels)) ** 0.5 + 2),
                                                         2.9 * len(benches)), squeeze=False)
     colors = plt.get_cmap("tab10").colors
-    bw = 0.8 / len(labels)
+    n_series = len(labels) + len(references)
+    bw = 0.8 / n_series
     drew = {"chance": False, "ns": False}
     drawn: Dict = {"chance": {}, "not_significant": []}
     for ax, bench in zip(axes[:, 0], benches):
@@ -87,7 +92,7 @@ def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str
         x = np.arange(len(ks))
         for j, (lab, r) in enumerate(zip(labels, results)):
             vals = np.array([100 * r["summary"][k] if r["summary"].get(k) is not None else np.nan for k in ks])
-            bars = ax.bar(x + (j - (len(labels) - 1) / 2) * bw, vals, bw, label=lab, color=colors[j % 10])
+            bars = ax.bar(x + (j - (n_series - 1) / 2) * bw, vals, bw, label=lab, color=colors[j % 10])
             for rect, v, k in zip(bars, vals, ks):
                 test = stats[k]["tests"][j]
                 if j and test is not None and test["p"] >= alpha and np.isfinite(v):
@@ -98,6 +103,10 @@ def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str
                 if np.isfinite(v):
                     ax.annotate(f"{v:.1f}", (rect.get_x() + rect.get_width() / 2, v), ha="center", va="bottom",
                                 fontsize=7, xytext=(0, 1), textcoords="offset points")
+        for r, (lab, values) in enumerate(references):
+            vals = np.array([100 * values[k] if values.get(k) is not None else np.nan for k in ks])
+            ax.bar(x + (len(labels) + r - (n_series - 1) / 2) * bw, vals, bw, facecolor="none",
+                   edgecolor=REF_EDGES[r % len(REF_EDGES)], linewidth=1.2)
         for xi, k in zip(x, ks):
             c = stats[k]["chance"]
             if c is not None:
@@ -119,7 +128,8 @@ def bar_chart(results: Sequence[Dict], labels: Sequence[str], keys: Sequence[str
 
     # plain swatches: a model's first bar may be hatched, and the legend would copy that
     handles = [Patch(facecolor=colors[j % 10]) for j in range(len(labels))]
-    names = list(labels)
+    handles += [Patch(facecolor="none", edgecolor=REF_EDGES[r % len(REF_EDGES)]) for r in range(len(references))]
+    names = list(labels) + [lab for lab, _ in references]
     if drew["chance"]:
         handles.append(Line2D([], [], color="black", linestyle="--", lw=1.1))
         names.append("chance level")
@@ -141,6 +151,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which summary metrics the PNG shows (the table always has all)")
     p.add_argument("--alpha", type=float, default=ALPHA,
                    help="significance level: a difference to the first model with McNemar p >= alpha is marked ns")
+    p.add_argument("--reference", default=None, metavar="NAME|FILE",
+                   help=f"published numbers beside yours ({', '.join(available())}: the CE-CLIP paper's tables), "
+                        f"with the difference to the paper and protocol differences marked")
+    p.add_argument("--reference-pair", action="append", default=[], metavar="LABEL=MODEL",
+                   help="which paper model one of your models reproduces (default: the same name, e.g. CE-CLIP)")
 
 
 def run(args) -> int:
@@ -152,8 +167,14 @@ def run(args) -> int:
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {args.alpha}")
     out = Path(args.out)
-    write_atomic(Path(f"{out}.md"), markdown_table(results, labels, args.alpha))
-    bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"), args.alpha)
+    md, ref_json, ref_series = markdown_table(results, labels, args.alpha), None, ()
+    if args.reference:
+        ref = load_reference(args.reference)
+        section, ref_json = reference_section(results, labels, ref, pair_models(labels, ref, args.reference_pair))
+        md += "\n" + section
+        ref_series = chart_series(ref, keys)
+    write_atomic(Path(f"{out}.md"), md)
+    bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"), args.alpha, ref_series)
     stats = metric_stats(results, keys)
     for d in protocol_differences(results, labels):
         log.warning("protocol settings differ between the results files: %s", d)
@@ -165,6 +186,6 @@ def run(args) -> int:
         "models": labels, "files": list(args.results), "summary": table, "n": n,
         "chance": {k: stats[k]["chance"] for k in keys},
         "test": f"{TEST_NAME}, each model against {labels[0]}; alpha {args.alpha:g}",
-        "difference_vs_first": tests}))
+        "difference_vs_first": tests, "reference": ref_json}))
     log.info("wrote %s.md, %s.png and %s.json", out, out, out)
     return 0
