@@ -44,3 +44,12 @@ openclip-ce eval --model ViT-B-32 --checkpoint "$OUT/logs/ce-clip/checkpoints/ep
     --data-root "$BENCH" --out "$OUT/results/ce-clip.json"
 openclip-ce compare "$OUT/results/clip.json" "$OUT/results/ce-clip.json" --labels CLIP,CE-CLIP \
     --out "$OUT/results/compare"
+
+# 5. keep zero-shot accuracy: WiSE-FT interpolation between CLIP and CE-CLIP, evaluated with the same
+#    protocol for 11 alphas; writes the trade-off table, curve and JSON and names the alpha with the
+#    best compositional average among those keeping >= 95% of CLIP's zero-shot accuracy (README,
+#    "Keep zero-shot accuracy"); `openclip-ce interpolate` then writes that checkpoint.
+openclip-ce sweep --model ViT-B-32 --pretrained openai \
+    --finetuned "$OUT/logs/ce-clip/checkpoints/epoch_$EPOCHS.pt" \
+    --alphas 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1 --keep-zeroshot 0.95 \
+    --data-root "$BENCH" --out "$OUT/results/wise-ft"

@@ -7,4 +7,6 @@
 * :mod:`.common`       what the benchmark readers share (errors, image references, metrics)
 * :mod:`.command`      ``openclip-ce eval``;  :mod:`.report` its results files and Markdown table
 * :mod:`.compare`      ``openclip-ce compare``;  :mod:`.analyze`  ``openclip-ce analyze`` (paper Fig. 8)
+* :mod:`.interpolate`  ``openclip-ce interpolate`` (WiSE-FT weights);  :mod:`.sweep` ``openclip-ce sweep``, with
+                       :mod:`.reuse` (inputs kept across alphas) and :mod:`.tradeoff` (the choice, table, chart)
 """
