@@ -51,7 +51,7 @@ import torch
 from .. import __version__
 from ..errors import UserError
 from ..fileio import write_atomic
-from .models import (LoadedModel, _state_dict_from_checkpoint, load_model, model_config_quick_gelu,
+from .models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu,
                      read_params_txt, resolve_quick_gelu, training_run_quick_gelu)
 
 log = logging.getLogger("openclip_ce.evaluate")
@@ -230,14 +230,14 @@ def load_pair(model: str, pretrained: Optional[str], base: Optional[str], finetu
     template = load_model(model, pretrained=pretrained, device="cpu", quickgelu=flag)
     reference = {k: v.detach().clone() for k, v in template.model.state_dict().items()}
     if base_path is not None:
-        base_sd, _ = _state_dict_from_checkpoint(base_path)
+        base_sd = checkpoint_state_dict(base_path)
         problem = first_mismatch(reference, base_sd, f"--model {model}", "the base")
         if problem:
             raise ArchitectureMismatch(f"--base {base_path} does not fit --model {model}: {problem}")
         base_source = str(base_path)
     else:
         base_sd, base_source = reference, f"{model}:{pretrained}"
-    ft_sd, _ = _state_dict_from_checkpoint(ft_path)
+    ft_sd = checkpoint_state_dict(ft_path)
     problem = first_mismatch(base_sd, ft_sd, "base", "fine-tuned")
     if problem:
         raise ArchitectureMismatch(f"the base ({base_source}) and --finetuned {ft_path} are different "

@@ -146,6 +146,22 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
+def checkpoint_state_dict(path: Path) -> Dict[str, Any]:
+    """The weights of an open_clip training checkpoint or a bare state_dict (``state_dict`` key and DDP's
+    ``module.`` prefix handled by open_clip's own ``load_state_dict``; safetensors too). One-line errors."""
+    import open_clip.factory as open_clip_factory
+
+    if not str(path).endswith(".safetensors"):
+        _checkpoint_epoch(path)  # one-line error for a file that is not a checkpoint with weights
+    try:
+        sd = open_clip_factory.load_state_dict(str(path), weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    if not isinstance(sd, dict) or not sd:
+        raise ModelLoadError(f"{path}: no state_dict in checkpoint")
+    return sd
+
+
 def load_checkpoint_weights(model, path: Path, model_name: str) -> Optional[int]:
     """Load an open_clip training checkpoint (or a bare state_dict) into ``model`` with open_clip's own
     ``load_checkpoint`` (``state_dict`` key, DDP ``module.`` prefix, safetensors, position-embedding
