@@ -1,55 +1,72 @@
 #!/usr/bin/env bash
-# Recipe: CE-CLIP on COCO (paper Sec. 4.1, "CE-CLIP": ViT-B/32 from OpenAI, COCO train2017, 5 epochs,
-# batch 256, alpha 0.2, beta 0.4, u 10), then the compositional benchmarks against plain CLIP.
+# Recipe: CE-CLIP on COCO (paper Sec. 4.1, "CE-CLIP": OpenAI's ViT-B/32, COCO train2017, 5 epochs, batch 256,
+# alpha 0.2, beta 0.4, u 10), then the compositional benchmarks against plain CLIP, read against the paper's
+# tables, the representation analysis (paper Fig. 8) on COCO val2017, and the zero-shot trade-off (WiSE-FT).
 #
-# Needs: COCO train2017 images + captions, the benchmark files under $BENCH (layout in
-# docs/EVAL_PROTOCOL.md), network access for the OpenAI weights and distilroberta-base (or local
-# copies), GPUs. Every step is resumable: rerun the script after an interruption.
+#   COCO=/data/coco BENCH=/data/bench OUT=/data/ce-clip NGPU=8 bash scripts/reproduce_ce_clip_coco.sh [--dry-run]
 #
-#   COCO=/data/coco BENCH=/data/bench OUT=/data/ce-clip NGPU=8 bash scripts/reproduce_ce_clip_coco.sh
+# Inputs (nothing is downloaded by this script):
+#   COCO   folder with train2017/, val2017/ and annotations/captions_{train,val}2017.json
+#   BENCH  the benchmark data root of `openclip-ce eval` (layout: docs/EVAL_PROTOCOL.md), with zeroshot/ for the sweep
+# plus network access (or local copies) for the OpenAI weights and the masked LM (FILLER_MODEL), and GPUs.
+# Other settings (model, epochs, batch, lr, precision, filler, workers, extra flags): scripts/_recipe.sh.
+#
+# Every step is resumable: rerun the same command after an interruption (converters and make-shards
+# skip complete shards, training resumes from its latest checkpoint, evaluations whose results exist
+# are kept). --dry-run prints every step with its command and runs nothing.
 set -euo pipefail
-: "${COCO:?set COCO to the folder holding train2017/ and annotations/}"
+cd "$(dirname "$0")/.."
+. scripts/_recipe.sh
+recipe_args "$@"
+dry_placeholders COCO BENCH
+: "${COCO:?set COCO to the folder holding train2017/, val2017/ and annotations/}"
 : "${BENCH:?set BENCH to the benchmark data root}"
 OUT=${OUT:-ce-clip-coco}
-NGPU=${NGPU:-$(python -c 'import torch; print(max(1, torch.cuda.device_count()))')}
-EPOCHS=${EPOCHS:-5}
-# The paper keeps "default" training parameters without listing them; open_clip's own default lr
-# (5e-4, meant for training from scratch) wrecks a pretrained CLIP, so fine-tuning recipes use far
-# smaller rates. 5e-6 is our starting point, not a value from the paper: sweep it.
-LR=${LR:-5e-6}
+recipe_defaults
 
-# 1. COCO captions -> WebDataset shards (one caption per image: 118k samples, as NegCLIP / CE-CLIP)
-python scripts/coco_to_wds.py --images "$COCO/train2017" \
-    --captions "$COCO/annotations/captions_train2017.json" --out "$OUT/coco-wds" --per-shard 2000
+echo "CE-CLIP (COCO) recipe -> $OUT (model $MODEL${PRETRAINED:+ from $PRETRAINED}, $NGPU GPU(s), $EPOCHS epochs, batch $BATCH, lr $LR)"
+[ "$DRY_RUN" = 1 ] && echo "(dry run: nothing is executed)"
 
-# 2. four hard negatives per caption (neg.json next to each sample)
-openclip-ce make-shards "$OUT/coco-wds" --out "$OUT/coco-neg" --workers "$NGPU" --device cuda \
-    --filler-model distilroberta-base --seed 0
-cp "$OUT/coco-wds/sizes.json" "$OUT/coco-neg/sizes.json"
-LAST=$(ls "$OUT/coco-neg"/*.tar | wc -l); LAST=$(printf '%05d' $((LAST - 1)))
+step "1/7 COCO captions -> WebDataset shards (one caption per image: 118k samples, as NegCLIP / CE-CLIP)"
+run "$PY" scripts/coco_to_wds.py --images "$COCO/train2017" \
+    --captions "$COCO/annotations/captions_train2017.json" --out "$OUT/wds/coco" --per-shard 2000
 
-# 3. CE-CLIP fine-tuning with open_clip's own training main (resumable: --resume latest)
-torchrun --nproc_per_node "$NGPU" -m open_clip_train.main -- \
-    --model ViT-B-32 --pretrained openai --force-quick-gelu \
-    --train-data "$OUT/coco-neg/{00000..$LAST}.tar" --dataset-type webdataset \
-    --train-num-samples 118000 --batch-size $((256 / NGPU)) --epochs "$EPOCHS" \
-    --lr "$LR" --wd 0.1 --warmup 50 --precision amp --workers 4 \
+step "2/7 four hard negatives per caption (make-shards; resumable)"
+make_negatives "$OUT/wds/coco" "$OUT/neg/coco"
+
+step "3/7 CE-CLIP fine-tuning with open_clip's own training main (resumable: --resume latest)"
+if [ "$DRY_RUN" = 1 ]; then SAMPLES='<samples in neg/coco/stats.json>'; else
+    SAMPLES=${TRAIN_SAMPLES:-$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["samples"])' "$OUT/neg/coco/stats.json")}
+    TRAIN_DATA=$("$PY" scripts/mixture.py "$OUT/neg/coco" | cut -d' ' -f1)
+fi
+# shellcheck disable=SC2046,SC2086
+run torchrun --standalone --nproc_per_node "$NGPU" -m open_clip_train.main -- \
+    --model "$MODEL" $(base_flags) $QUICKGELU \
+    --train-data "${TRAIN_DATA:-$OUT/neg/coco/...}" --dataset-type webdataset --train-num-samples "$SAMPLES" \
+    --batch-size $((BATCH / NGPU)) --epochs "$EPOCHS" --lr "$LR" --wd 0.1 --warmup 50 \
+    --precision "$PRECISION" --device "$DEVICE" --workers "$DATA_WORKERS" \
     --loss ce_clip --ce-alpha 0.2 --ce-beta 0.4 --ce-threshold-max 10 \
-    --gather-with-grad --local-loss --report-to tensorboard \
-    --logs "$OUT/logs" --name ce-clip --resume latest
+    --gather-with-grad --local-loss --logs "$OUT/logs" --name ce-clip --resume latest $TRAIN_EXTRA
+CKPT="$OUT/logs/ce-clip/checkpoints/epoch_$EPOCHS.pt"
 
-# 4. evaluate CLIP and CE-CLIP with one protocol, compare, and the Fig. 8 analysis on held-out shards
-openclip-ce eval --model ViT-B-32 --pretrained openai --data-root "$BENCH" --out "$OUT/results/clip.json"
-openclip-ce eval --model ViT-B-32 --checkpoint "$OUT/logs/ce-clip/checkpoints/epoch_$EPOCHS.pt" \
-    --data-root "$BENCH" --out "$OUT/results/ce-clip.json"
-openclip-ce compare "$OUT/results/clip.json" "$OUT/results/ce-clip.json" --labels CLIP,CE-CLIP \
-    --out "$OUT/results/compare"
+step "4/7 evaluate CLIP and CE-CLIP with one protocol (kept when done)"
+# shellcheck disable=SC2046
+evaluate "$OUT/results/clip.json" $(base_flags)
+evaluate "$OUT/results/ce-clip.json" --checkpoint "$CKPT"
 
-# 5. keep zero-shot accuracy: WiSE-FT interpolation between CLIP and CE-CLIP, evaluated with the same
-#    protocol for 11 alphas; writes the trade-off table, curve and JSON and names the alpha with the
-#    best compositional average among those keeping >= 95% of CLIP's zero-shot accuracy (README,
-#    "Keep zero-shot accuracy"); `openclip-ce interpolate` then writes that checkpoint.
-openclip-ce sweep --model ViT-B-32 --pretrained openai \
-    --finetuned "$OUT/logs/ce-clip/checkpoints/epoch_$EPOCHS.pt" \
-    --alphas 0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1 --keep-zeroshot 0.95 \
-    --data-root "$BENCH" --out "$OUT/results/wise-ft"
+step "5/7 compare, against the paper's tables"
+run openclip-ce compare "$OUT/results/clip.json" "$OUT/results/ce-clip.json" --labels CLIP,CE-CLIP \
+    --reference paper --out "$OUT/results/compare"
+
+step "6/7 representation analysis (paper Fig. 8) on COCO val2017 with its own hard negatives"
+run "$PY" scripts/coco_to_wds.py --images "$COCO/val2017" \
+    --captions "$COCO/annotations/captions_val2017.json" --out "$OUT/wds/coco-val" --per-shard 5000
+make_negatives "$OUT/wds/coco-val" "$OUT/neg/coco-val"
+run openclip-ce analyze --model "$MODEL${PRETRAINED:+,pretrained=$PRETRAINED},label=CLIP" \
+    --model "$MODEL,checkpoint=$CKPT,label=CE-CLIP" --data "$OUT/neg/coco-val/00000.tar" --device "$DEVICE" \
+    --out "$OUT/results/fig8"
+
+step "7/7 keep zero-shot accuracy: WiSE-FT interpolation CLIP -> CE-CLIP, one protocol per alpha"
+sweep "$CKPT" "$OUT/results/wise-ft"
+echo
+echo "done: $OUT/results/compare.md (with the paper's numbers), fig8.png, wise-ft.md / .png (the trade-off)"

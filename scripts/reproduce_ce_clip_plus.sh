@@ -24,55 +24,25 @@
 # whose results exist are kept). --dry-run prints every step with its command and runs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-DRY_RUN=0
-for arg in "$@"; do
-    case "$arg" in
-        --dry-run) DRY_RUN=1 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-        *) echo "reproduce_ce_clip_plus.sh: unknown argument $arg (only --dry-run)" >&2; exit 2 ;;
-    esac
-done
-
-if [ "$DRY_RUN" = 1 ]; then  # show the plan even before the data is in place
-    COCO=${COCO:-'$COCO'} CC3M_SHARDS=${CC3M_SHARDS:-'$CC3M_SHARDS'} VG=${VG:-'$VG'} BENCH=${BENCH:-'$BENCH'}
-fi
+. scripts/_recipe.sh
+recipe_args "$@"
+dry_placeholders COCO CC3M_SHARDS VG BENCH
 : "${COCO:?set COCO to the folder holding train2017/ and annotations/}"
 : "${CC3M_SHARDS:?set CC3M_SHARDS to the CC3M WebDataset shard pattern (img2dataset output)}"
 : "${VG:?set VG to the Visual Genome folder (region_descriptions.json, VG_100K/, VG_100K_2/)}"
 : "${BENCH:?set BENCH to the benchmark data root}"
 OUT=${OUT:-ce-clip-plus}
-PY=${PYTHON:-python}
-NGPU=${NGPU:-$($PY -c 'import torch; print(max(1, torch.cuda.device_count()))' 2>/dev/null || echo 1)}
-MODEL=${MODEL:-ViT-B-32}
-PRETRAINED=${PRETRAINED-openai}          # empty: start from random weights (the scripts' tests do)
-QUICKGELU=${QUICKGELU---force-quick-gelu} # OpenAI's weights were trained with QuickGELU
-EPOCHS=${EPOCHS:-5}
-BATCH=${BATCH:-256}                      # global batch, split over the GPUs
-LR=${LR:-5e-6}                           # not in the paper ("default"); open_clip's 5e-4 wrecks a pretrained CLIP
-PRECISION=${PRECISION:-amp}
-DEVICE=${DEVICE:-cuda}
-MIX=${MIX:-1:1:1}                        # shares of COCO : CC3M : VG in every epoch
-FILLER=${FILLER:-mlm}
-FILLER_MODEL=${FILLER_MODEL:-distilroberta-base}
-SPACY_MODEL=${SPACY_MODEL:-en_core_web_sm}
-SHARD_WORKERS=${SHARD_WORKERS:-$NGPU}
-DATA_WORKERS=${DATA_WORKERS:-4}
-TRAIN_EXTRA=${TRAIN_EXTRA:-}             # more open_clip flags, e.g. "--report-to wandb"
-EVAL_EXTRA=${EVAL_EXTRA:-}               # more eval flags, e.g. "--vlc-max-per-corpus 1000"
-
-run() { echo "+ $*"; if [ "$DRY_RUN" = 0 ]; then "$@"; fi; }
-step() { echo; echo "== $*"; }
-pretrained_flag() { if [ -n "$PRETRAINED" ]; then echo "--pretrained $PRETRAINED"; fi; }
+MIX=${MIX:-1:1:1}  # shares of COCO : CC3M : VG in every epoch
+recipe_defaults
 
 echo "CE-CLIP+ recipe -> $OUT (model $MODEL${PRETRAINED:+/$PRETRAINED}, $NGPU GPU(s), $EPOCHS epochs, batch $BATCH, lr $LR, mix COCO:CC3M:VG = $MIX)"
 [ "$DRY_RUN" = 1 ] && echo "(dry run: nothing is executed)"
 
-step "1/7 COCO captions -> WebDataset shards (one caption per image, as NegCLIP / CE-CLIP)"
+step "1/8 COCO captions -> WebDataset shards (one caption per image, as NegCLIP / CE-CLIP)"
 run "$PY" scripts/coco_to_wds.py --images "$COCO/train2017" \
     --captions "$COCO/annotations/captions_train2017.json" --out "$OUT/wds/coco" --per-shard 2000
 
-step "2/7 Visual Genome regions -> WebDataset shards (ARO's test images left out)"
+step "2/8 Visual Genome regions -> WebDataset shards (ARO's test images left out)"
 EXCLUDE=()
 for f in "$BENCH/aro/visual_genome_relation.json" "$BENCH/aro/visual_genome_attribution.json"; do
     if [ -f "$f" ] || [ "$DRY_RUN" = 1 ]; then EXCLUDE+=(--exclude-images "$f"); fi
@@ -80,14 +50,12 @@ done
 run "$PY" scripts/vg_to_wds.py --regions "$VG/region_descriptions.json" --images "$VG/VG_100K" \
     --images "$VG/VG_100K_2" --out "$OUT/wds/vg" --per-shard 5000 "${EXCLUDE[@]}"
 
-step "3/7 four hard negatives per caption (make-shards; resumable)"
-for src in coco vg cc3m; do
-    if [ "$src" = cc3m ]; then input="$CC3M_SHARDS"; else input="$OUT/wds/$src"; fi
-    run openclip-ce make-shards "$input" --out "$OUT/neg/$src" --workers "$SHARD_WORKERS" --device "$DEVICE" \
-        --filler "$FILLER" --filler-model "$FILLER_MODEL" --spacy-model "$SPACY_MODEL" --seed 0 --no-progress
-done
+step "3/8 four hard negatives per caption (make-shards; resumable)"
+make_negatives "$OUT/wds/coco" "$OUT/neg/coco"
+make_negatives "$OUT/wds/vg" "$OUT/neg/vg"
+make_negatives "$CC3M_SHARDS" "$OUT/neg/cc3m"
 
-step "4/7 the mixture: upsampling factors from the sources' sizes (make-shards' stats.json)"
+step "4/8 the mixture: upsampling factors from the sources' sizes (make-shards' stats.json)"
 if [ "$DRY_RUN" = 1 ]; then
     echo "+ (factors = share / samples per source, from $OUT/neg/{coco,cc3m,vg}/stats.json)"
     TRAIN_DATA="$OUT/neg/coco/...::$OUT/neg/cc3m/...::$OUT/neg/vg/..."
@@ -101,10 +69,10 @@ else
     echo "upsampling factors: $FACTORS; samples per epoch: $TRAIN_SAMPLES"
 fi
 
-step "5/7 CE-CLIP+ fine-tuning with open_clip's own training main (resumable: --resume latest)"
+step "5/8 CE-CLIP+ fine-tuning with open_clip's own training main (resumable: --resume latest)"
 # shellcheck disable=SC2046,SC2086
 run torchrun --standalone --nproc_per_node "$NGPU" -m open_clip_train.main -- \
-    --model "$MODEL" $(pretrained_flag) $QUICKGELU \
+    --model "$MODEL" $(base_flags) $QUICKGELU \
     --train-data "$TRAIN_DATA" --train-data-upsampling-factors "$FACTORS" --dataset-resampled \
     --dataset-type webdataset --train-num-samples "$TRAIN_SAMPLES" \
     --batch-size $((BATCH / NGPU)) --epochs "$EPOCHS" --lr "$LR" --wd 0.1 --warmup 50 \
@@ -112,21 +80,17 @@ run torchrun --standalone --nproc_per_node "$NGPU" -m open_clip_train.main -- \
     --loss ce_clip --ce-alpha 0.2 --ce-beta 0.4 --ce-threshold-max 10 \
     --gather-with-grad --local-loss --logs "$OUT/logs" --name ce-clip-plus --resume latest $TRAIN_EXTRA
 
-step "6/7 evaluate CLIP and CE-CLIP+ with one protocol (kept when done)"
+step "6/8 evaluate CLIP and CE-CLIP+ with one protocol (kept when done)"
 CKPT="$OUT/logs/ce-clip-plus/checkpoints/epoch_$EPOCHS.pt"
-if [ -f "$OUT/results/clip.json" ] && [ "$DRY_RUN" = 0 ]; then echo "kept $OUT/results/clip.json"; else
-    # shellcheck disable=SC2046,SC2086
-    run openclip-ce eval --model "$MODEL" $(pretrained_flag) --data-root "$BENCH" --device "$DEVICE" \
-        --out "$OUT/results/clip.json" $EVAL_EXTRA
-fi
-if [ -f "$OUT/results/ce-clip-plus.json" ] && [ "$DRY_RUN" = 0 ]; then echo "kept $OUT/results/ce-clip-plus.json"; else
-    # shellcheck disable=SC2086
-    run openclip-ce eval --model "$MODEL" --checkpoint "$CKPT" --data-root "$BENCH" --device "$DEVICE" \
-        --out "$OUT/results/ce-clip-plus.json" $EVAL_EXTRA
-fi
+# shellcheck disable=SC2046
+evaluate "$OUT/results/clip.json" $(base_flags)
+evaluate "$OUT/results/ce-clip-plus.json" --checkpoint "$CKPT"
 
-step "7/7 compare, against the paper's tables"
+step "7/8 compare, against the paper's tables"
 run openclip-ce compare "$OUT/results/clip.json" "$OUT/results/ce-clip-plus.json" --labels CLIP,CE-CLIP+ \
     --reference paper --out "$OUT/results/compare"
+
+step "8/8 keep zero-shot accuracy: WiSE-FT interpolation CLIP -> CE-CLIP+, one protocol per alpha"
+sweep "$CKPT" "$OUT/results/wise-ft"
 echo
-echo "done: $OUT/results/compare.md (table, with the paper's numbers), compare.png, compare.json"
+echo "done: $OUT/results/compare.md (with the paper's numbers), compare.png, wise-ft.md / .png (the trade-off)"

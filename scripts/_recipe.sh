@@ -1,0 +1,61 @@
+# Shared by scripts/reproduce_ce_clip_*.sh (sourced, not run): flags, defaults, and the steps both recipes take.
+# Every variable below can be set in the environment; the recipes print them before starting.
+
+recipe_args() {  # --dry-run | -h
+    DRY_RUN=0
+    for arg in "$@"; do
+        case "$arg" in
+            --dry-run) DRY_RUN=1 ;;
+            -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+            *) echo "$(basename "$0"): unknown argument $arg (only --dry-run)" >&2; exit 2 ;;
+        esac
+    done
+}
+
+recipe_defaults() {
+    PY=${PYTHON:-python}
+    NGPU=${NGPU:-$($PY -c 'import torch; print(max(1, torch.cuda.device_count()))' 2>/dev/null || echo 1)}
+    MODEL=${MODEL:-ViT-B-32}
+    PRETRAINED=${PRETRAINED-openai}          # a tag or a weights file; empty: random weights
+    QUICKGELU=${QUICKGELU---force-quick-gelu} # OpenAI's weights were trained with QuickGELU
+    EPOCHS=${EPOCHS:-5}
+    BATCH=${BATCH:-256}                      # global batch, split over the GPUs (paper: 256)
+    LR=${LR:-5e-6}                           # not in the paper ("default"); open_clip's 5e-4 wrecks a pretrained CLIP
+    PRECISION=${PRECISION:-amp}
+    DEVICE=${DEVICE:-cuda}
+    FILLER=${FILLER:-mlm}
+    FILLER_MODEL=${FILLER_MODEL:-distilroberta-base}
+    SPACY_MODEL=${SPACY_MODEL:-en_core_web_sm}
+    SHARD_WORKERS=${SHARD_WORKERS:-$NGPU}
+    DATA_WORKERS=${DATA_WORKERS:-4}
+    TRAIN_EXTRA=${TRAIN_EXTRA:-}             # more open_clip flags, e.g. "--report-to wandb"
+    EVAL_EXTRA=${EVAL_EXTRA:-}               # more eval flags, e.g. "--vlc-max-per-corpus 1000"
+    SWEEP_EXTRA=${SWEEP_EXTRA:-}             # more sweep flags, e.g. "--zeroshot-datasets imagenet1k"
+    ALPHAS=${ALPHAS:-0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1}
+}
+
+run() { echo "+ $*"; if [ "$DRY_RUN" = 0 ]; then "$@"; fi; }
+step() { echo; echo "== $*"; }
+dry_placeholders() { [ "$DRY_RUN" = 1 ] || return 0; for v in "$@"; do eval "$v=\${$v:-\\\$$v}"; done; }
+base_flags() {  # the base weights as open_clip / eval take them, and as sweep takes them
+    if [ -z "$PRETRAINED" ]; then return; fi
+    if [ "${1:-}" = sweep ] && [ -f "$PRETRAINED" ]; then echo "--base $PRETRAINED"; else echo "--pretrained $PRETRAINED"; fi
+}
+
+make_negatives() {  # INPUT OUT: four hard negatives per caption (resumable)
+    run openclip-ce make-shards "$1" --out "$2" --workers "$SHARD_WORKERS" --device "$DEVICE" \
+        --filler "$FILLER" --filler-model "$FILLER_MODEL" --spacy-model "$SPACY_MODEL" --seed 0 --no-progress
+}
+
+evaluate() {  # OUT_JSON MODEL_FLAGS...: one protocol for every model; kept when the results exist
+    local out=$1; shift
+    if [ -f "$out" ] && [ "$DRY_RUN" = 0 ]; then echo "kept $out"; return; fi
+    # shellcheck disable=SC2086
+    run openclip-ce eval --model "$MODEL" "$@" --data-root "$BENCH" --device "$DEVICE" --out "$out" $EVAL_EXTRA
+}
+
+sweep() {  # CHECKPOINT OUT_PREFIX: WiSE-FT trade-off between the base and the fine-tuned model
+    # shellcheck disable=SC2046,SC2086
+    run openclip-ce sweep --model "$MODEL" $(base_flags sweep) --finetuned "$1" --alphas "$ALPHAS" \
+        --keep-zeroshot 0.95 --data-root "$BENCH" --device "$DEVICE" --out "$2" $SWEEP_EXTRA
+}
