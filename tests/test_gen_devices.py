@@ -2,6 +2,7 @@
 arithmetic and actor routing (pure functions), and the fail-fast errors of jobs asking for GPUs that
 are not there (both engines, before any shard is touched)."""
 
+import json
 import time
 
 import pytest
@@ -169,3 +170,26 @@ def test_fewer_gpus_than_asked_fail_before_any_shard(shards, tmp_path, monkeypat
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         command.run_config(cfg)
     _no_shard_touched(tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_local_workers_really_load_their_model_on_their_own_gpu(shards, tmp_path, monkeypatch):
+    """Two spawned workers on two declared GPUs (--devices 1,0): each takes its own slot, logs it, and
+    stats.json records which worker ran on which device; the bytes equal a one-process CPU run."""
+    from tests._gen_helpers import tiny_filler, tree_bytes
+
+    model = tiny_filler(tmp_path, [])
+    ref = run_cli([shards], tmp_path / "ref", model, "--types", "rel,obj")
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    monkeypatch.setenv(FAKE_GPUS_ENV, "2")
+    proc = run_cli([shards], tmp_path / "out", model, "--types", "rel,obj", "--device", "cuda", "--workers", "2",
+                   "--devices", "1,0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "local engine: worker 0 -> cuda:1, worker 1 -> cuda:0" in proc.stderr
+    detail = json.loads((tmp_path / "out" / "stats.json").read_text())["run"]["workers_detail"]
+    planned = {0: "cuda:1", 1: "cuda:0"}
+    assert detail and sum(w["shards"] for w in detail) == 2
+    for w in detail:
+        assert w["device"] == planned[w["worker"]]
+        assert f"worker {w['worker']} (pid " in proc.stderr and f"masked LM on {planned[w['worker']]}" in proc.stderr
+    assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "ref")
