@@ -4,6 +4,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -71,3 +73,28 @@ def test_vg_to_wds_crops_regions_filters_and_excludes(tmp_path):
     proc = subprocess.run(cmd[:-1] + [str(tmp_path / "missing")], capture_output=True, text=True)
     assert proc.returncode == 1 and "image 2 (region 20): 2.jpg not in" in proc.stderr
     assert not list((tmp_path / "missing").glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
+    """The GPU device check, in its CPU smoke mode: every step (filler alone, local and Ray make-shards
+    runs, output comparison) runs and writes its figures, so a lent GPU's minutes are not lost to a bug."""
+    pytest.importorskip("ray")
+    from tests._gen_helpers import env
+
+    out = tmp_path / "figures.json"
+    cmd = [sys.executable, str(SCRIPTS / "check_make_shards_gpu.py"), "--json", str(out), "--device", "cpu", "--tiny",
+           "--shards", "2", "--captions", "8", "--workers", "1", "--ray-workers", "1", "--workdir", str(tmp_path / "w")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig = json.loads(out.read_text())
+    assert fig["mode"] == "tiny" and fig["model"]["parameters"] > 0
+    assert fig["filler"]["best_fills_per_s"] > 0 and set(fig["filler"]["fills_per_s"]) == {"256", "1024"}
+    runs = fig["end_to_end"]
+    assert set(runs) == {"local_workers1", "ray_workers1_1actor"}
+    for run in runs.values():
+        assert run["captions"] == 8 and run["captions_per_s"] > 0 and run["fills"] > 0
+        assert run["workers_detail"] and run["limited_by"]
+    assert runs["local_workers1"]["workers_detail"][0]["device"] == "cpu"
+    assert runs["ray_workers1_1actor"]["fillers"][0]["requests"] > 0
+    assert fig["identical_outputs"] is True

@@ -14,8 +14,10 @@ import time
 
 from ..fileio import write_json_atomic
 from .config import ShardsConfig, add_arguments, config_from_args
-from .local import run_local
-from .plan import check_settings, is_complete, plan_jobs, state_path
+from .devices import is_cuda
+from .local import LocalEngine
+from .outlock import OutputLock
+from .plan import is_complete, plan_jobs, record_settings, state_path, verify_settings
 from .process import build_vocab
 from .progress import Progress
 from .stats import aggregate
@@ -31,40 +33,47 @@ def run(args) -> int:
     return run_config(config_from_args(args))
 
 
+def make_engine(cfg: ShardsConfig):
+    if cfg.engine == "ray":
+        from .ray_engine import RayEngine  # Ray is an optional dependency
+
+        return RayEngine(cfg)
+    return LocalEngine(cfg)
+
+
 def run_config(cfg: ShardsConfig) -> int:
+    """The run, in an order that fails fast and never harms ``--out``: plan (reads listings), lock
+    ``--out``, compare settings (reads), start the engine (GPUs checked, Ray actors placed), and only
+    then record settings and touch shards."""
     t0 = time.perf_counter()
+    engine = make_engine(cfg)
     jobs = plan_jobs(cfg.inputs, cfg.out)
-    check_settings(cfg.out, cfg, cfg.overwrite)
-    todo = [j for j in jobs if cfg.overwrite or not is_complete(cfg.out, j)]
-    skipped = len(jobs) - len(todo)
-    log.info("%d shards: %d to write, %d already complete in %s", len(jobs), len(todo), skipped, cfg.out)
-    if cfg.filler == "vocab" and todo and cfg.needs_filler:
-        vocab_path = state_path(cfg.out, "vocab.json")
-        if os.path.exists(vocab_path) and not cfg.overwrite:
-            with open(vocab_path, encoding="utf-8") as f:
-                cfg.vocab = json.load(f)
-        else:
-            cfg.vocab = build_vocab(jobs, cfg)
-            write_json_atomic(vocab_path, cfg.vocab)
     if not cfg.threads:
         cfg.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-    progress = Progress(len(todo), sys.stderr.isatty() and cfg.progress, cfg.log_every)
-    try:
-        if not todo:
-            results = []
-        elif cfg.engine == "ray":
-            from .ray_engine import run_ray  # Ray is an optional dependency
-
-            results = run_ray(todo, cfg, progress)
-        else:
-            results = run_local(todo, cfg, progress)
-    finally:
-        progress.close()
-    wall = time.perf_counter() - t0
-    run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
-                "fp16": cfg.device.startswith("cuda") and not cfg.fp32}
-    stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
-    write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
+    with OutputLock(cfg.out):
+        verify_settings(cfg.out, cfg, cfg.overwrite)
+        todo = [j for j in jobs if cfg.overwrite or not is_complete(cfg.out, j)]
+        skipped = len(jobs) - len(todo)
+        log.info("%d shards: %d to write, %d already complete in %s", len(jobs), len(todo), skipped, cfg.out)
+        try:
+            if todo:
+                engine.start()
+            record_settings(cfg.out, cfg, cfg.overwrite)
+            if cfg.filler == "vocab" and todo and cfg.needs_filler:
+                load_or_build_vocab(jobs, cfg)
+            progress = Progress(len(todo), sys.stderr.isatty() and cfg.progress, cfg.log_every)
+            try:
+                results = engine.run(todo, cfg, progress) if todo else []
+            finally:
+                progress.close()
+            details = engine.describe(results) if todo else {}
+        finally:
+            engine.close()
+        wall = time.perf_counter() - t0
+        run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
+                    "fp16": is_cuda(cfg.device) and not cfg.fp32, **details}
+        stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
+        write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
     log.info("done: %d samples in %d complete shards (%d written now, %d skipped), %d failed; coverage %s; "
              "%.1f samples/s; stats in %s", stats["samples"], stats["shards"]["complete"],
@@ -79,3 +88,14 @@ def run_config(cfg: ShardsConfig) -> int:
                   f"rerun to retry them, or pass --skip-bad to accept", file=sys.stderr)
             return 1
     return 0
+
+
+def load_or_build_vocab(jobs, cfg: ShardsConfig) -> None:
+    """--filler vocab: the vocabulary of a resumed run is reused (it decides the output), else built."""
+    vocab_path = state_path(cfg.out, "vocab.json")
+    if os.path.exists(vocab_path) and not cfg.overwrite:
+        with open(vocab_path, encoding="utf-8") as f:
+            cfg.vocab = json.load(f)
+    else:
+        cfg.vocab = build_vocab(jobs, cfg)
+        write_json_atomic(vocab_path, cfg.vocab)

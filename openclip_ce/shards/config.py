@@ -15,6 +15,7 @@ from ..errors import UserError
 from ..generation.fillers import DEFAULT_FILLER_MODEL
 from ..generation.tagging import DEFAULT_SPACY_MODEL
 from ..negatives import NEG_TYPES, parse_neg_types
+from .devices import parse_device, parse_devices
 
 # settings that change the bytes written: a resumed run must use the same ones
 OUTPUT_SETTINGS = ("seed", "types", "filler", "filler_model", "spacy_model", "top_k", "caption_key",
@@ -45,11 +46,14 @@ class ShardsConfig:
     chunk_size: int = 512
     # execution
     workers: int = 1
+    devices: Optional[Tuple[int, ...]] = None  # local engine: GPU indices for --device cuda (None: all visible)
+    workers_per_gpu: int = 1
     threads: int = 0
     engine: str = "local"
     ray_address: Optional[str] = None
     ray_fillers: int = 0
     ray_gpus_per_filler: float = 1.0
+    ray_placement_timeout: float = 30.0
     overwrite: bool = False
     skip_bad: bool = False
     log_every: float = 30.0
@@ -97,7 +101,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="masked LM for --filler mlm: hub name or local directory (model + tokenizer)")
     g.add_argument("--spacy-model", default=DEFAULT_SPACY_MODEL, help="spaCy pipeline used for POS tags")
     g.add_argument("--top-k", type=int, default=10, help="an MLM fill is drawn among the top-k admissible words")
-    g.add_argument("--device", default="cpu", help="device of the masked LM: cpu, cuda, cuda:1 ...")
+    g.add_argument("--device", default="cpu",
+                   help="device of the masked LM: cpu, cuda (local engine: one GPU per worker, see --devices), "
+                        "cuda:N (= --devices N)")
     g.add_argument("--fp32", action="store_true", help="keep the masked LM in fp32 on GPU (default fp16)")
     g.add_argument("--batch-size", type=int, default=256, help="masked-LM batch size")
     g.add_argument("--chunk-size", type=int, default=512, help="captions tagged and filled together")
@@ -112,14 +118,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--max-caption-chars", type=int, default=2000,
                    help="longer captions pass through with null negatives (counted as caption_too_long)")
     r = p.add_argument_group("execution")
-    r.add_argument("--workers", type=int, default=1, help="shards processed in parallel (local processes / Ray tasks)")
+    r.add_argument("--workers", type=int, default=1,
+                   help="shards processed in parallel (local processes / Ray tasks in flight)")
+    r.add_argument("--devices", default=None,
+                   help="local engine with --device cuda: GPU indices the workers use, round-robin (default: "
+                        "every visible GPU), e.g. 0,1,2,3")
+    r.add_argument("--workers-per-gpu", type=int, default=1,
+                   help="local engine with --device cuda: workers allowed to share one GPU (each holds its own "
+                        "model copy); --workers above GPUs x this is an error")
     r.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: cores / workers)")
     r.add_argument("--engine", choices=("local", "ray"), default="local")
     r.add_argument("--ray-address", default=None,
                    help="Ray cluster to join ('auto' for the running one); default: start a local Ray")
     r.add_argument("--ray-fillers", type=int, default=0,
                    help="masked-LM actors (0: one per GPU with --device cuda, else one)")
-    r.add_argument("--ray-gpus-per-filler", type=float, default=1.0, help="GPU share of each masked-LM actor")
+    r.add_argument("--ray-gpus-per-filler", type=float, default=1.0,
+                   help="GPU share of each masked-LM actor (0.5: two actors per GPU)")
+    r.add_argument("--ray-placement-timeout", type=float, default=30.0,
+                   help="seconds to wait for the cluster to place the masked-LM actors before failing with the "
+                        "resources it lacks")
     r.add_argument("--overwrite", action="store_true", help="redo every shard, even complete ones")
     r.add_argument("--skip-bad", action="store_true", help="exit 0 even if some shards could not be read")
     r.add_argument("--log-every", type=float, default=30.0, help="seconds between log lines when not on a terminal")
@@ -132,9 +149,21 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
         types = parse_neg_types(args.types)
     except ValueError as e:
         raise UserError(str(e).replace("--ce-neg-types", "--types")) from None
-    for name in ("top_k", "batch_size", "chunk_size", "workers", "max_caption_chars", "vocab_captions", "vocab_per_tag"):
+    for name in ("top_k", "batch_size", "chunk_size", "workers", "max_caption_chars", "vocab_captions", "vocab_per_tag",
+                 "workers_per_gpu"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    gpf = args.ray_gpus_per_filler
+    if not (0 < gpf <= 1 or float(gpf).is_integer()):
+        raise UserError(f"--ray-gpus-per-filler must be in (0, 1] or a whole number (Ray's rule), got {gpf:g}")
+    if args.ray_placement_timeout <= 0:
+        raise UserError(f"--ray-placement-timeout must be > 0, got {args.ray_placement_timeout:g}")
+    if args.ray_fillers < 0:
+        raise UserError(f"--ray-fillers must be >= 0, got {args.ray_fillers}")
+    kind, index = parse_device(args.device)  # a malformed cuda device is a usage error, found first
+    if args.engine == "ray" and (args.devices or args.workers_per_gpu != 1 or index is not None):
+        raise UserError("--engine ray places one masked-LM actor per GPU itself: use --device cuda with "
+                        "--ray-fillers / --ray-gpus-per-filler, not --devices, --workers-per-gpu or cuda:N")
     caption_key = args.caption_key or ("json" if args.caption_json_field else "txt")
     return ShardsConfig(
         inputs=tuple(args.inputs), out=args.out,
@@ -143,8 +172,10 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
         caption_json_field=args.caption_json_field, max_caption_chars=args.max_caption_chars,
         vocab_captions=args.vocab_captions, vocab_per_tag=args.vocab_per_tag,
         device=args.device, fp32=args.fp32, batch_size=args.batch_size, chunk_size=args.chunk_size,
-        workers=args.workers, threads=args.threads, engine=args.engine, ray_address=args.ray_address,
+        workers=args.workers, devices=parse_devices(args.devices), workers_per_gpu=args.workers_per_gpu,
+        threads=args.threads, engine=args.engine, ray_address=args.ray_address,
         ray_fillers=args.ray_fillers, ray_gpus_per_filler=args.ray_gpus_per_filler,
+        ray_placement_timeout=args.ray_placement_timeout,
         overwrite=args.overwrite, skip_bad=args.skip_bad, log_every=args.log_every,
         progress=not args.no_progress, log_level=getattr(args, "log_level", "INFO"),
     )

@@ -104,6 +104,12 @@ def is_complete(out: str, job: ShardJob) -> bool:
 
 def check_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
     """Refuse to resume into ``out`` with other output settings; record this run's."""
+    verify_settings(out, cfg, overwrite)
+    record_settings(out, cfg, overwrite)
+
+
+def verify_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
+    """Refuse to resume into ``out`` with other output settings (reads only: safe before the engine starts)."""
     path = state_path(out, "config.json")
     want = cfg.output_settings()
     if os.path.exists(path) and not overwrite:
@@ -114,6 +120,12 @@ def check_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
             details = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise UserError(f"--out {out} holds shards made with other settings ({details}); "
                             f"use the same settings to resume, another --out, or --overwrite")
+
+
+def record_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
+    """Record this run's settings (and, under ``overwrite``, forget every completed shard first)."""
+    path = state_path(out, "config.json")
+    want = cfg.output_settings()
     if overwrite:
         # forget every completed shard *before* recording the new settings: an interrupted --overwrite
         # run must never leave old-settings shards that a later run takes for complete

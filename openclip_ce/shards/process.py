@@ -3,7 +3,8 @@
 Every input member is copied byte for byte (headers included); after each sample's members comes
 ``<key>.neg.json``. A sample without a usable caption passes through with all-null negatives and is
 counted by kind (:data:`PROBLEM_KINDS`). The output is written under a temporary name and renamed
-into place only when complete (:class:`~openclip_ce.shards.tario.ShardWriter`).
+into place only when complete (:class:`~openclip_ce.shards.tario.ShardWriter`); the shard's ``done``
+record (what makes it count as complete) is written only after that rename.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..generation.generator import NegativeGenerator
 from ..generation.tagging import SpacyTagger
 from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
 from .config import ShardsConfig
+from .devices import bind_process_gpu, filler_device
 from .plan import ShardJob, sidecar_path
 from .tario import ShardFormatError, ShardWriter, read_samples, remove_stale_partials
 
@@ -145,12 +147,15 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
                 n_captions = 0
         flush()
         result = stats.as_dict(time.perf_counter() - t0, _timing_delta(gen, before))
-        write_json_atomic(sidecar_path(cfg.out, job.rel), result)
+        # the shard first, its ``done`` record second: a crash in between leaves a shard without a
+        # record, which the next run redoes. The other order could leave the record of a new shard
+        # next to the old file it never replaced (under --overwrite), taken as complete forever.
         writer.commit()
-        return result
     except BaseException:
         writer.abort()
         raise
+    write_json_atomic(sidecar_path(cfg.out, job.rel), result)
+    return result
 
 
 def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
@@ -161,19 +166,28 @@ def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
 
 
 
-def build_generator(cfg: ShardsConfig, filler=None):
-    """The negative generator of one worker (loads spaCy and the filler; may raise GenerationSetupError)."""
-    if cfg.threads:
-        import torch
+def make_mlm_filler(cfg: ShardsConfig, device: str) -> MLMFiller:
+    """The masked LM of one worker or Ray actor, on ``device`` (the one place a filler is built, so the
+    GPU binding and the CPU test hook of :mod:`.devices` apply to both engines alike)."""
+    bind_process_gpu(device)
+    return MLMFiller(cfg.filler_model, device=filler_device(device), batch_size=cfg.batch_size,
+                     n_candidates=cfg.n_candidates, half=cfg.half)
 
-        torch.set_num_threads(cfg.threads)
+
+def build_generator(cfg: ShardsConfig, filler=None, device: Optional[str] = None):
+    """The negative generator of one worker (loads spaCy and the filler; may raise GenerationSetupError).
+    ``filler``: one made elsewhere (the Ray engine's remote filler); ``device``: this worker's masked-LM
+    device (default ``cfg.device``)."""
     tagger = SpacyTagger(cfg.spacy_model, batch_size=min(cfg.chunk_size, 1024))
     if filler is None and cfg.needs_filler:
         if cfg.filler == "vocab":
             filler = VocabFiller(cfg.vocab or {})
         else:
-            filler = MLMFiller(cfg.filler_model, device=cfg.device, batch_size=cfg.batch_size,
-                               n_candidates=cfg.n_candidates, half=cfg.half)
+            if cfg.threads:  # only a local masked LM uses torch; Ray shard tasks need not import it
+                import torch
+
+                torch.set_num_threads(cfg.threads)
+            filler = make_mlm_filler(cfg, device or cfg.device)
     return NegativeGenerator(tagger, filler, seed=cfg.seed, types=cfg.types, top_k=cfg.top_k)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 from ..negatives import NEG_TYPES
 from .config import ShardsConfig
@@ -53,3 +53,22 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
         "settings": cfg.output_settings(),
         "run": run_info,
     }
+
+
+def workers_summary(results: Sequence[Dict]) -> List[Dict]:
+    """Per worker of this run: its device, shards and captions done, seconds busy with shards, and peak
+    GPU memory (MiB, the allocator's; None off-GPU). In ``stats.json`` under ``run.workers_detail``: a
+    GPU that did nothing, or one worker holding far more memory than the others, shows here."""
+    by: Dict[object, Dict] = {}
+    for r in results:
+        if "worker" not in r:
+            continue
+        w = by.setdefault(r["worker"], {"worker": r["worker"], "device": r.get("device"), "shards": 0,
+                                        "failed": 0, "captions": 0, "busy_s": 0.0, "peak_gpu_mib": None})
+        w["shards"] += 1
+        w["busy_s"] = round(w["busy_s"] + r.get("seconds", 0.0), 3)
+        w["failed"] += r["status"] != "ok"
+        w["captions"] += r.get("samples", 0) if r["status"] == "ok" else 0
+        if r.get("peak_gpu_mib") is not None:
+            w["peak_gpu_mib"] = max(w["peak_gpu_mib"] or 0.0, r["peak_gpu_mib"])
+    return [by[k] for k in sorted(by, key=lambda k: (type(k).__name__, k))]

@@ -16,6 +16,7 @@ import io
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import zlib
@@ -139,7 +140,9 @@ def partial_prefix(target: str) -> str:
 
 
 def remove_stale_partials(target: str) -> int:
-    """Delete temporary files left by an interrupted run for ``target``; returns how many."""
+    """Delete temporary files left by an interrupted run for ``target``; returns how many. Safe only
+    because the output directory is locked (:mod:`openclip_ce.shards.outlock`): no other live run
+    can be writing one of them."""
     n = 0
     for p in glob.glob(glob.escape(partial_prefix(target)) + "*"):
         try:
@@ -156,7 +159,8 @@ class ShardWriter:
     def __init__(self, target: str):
         self.target = target
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-        self.tmp = f"{partial_prefix(target)}{os.getpid()}"
+        # host and pid: tasks of one Ray job on several nodes may share pids
+        self.tmp = f"{partial_prefix(target)}{socket.gethostname()}-{os.getpid()}"
         self._file = open(self.tmp, "wb")
         self._gz = gzip.GzipFile(filename="", mode="wb", fileobj=self._file, mtime=0) \
             if target.endswith(GZ_SUFFIXES) else None

@@ -108,13 +108,16 @@ def token_id(tokenizer, piece: str) -> int:
 
 def write_tiny_mlm_dir(path: str | os.PathLike, favour: Sequence[str] = (), corpus: Iterable[str] = SAMPLE_CAPTIONS,
                        hidden: int = 32, layers: int = 1, heads: int = 2, vocab_size: int = 2000,
-                       max_positions: int = 130, seed: int = 0) -> str:
+                       max_positions: int = 130, seed: int = 0, model_vocab_size: int = 0) -> str:
     """Write a RoBERTa masked LM + tokenizer to ``path``; return ``str(path)``.
 
     ``favour``: vocabulary pieces (``"Ġplastic"``, ``"Plastic"``, ``","``...) that get LM-head biases
     100, 90, 80... so that they are the predictions in that order at every masked position. Words
     with the leading-space marker or a capital are added to the tokenizer's training text so that
     they are single tokens; other pieces (``","``, the fragment ``"ing"``) must occur in ``corpus``.
+    ``model_vocab_size``: embedding / output rows of the model when larger than the tokenizer's
+    vocabulary, for a model of a real one's size (distilroberta-base: 50265) in speed and memory checks;
+    the extra rows are never produced by the tokenizer.
     """
     import torch
     from transformers import RobertaConfig, RobertaForMaskedLM
@@ -124,7 +127,7 @@ def write_tiny_mlm_dir(path: str | os.PathLike, favour: Sequence[str] = (), corp
     tok = build_tokenizer(corpus, vocab_size, extra_words=words)
     torch.manual_seed(seed)
     cfg = RobertaConfig(
-        vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        vocab_size=max(len(tok), model_vocab_size), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
         intermediate_size=4 * hidden, max_position_embeddings=max_positions, type_vocab_size=1,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
     )
