@@ -237,7 +237,7 @@ def test_analyze_values_reports_images_and_pairs_differences():
 
 
 def test_analyze_cli_counts_images_and_bootstraps_them(tmp_path):
-    from openclip_ce.demo.command import make_sample
+    from openclip_ce.testing.toy_shards import make_sample
     import random
 
     rnd = random.Random(0)

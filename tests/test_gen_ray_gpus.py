@@ -137,17 +137,32 @@ def test_the_router_sends_chunks_to_an_idle_actor(cluster):
     if cluster[0] != 1:
         pytest.skip("once is enough: it needs no GPU")
 
-    class Echo:  # defined here so that Ray ships it by value
-        def __init__(self, name, delay):
-            self.name, self.delay = name, delay
+    class Echo:  # defined here so that Ray ships it by value; "slow" holds its request until released
+        def __init__(self, name, hold):
+            self.name, self.hold, self.gate = name, hold, None
 
-        def fill(self, requests):
-            time.sleep(self.delay)
+        async def fill(self, requests):
+            import asyncio
+
+            if self.hold:
+                self.gate = self.gate or asyncio.Event()
+                await self.gate.wait()
             return [[self.name]] * len(requests)
 
+        async def release(self):
+            import asyncio
+
+            self.gate = self.gate or asyncio.Event()
+            self.gate.set()
+
     echo = ray.remote(num_cpus=0)(Echo)
-    router = ray.remote(FillerRouter).options(num_cpus=0).remote([echo.remote("slow", 4.0), echo.remote("fast", 0.0)])
-    first = router.fill.remote(["a"])  # holds actor 0 for 4 s
+    slow = echo.remote("slow", True)
+    router = ray.remote(FillerRouter).options(num_cpus=0).remote([slow, echo.remote("fast", False)])
+    first = router.fill.remote(["a"])  # holds actor 0 until released
+    deadline = time.monotonic() + 60  # a loaded machine may take a while to start the actors
+    while ray.get(router.in_flight.remote()) != [1, 0] and time.monotonic() < deadline:
+        time.sleep(0.05)
     later = [ray.get(router.fill.remote(["b"])) for _ in range(6)]
     assert later == [[["fast"]]] * 6  # static `i % n` routing would have queued 3 of them behind "slow"
+    ray.get(slow.release.remote())
     assert ray.get(first) == [["slow"]] and ray.get(router.served.remote()) == [1, 6]

@@ -92,6 +92,9 @@ class FillerRouter:
     async def served(self) -> List[int]:
         return list(self.policy.served)
 
+    async def in_flight(self) -> List[int]:
+        return list(self.policy.in_flight)
+
 
 class RemoteFiller:
     """The filler interface a shard task's generator sees, in front of the :class:`FillerRouter`
