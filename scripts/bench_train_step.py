@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-step throughput of CE-CLIP relative to plain CLIP, in one run, same model and data.
 
-    python scripts/bench_train_step.py --precision fp32                      # CPU: a small model, a few minutes
+    python scripts/bench_train_step.py --precision fp32 --threads 1          # CPU: a small model, a few minutes
     python scripts/bench_train_step.py --model ViT-B-32 --batch-size 256 --precision bf16 --device cuda
 
 Variants, each a full training step (forward, loss, backward, AdamW step) on its own copy of the
@@ -17,10 +17,12 @@ same randomly initialised model (built from its config, nothing downloaded):
   the validity mask: the comparison behind the choice documented in ``training/adapter.py``.
 
 The variants take turns step by step (so a shared or throttling machine slows them alike) on the
-same synthetic batches; images/s is the batch size over the median step time (robust to a busy
-machine's spikes). Data: random images, caption lengths drawn from COCO-like statistics
-(:data:`CAPTION_LENGTHS`: mean ~14 tokens with start/end tokens, p99 24, max 52), four negatives per
-caption of similar length, each valid with probability ``--valid``. Prints images/s, the ratio to
+same synthetic batches; images/s is the batch size over the median step time. ``--clock cpu`` (the
+default on CPU) times steps in this process's CPU time rather than wall-clock time, so that other
+work on a shared machine does not count; with ``--threads 1`` it is also free of thread-pool
+spinning while a thread waits for a descheduled one. Data: random images, caption lengths drawn
+from COCO-like statistics (:data:`CAPTION_LENGTHS`: mean ~14 tokens with start/end tokens, p99 24,
+max 52), four negatives per caption of similar length, each valid with probability ``--valid``. Prints images/s, the ratio to
 plain CLIP, the step's peak memory (CUDA: peak allocated during the step above what was allocated
 before it; CPU: bytes of tensors saved for backward, parameters excluded) and the mean length the
 text rows were encoded at.
@@ -35,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +48,12 @@ CAPTION_LENGTHS = (
     (18, 40), (19, 25), (20, 20), (21, 12), (22, 9), (23, 7), (24, 7),
     (25, 3), (26, 2), (27, 2), (28, 1), (30, 1), (52, 1),
 )
-# A small model on the CPU: ViT-B-32's shape (50 image tokens, text : vision width 2 : 3) at 4 layers.
+# A small model for the CPU with ViT-B-32's proportions (50 image tokens, 77 text tokens, vision : text
+# width 3 : 2, so that a caption costs 2/3 of an image as in ViT-B-32) at 4 layers and 3/8 of its widths.
 SMALL_CFG = {
-    "embed_dim": 256,
-    "vision_cfg": {"image_size": 224, "layers": 4, "width": 384, "head_width": 64, "patch_size": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 4},
+    "embed_dim": 192,
+    "vision_cfg": {"image_size": 224, "layers": 4, "width": 288, "head_width": 32, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 192, "heads": 3, "layers": 4},
 }
 NUM_NEG = 4
 
@@ -182,8 +184,9 @@ def main(argv=None):
     p.add_argument("--model", default="small",
                    help="open_clip model name or local-dir:DIR, built from its config (default: small, 4-layer towers)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per variant")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 5 on CPU, 20 on CUDA)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps per variant first (default: 1 on CPU, 5 on CUDA: kernel plans per length group)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "amp", "amp_bf16"), default=None,
                    help="as open_clip's --precision (default: fp32 on CPU, where amp is emulated, amp on CUDA)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -192,10 +195,24 @@ def main(argv=None):
     p.add_argument("--trim-round", type=int, default=TrimSettings().round_to)
     p.add_argument("--compare-padding", action="store_true",
                    help="also time CE-CLIP with negatives padded to B*K rows instead of gathered")
+    p.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                   help="time steps by wall clock or by this process's CPU time (default: cpu on CPU, wall on CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    a.clock = a.clock or ("cpu" if device.type == "cpu" else "wall")
+    if a.clock == "cpu" and device.type != "cpu":
+        p.error("--clock cpu measures CPU work only: use --clock wall with --device cuda")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    clock = time.process_time if a.clock == "cpu" else time.perf_counter
     a.precision = a.precision or ("fp32" if device.type == "cpu" else "amp")
+    cpu = device.type == "cpu"
+    a.steps = a.steps if a.steps is not None else (5 if cpu else 20)
+    a.warmup = a.warmup if a.warmup is not None else (1 if cpu else 5)
+    if a.steps < 1 or a.warmup < 0:
+        p.error("--steps must be >= 1 and --warmup >= 0")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -233,12 +250,13 @@ def main(argv=None):
             Variant("CE-CLIP trimmed, padded negs", ce_model(True), CeClipLoss().to(device), padded_ce_forward,
                     a.precision, device),
         ]
-    del base
 
     real = [int(t.argmax(-1)[i, j]) + 1 for _, t in batches for i in range(t.shape[0]) for j in range(t.shape[1])
             if t[i, j, 0] >= 0]
     print(f"device={device} model={a.model} precision={a.precision} batch={a.batch_size} steps={a.steps} "
           f"(+{a.warmup} warm-up) valid={a.valid} trim: up to {settings.max_groups} groups, multiple of {settings.round_to}")
+    print(f"clock: {'process CPU time' if a.clock == 'cpu' else 'wall clock'}, {torch.get_num_threads()} CPU thread(s)"
+          + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
     print(f"text rows per image: {len(real) / (len(batches) * a.batch_size):.2f}; caption length (tokens): "
           f"mean {statistics.mean(real):.1f}, max {max(real)}, context {context}")
     sys.stdout.flush()
@@ -250,10 +268,10 @@ def main(argv=None):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             v.step(images, tokens)
             sync(device)
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             if s >= a.warmup:
                 v.times.append(dt)
                 if device.type == "cuda":
