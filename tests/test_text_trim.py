@@ -68,7 +68,8 @@ def test_rounded_lengths_are_multiples_capped_at_the_context():
     assert rounded_lengths(needed, 77, 8).tolist() == [8, 8, 16, 16, 72, 72, 77, 77]
 
 
-def test_grouped_encoding_restores_the_row_order_and_cuts_each_row_to_its_group():
+@pytest.mark.parametrize("groups", [3, 1])
+def test_grouped_encoding_restores_the_row_order_and_cuts_each_row_to_its_group(groups):
     g = torch.Generator().manual_seed(0)
     needed = torch.randint(2, 60, (50,), generator=g)
     text = torch.zeros(50, 77, dtype=torch.long)
@@ -80,8 +81,8 @@ def test_grouped_encoding_restores_the_row_order_and_cuts_each_row_to_its_group(
         calls.append(t.shape)
         return torch.stack([t.sum(1).float(), torch.full((t.shape[0],), float(t.shape[1]))], 1)
 
-    feats, plan = encode_in_length_groups(text, needed, encode, TrimSettings(max_groups=3, min_gain=0.0))
-    assert len(calls) == len(plan.groups) == 3 and [c[1] for c in calls] == [t for t, _ in plan.groups]
+    feats, plan = encode_in_length_groups(text, needed, encode, TrimSettings(max_groups=groups, min_gain=0.0))
+    assert len(calls) == len(plan.groups) == groups and [c[1] for c in calls] == [t for t, _ in plan.groups]
     torch.testing.assert_close(feats[:, 0], text.sum(1).float())  # same rows, same order
     assert (feats[:, 1] >= needed).all() and (feats[:, 1] % 8 == 0).all()
     assert plan.tokens == int(feats[:, 1].sum()) < 50 * 77
@@ -208,16 +209,23 @@ def _untrimmable():
         def encode_text(self, text, normalize=False):
             return super().encode_text(text, normalize)
 
+    class OwnForward(CLIP):  # whatever it does to the text features would be bypassed by the trimmed path
+        def forward(self, image=None, text=None):
+            return super().forward(image, text)
+
     return {
         "bidirectional": (clip(no_causal_mask=True), "bidirectional"),
         "last-token pooling": (clip(pool_type="last"), "pooling 'last'"),
         "hugging face tower": (hf_like, "text tower HFTextEncoder"),
         "encode_text overridden": (OwnEncodeText(**copy.deepcopy(TINY_VIT_B_32_CFG), output_dict=True),
                                    "overrides CLIP.encode_text"),
+        "forward overridden": (OwnForward(**copy.deepcopy(TINY_VIT_B_32_CFG), output_dict=True),
+                               "OwnForward overrides CLIP.forward"),
     }
 
 
-@pytest.mark.parametrize("case", ["bidirectional", "last-token pooling", "hugging face tower", "encode_text overridden"])
+@pytest.mark.parametrize("case", ["bidirectional", "last-token pooling", "hugging face tower", "encode_text overridden",
+                                  "forward overridden"])
 def test_towers_where_trimming_is_not_exact_run_at_full_length_and_say_so_once(case, caplog):
     from openclip_ce.integration.text_trim import trim_support
 

@@ -62,13 +62,13 @@ def _overrides(obj, base: type, name: str) -> bool:
 
 
 def trim_support(model: nn.Module) -> Optional[str]:
-    """``None`` if :func:`encode_text_trimmed` is exact for ``model``; otherwise why not (one phrase)."""
-    if isinstance(model, CLIP):
-        if _overrides(model, CLIP, "encode_text"):
-            return f"{type(model).__name__} overrides CLIP.encode_text"
-    elif isinstance(model, CustomTextCLIP):
-        if _overrides(model, CustomTextCLIP, "encode_text"):
-            return f"{type(model).__name__} overrides CustomTextCLIP.encode_text"
+    """``None`` if :func:`encode_text_trimmed` is exact for ``model`` (as open_clip built it); otherwise why not."""
+    if isinstance(model, (CLIP, CustomTextCLIP)):
+        base = CLIP if isinstance(model, CLIP) else CustomTextCLIP
+        for method in ("encode_text", "forward"):
+            if _overrides(model, base, method):
+                return f"{type(model).__name__} overrides {base.__name__}.{method}"
+    if isinstance(model, CustomTextCLIP):
         text = getattr(model, "text", None)
         if not isinstance(text, TextTransformer):
             return f"text tower {type(text).__name__} (not open_clip's TextTransformer, e.g. a Hugging Face model)"
@@ -80,7 +80,7 @@ def trim_support(model: nn.Module) -> Optional[str]:
             return "text tower returns its tokens (output_tokens)"
         if getattr(text, "use_pad_mask", False):
             return "text tower masks padding itself (use_pad_mask)"
-    else:
+    elif not isinstance(model, CLIP):
         return f"model class {type(model).__name__} (only open_clip's CLIP and CustomTextCLIP are known)"
     tower = _tower(model)
     if tower.pool_type not in TRIMMABLE_POOLS:

@@ -27,6 +27,7 @@ from .trim import GroupPlan, TrimSettings, encode_in_length_groups
 log = logging.getLogger("openclip_ce.adapter")
 
 _TRIM_ATTR = "_ce_text_trim"  # a plain attribute (not a module, parameter or buffer): state_dict unchanged
+_SUPPORT_ATTR = "_ce_trim_support"  # the integration's verdict on the model as open_clip built it
 PLAN_ATTR = "ce_text_plan"  # the GroupPlan of the last trimmed text batch, for benchmarks and logs
 
 
@@ -89,14 +90,13 @@ def _adapted_class(cls: type) -> type:
     return type(f"CeClip{cls.__name__}", (NegativesForwardMixin, cls), {"__module__": cls.__module__})
 
 
-def _text_trim(model: torch.nn.Module, settings: TrimSettings):
-    """``(TextTrim, None)`` when the integration can trim this model's text tower exactly, else ``(None, why)``."""
+def _trim_support(model: torch.nn.Module):
+    """``((needed_lengths, encode), None)`` when the integration can trim this model's text tower exactly,
+    else ``(None, why)``. Asked before the model's class is adapted (the adapter overrides ``forward``)."""
     from ..integration import text_trim  # open_clip internals live there; imported only when a model is adapted
 
     why = text_trim.trim_support(model)
-    if why is not None:
-        return None, why
-    return TextTrim(text_trim.needed_lengths, text_trim.encode_text_trimmed, settings), None
+    return (None, why) if why is not None else ((text_trim.needed_lengths, text_trim.encode_text_trimmed), None)
 
 
 def adapt_model(model: torch.nn.Module, trim: bool = True, settings: TrimSettings = TrimSettings()) -> None:
@@ -106,12 +106,11 @@ def adapt_model(model: torch.nn.Module, trim: bool = True, settings: TrimSetting
     sets it False). Idempotent; the decision is logged once, and again only if it changes."""
     first = not isinstance(model, NegativesForwardMixin)
     if first:
+        model.__dict__[_SUPPORT_ATTR] = _trim_support(model)
         model.__class__ = _adapted_class(type(model))
     before = model.__dict__.get(_TRIM_ATTR)
-    if trim:
-        chosen, why = _text_trim(model, settings)
-    else:
-        chosen, why = None, "--ce-no-trim"
+    functions, why = model.__dict__[_SUPPORT_ATTR] if trim else (None, "--ce-no-trim")
+    chosen = TextTrim(*functions, settings) if functions is not None else None
     model.__dict__[_TRIM_ATTR] = chosen
     model.__dict__.pop(PLAN_ATTR, None)
     if not first and before == chosen:

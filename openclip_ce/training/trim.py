@@ -119,8 +119,9 @@ def encode_in_length_groups(
         return encode(text), GroupPlan((), full)
     r = rounded_lengths(needed, full, settings.round_to)
     plan = plan_groups(torch.bincount(r, minlength=full + 1).tolist(), full, settings)
-    if len(plan.groups) == 1 and plan.groups[0][0] == full:
-        return encode(text), plan
+    if len(plan.groups) == 1:
+        t = plan.groups[0][0]
+        return encode(text if t == full else text[:, :t]), plan
     order = torch.argsort(r, stable=True)
     parts = [encode(text.index_select(0, idx)[:, :t])
              for (t, _), idx in zip(plan.groups, order.split([n for _, n in plan.groups]))]
