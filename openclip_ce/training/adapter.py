@@ -55,8 +55,8 @@ class NegativesForwardMixin:
     integers), whose group shapes vary per step either way. Measured on CPU
     (``scripts/bench_train_step.py --precision fp32 --threads 1 --compare-padding``: small model with
     4-layer towers, batch 32, 80% valid, CPU-time clock), images/s relative to plain CLIP:
-    untrimmed 0.43x gathered vs 0.37x padded; trimmed 1.01x gathered vs 0.98x padded (and padding
-    saves 8-17% more tensors for backward). Not measured on a GPU, where padding could only win
+    untrimmed 0.43x gathered vs 0.37-0.38x padded; trimmed 1.01-1.05x gathered vs 0.98-0.99x padded
+    (two runs; padding also saves 8-17% more tensors for backward). Not measured on a GPU, where padding could only win
     for ``--ce-no-trim`` runs (no synchronisation at all); run the same command there to check.
     """
 
