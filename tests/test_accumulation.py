@@ -61,8 +61,8 @@ def test_accum_freq_2_equals_full_batch(tmp_path):
     results = {}
     for accum, batches in ((1, [(images, tokens)]), (2, [(images[:4], tokens[:4]), (images[4:], tokens[4:])])):
         model = copy.deepcopy(base)
-        plugin.adapt_model(model)
         args = _args(accum, 8 // accum)
+        plugin.adapt_model(args, model)
         loss = plugin.create_loss(args)
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
         train_one_epoch(model, {"train": _Data(_Loader(batches, 8 // accum))}, loss, 0, opt, None, None, None, args)

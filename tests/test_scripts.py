@@ -98,3 +98,22 @@ def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
     assert runs["local_workers1"]["workers_detail"][0]["device"] == "cpu"
     assert runs["ray_workers1_1actor"]["fillers"][0]["requests"] > 0
     assert fig["identical_outputs"] is True
+
+
+def test_bench_train_step_runs_every_variant(tmp_path):
+    """The step benchmark's smoke run: every variant trains and is reported (figures are not asserted)."""
+    import re
+
+    from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
+
+    model = write_tiny_model_dir(tmp_path / "m", TINY_VIT_B_32_CFG)
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_train_step.py"), "--model", model, "--batch-size", "8",
+                           "--steps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu",
+                           "--compare-padding"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
+        r"^(plain CLIP \(77 tokens\)|CE-CLIP [\w ,]+?)\s+([\d.]+)\s+([\d.]+)x\s+[\d.]+\s+\d+ MiB\s+([\d.]+)", proc.stdout, re.M)}
+    assert set(rows) == {"plain CLIP (77 tokens)", "CE-CLIP untrimmed", "CE-CLIP trimmed",
+                         "CE-CLIP untrimmed, padded negs", "CE-CLIP trimmed, padded negs"}, proc.stdout
+    assert rows["plain CLIP (77 tokens)"][1] == "1.00"
+    assert float(rows["CE-CLIP untrimmed"][2]) == 77.0 and float(rows["CE-CLIP trimmed"][2]) < 40

@@ -281,3 +281,45 @@ def test_a_ce_clip_run_that_never_sees_a_negative_stops(tmp_path):
     proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--ce-allow-no-negatives"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (logs / "allowed" / "checkpoints" / "epoch_1.pt").exists()
+
+
+def _csv_with_negatives(tmp_path, n=16):
+    """A csv with hard-negative columns (some placeholders), captions of varied lengths."""
+    from openclip_ce.demo.command import make_sample
+
+    rng = random.Random(6)
+    rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
+    for i in range(n):
+        caption, jpg, negs = make_sample(rng)
+        if i % 3 == 0:  # longer captions, so that the batch has several length groups
+            caption += " on a wide grey table next to a window in a large and quiet room" * (1 + i % 2)
+        (tmp_path / f"n{i}.jpg").write_bytes(jpg)
+        rows.append("\t".join([str(tmp_path / f"n{i}.jpg"), caption] + [negs[t] or "" for t in ("rel", "att", "act", "obj")]))
+    (tmp_path / "neg.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "neg.csv")
+
+
+def test_trimmed_text_batches_give_the_untrimmed_first_step_loss(tmp_path):
+    """open_clip's main on the deterministic csv dataset: length-grouped text == --ce-no-trim."""
+    from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
+
+    model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)  # 77-token causal tower, argmax pooling
+    data, logs = _csv_with_negatives(tmp_path), tmp_path / "logs"
+
+    def first_step(name, *extra):
+        args = train_args(model, data, logs, name, "--loss", "ce_clip", *extra, samples=8, batch=8)
+        args[args.index("webdataset")] = "csv"
+        proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        log = (logs / name / "out.log").read_text()
+        line = next(l for l in log.splitlines() if "Train Epoch" in l)
+        values = {k: float(v) for k, v in re.findall(r"(Loss|Contrastive_loss|Imc_loss|Cmr_loss): ([-\d.e+]+)", line)}
+        assert set(values) == {"Loss", "Contrastive_loss", "Imc_loss", "Cmr_loss"}, line
+        return log, values
+
+    trimmed_log, trimmed = first_step("trim")
+    full_log, full = first_step("notrim", "--ce-no-trim")
+    assert "text batches (positives + valid negatives) are encoded in up to 4 length groups" in trimmed_log
+    assert "not trimmed: --ce-no-trim" in full_log and "length groups" not in full_log
+    for k in full:
+        assert trimmed[k] == pytest.approx(full[k], rel=1e-4, abs=1e-6), (k, trimmed, full)

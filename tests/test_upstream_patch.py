@@ -1,6 +1,7 @@
 """patches/: applies cleanly to the installed open_clip_train; with it, open_clip looks plugins up itself
 and the bootstrap stands aside; CE-CLIP training, checkpoint state and resume work through it."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,11 @@ from tests._train_helpers import demo_shards, tiny_model, train_args
 pytestmark = pytest.mark.slow
 
 PATCH = Path(__file__).resolve().parents[1] / "patches" / "open_clip-3.3.0-plugins.patch"
+
+
+def _path(*first):
+    """PYTHONPATH with ``first`` ahead of the caller's (which may point at the openclip_ce under test)."""
+    return os.pathsep.join([*map(str, first), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +41,7 @@ def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
     code = ("import open_clip_train.main as m, open_clip_train;"
             "from openclip_ce.integration import openclip33 as c;"
             "print(open_clip_train.__file__, c.parser_hook_installed(), not hasattr(m.parse_args, '__wrapped__'))")
-    patched = run([sys.executable, "-c", code], PYTHONPATH=patched_site)
+    patched = run([sys.executable, "-c", code], PYTHONPATH=_path(patched_site))
     assert patched.returncode == 0, patched.stderr
     path, installed, untouched = patched.stdout.split()
     assert path.startswith(str(patched_site)) and installed == "False" and untouched == "True"
@@ -46,7 +52,7 @@ def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
 def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_path):
     model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
     args = train_args(model, data, logs, "p", "--loss", "ce_clip", "--dist-backend", "gloo", epochs=1)
-    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=patched_site)
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=_path(patched_site))
     assert proc.returncode == 0, proc.stderr[-4000:]  # also proves the patch's CPU DDP fix
     ckpt = torch.load(logs / "p" / "checkpoints" / "epoch_1.pt", map_location="cpu", weights_only=False)
     state = ckpt["plugin_state"]
@@ -54,9 +60,10 @@ def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_pat
     assert not (logs / "p" / "checkpoints" / "ce_plugin_state_epoch_1.json").exists()  # bootstrap stood aside
     log = (logs / "p" / "out.log").read_text()
     assert "ce_threshold_rel" in log and "Imc_loss" in log
+    assert "encoded in up to 4 length groups" in log  # adapt_model(args, model) reached the adapter
 
     args[args.index("--epochs") + 1] = "2"
-    proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--resume", "latest"], PYTHONPATH=patched_site)
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--resume", "latest"], PYTHONPATH=_path(patched_site))
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (logs / "p" / "out.log").read_text()
     assert f"ce_clip: restored plugin state from {logs / 'p' / 'checkpoints' / 'epoch_1.pt'}: {state}" in log
@@ -79,7 +86,7 @@ def broken_plugins(tmp_path_factory):
 
 @pytest.mark.parametrize("lookup", ["bootstrap", "patched"])
 def test_a_broken_third_party_plugin_is_left_out_the_same_way_by_both_lookups(lookup, broken_plugins, request):
-    path = str(broken_plugins) if lookup == "bootstrap" else f"{request.getfixturevalue('patched_site')}:{broken_plugins}"
+    path = _path(broken_plugins) if lookup == "bootstrap" else _path(request.getfixturevalue("patched_site"), broken_plugins)
     help_ = run([sys.executable, "-m", "open_clip_train.main", "--help"], PYTHONPATH=path)
     assert help_.returncode == 0, help_.stderr[-3000:]
     assert "--ce-alpha" in help_.stdout  # our plugin still there

@@ -260,7 +260,7 @@ def _wrap_train_one_epoch(oc_train, original):
         if plugin is None:
             return original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
 
-        plugin.adapt_model(_unwrap(model))
+        plugin.adapt_model(args, _unwrap(model))
         if not getattr(args, "_plugin_state_restored", False):  # once per run (args is per run)
             args._plugin_state_restored = True
             _restore_plugin_state(plugin, loss, args, epoch)

@@ -17,6 +17,15 @@ TINY_MODEL_CFG: Dict[str, Any] = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
 }
 
+# ViT-B-32's structure (77-token context, causal text tower with argmax pooling and a learned
+# positional embedding, projection matrices, several layers) at tiny widths: for tests whose result
+# depends on that structure (e.g. exactness of text trimming) rather than on the sizes.
+TINY_VIT_B_32_CFG: Dict[str, Any] = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3},
+}
+
 
 def write_tiny_model_dir(path: str | os.PathLike, model_cfg: Dict[str, Any] | None = None) -> str:
     """Write ``open_clip_config.json`` into ``path``; return the ``local-dir:`` model name."""

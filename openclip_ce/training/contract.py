@@ -42,8 +42,8 @@ class TrainingPlugin(Protocol):
     def csv_dataset(self, args: argparse.Namespace) -> Callable:
         """A factory with ``CsvDataset``'s signature for ``--dataset-type csv`` (training split only)."""
 
-    def adapt_model(self, model: torch.nn.Module) -> None:
-        """Adapt the unwrapped model in place, before DDP; must not change its ``state_dict``."""
+    def adapt_model(self, args: argparse.Namespace, model: torch.nn.Module) -> None:
+        """Adapt the unwrapped model in place for this run's options, before DDP; must not change its ``state_dict``."""
 
     def metrics(self, loss: torch.nn.Module) -> Dict[str, float]:
         """Extra scalars for the train log line, TensorBoard and W&B (not summed into the loss)."""
@@ -58,7 +58,7 @@ class TrainingPlugin(Protocol):
 # method -> the positional arguments the trainer passes (after self)
 CALLS: Dict[str, int] = {
     "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_sample_stage": 2,
-    "csv_dataset": 1, "adapt_model": 1, "metrics": 1, "state_dict": 1, "load_state_dict": 2,
+    "csv_dataset": 1, "adapt_model": 2, "metrics": 1, "state_dict": 1, "load_state_dict": 2,
 }
 
 

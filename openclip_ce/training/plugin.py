@@ -61,6 +61,9 @@ class CeClipPlugin:
         g.add_argument("--ce-no-cmr", action="store_true", help="ablation: drop the CMR loss")
         g.add_argument("--ce-strict", action="store_true",
                        help="a training sample without a valid neg.json is an error (default: all-placeholder, counted in the log)")
+        g.add_argument("--ce-no-trim", action="store_true",
+                       help="encode every caption and negative at the full context length (default: in a few length "
+                            "groups cut to the lengths present, where exact for the text tower; same result, faster)")
         g.add_argument("--ce-allow-no-negatives", action="store_true",
                        help=f"keep training when no valid negative reached the loss in the first {NO_NEGATIVES_STEPS} "
                             f"optimizer steps (default: stop with an error, the run would be plain CLIP)")
@@ -112,9 +115,9 @@ class CeClipPlugin:
         return functools.partial(NegativesCsvDataset, neg_types=args.ce_neg_types)
 
     # ------------------------------------------------------------------ model
-    def adapt_model(self, model: torch.nn.Module) -> None:
+    def adapt_model(self, args: argparse.Namespace, model: torch.nn.Module) -> None:
         """Make ``model`` (unwrapped) encode ``[B, 1 + K, L]`` text batches; idempotent, state_dict unchanged."""
-        adapt_model(model)
+        adapt_model(model, trim=not getattr(args, "ce_no_trim", False))
 
     # ------------------------------------------------------------------ reporting / state
     def metrics(self, loss: CeClipLoss) -> Dict[str, float]:
