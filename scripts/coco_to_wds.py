@@ -8,23 +8,17 @@
 
 `--captions-per-image 1` keeps the first caption of each image (118k samples for train2017, the size
 NegCLIP / CE-CLIP fine-tune on); `all` keeps every caption (~591k). Shards are written to a
-temporary name and renamed when complete; a rerun skips complete shards. A missing image file is
+temporary name and renamed when complete; a rerun skips complete shards (scripts/_wds.py). A missing image file is
 an error naming it (nothing is written for that shard).
 """
 
 import argparse
-import io
 import json
 import os
 import sys
-import tarfile
 from collections import defaultdict
 
-
-def add_member(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
+from _wds import ItemError, add_member, write_sharded
 
 
 def pairs(captions_json, per_image):
@@ -48,40 +42,21 @@ def main(argv=None):
     p.add_argument("--per-shard", type=int, default=5000)
     p.add_argument("--captions-per-image", choices=["1", "all"], default="1")
     a = p.parse_args(argv)
-    os.makedirs(a.out, exist_ok=True)
     items = list(pairs(a.captions, a.captions_per_image))
-    n_shards = (len(items) + a.per_shard - 1) // a.per_shard
-    sizes = {}
-    for s in range(n_shards):
-        name = f"{s:05d}.tar"
-        chunk = items[s * a.per_shard:(s + 1) * a.per_shard]
-        sizes[name] = len(chunk)
-        final = os.path.join(a.out, name)
-        if os.path.exists(final):
-            continue
-        tmp = final + ".tmp"
-        with tarfile.open(tmp, "w") as tar:
-            for image_id, cap_id, file_name, caption in chunk:
-                path = os.path.join(a.images, file_name)
-                if not os.path.exists(path):
-                    tar.close()
-                    os.remove(tmp)
-                    print(f"coco_to_wds: error: {path}: image of caption {cap_id} not found", file=sys.stderr)
-                    return 1
-                key = f"{image_id:012d}_{cap_id}"
-                with open(path, "rb") as f:
-                    add_member(tar, f"{key}.jpg", f.read())
-                add_member(tar, f"{key}.txt", caption.encode("utf-8"))
-                add_member(tar, f"{key}.json", json.dumps(
-                    {"image_id": image_id, "caption_id": cap_id, "file_name": file_name}).encode())
-        os.replace(tmp, final)
-        print(f"coco_to_wds: {final} ({len(chunk)} samples)", file=sys.stderr)
-    with open(os.path.join(a.out, "sizes.json.tmp"), "w") as f:
-        json.dump(sizes, f)
-    os.replace(os.path.join(a.out, "sizes.json.tmp"), os.path.join(a.out, "sizes.json"))
-    print(f"coco_to_wds: {len(items)} samples in {n_shards} shards under {a.out}", file=sys.stderr)
-    return 0
 
+    def write_item(tar, item):
+        image_id, cap_id, file_name, caption = item
+        path = os.path.join(a.images, file_name)
+        if not os.path.exists(path):
+            raise ItemError(f"{path}: image of caption {cap_id} not found")
+        key = f"{image_id:012d}_{cap_id}"
+        with open(path, "rb") as f:
+            add_member(tar, f"{key}.jpg", f.read())
+        add_member(tar, f"{key}.txt", caption.encode("utf-8"))
+        add_member(tar, f"{key}.json", json.dumps(
+            {"image_id": image_id, "caption_id": cap_id, "file_name": file_name}).encode())
+
+    return write_sharded(a.out, items, a.per_shard, write_item, "coco_to_wds")
 
 if __name__ == "__main__":
     sys.exit(main())

