@@ -285,7 +285,7 @@ def test_a_ce_clip_run_that_never_sees_a_negative_stops(tmp_path):
 
 def _csv_with_negatives(tmp_path, n=16):
     """A csv with hard-negative columns (some placeholders), captions of varied lengths."""
-    from openclip_ce.demo.command import make_sample
+    from openclip_ce.testing.toy_shards import make_sample
 
     rng = random.Random(6)
     rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]

@@ -30,10 +30,10 @@ from . import scenes
 from .report import write_report
 from .stages import Console, python_cmd, run_stage, training_progress
 
-# A small model that can see the pictures (32 px, 8-px patches) and trains in minutes on 2 CPU cores.
+# A small model that can see the pictures (48 px, 8-px patches) and trains in minutes on 2 CPU cores.
 DEMO_MODEL = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 128, "head_width": 32, "patch_size": 8},
+    "vision_cfg": {"image_size": 48, "layers": 2, "width": 128, "head_width": 32, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
 }
 QUICK_MODEL = {
@@ -52,7 +52,7 @@ class Sizes:
     bootstrap: int
 
 
-DEFAULT = Sizes(train_images=4000, eval_images=400, epochs=6, batch_size=64, bootstrap=10000)
+DEFAULT = Sizes(train_images=8000, eval_images=500, epochs=8, batch_size=64, bootstrap=10000)
 QUICK = Sizes(train_images=96, eval_images=24, epochs=1, batch_size=16, bootstrap=200)
 
 

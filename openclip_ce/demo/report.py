@@ -39,17 +39,22 @@ def _commands(logs: Path) -> List[str]:
 def _results_table(out: Path) -> List[str]:
     res = {name: json.loads((out / "results" / f"{name}.json").read_text()) for name in ("clip", "ce-clip")}
     splits = res["clip"]["benchmarks"]["sugarcrepe"]["splits"]
-    lines = ["| held-out split | what the negative caption changes | n | CLIP | CE-CLIP | CE-CLIP - CLIP |",
-             "|---|---|---|---|---|---|"]
+    compare = json.loads((out / "report" / "compare.json").read_text())
+    lines = ["| held-out split | what the negative caption changes | n | CLIP | CE-CLIP | CE-CLIP - CLIP | p |",
+             "|---|---|---|---|---|---|---|"]
     for split, info in splits.items():
         a = res["clip"]["summary"].get(f"sugarcrepe/{split}")
         b = res["ce-clip"]["summary"].get(f"sugarcrepe/{split}")
+        test = (compare.get("difference_vs_first", {}).get(f"sugarcrepe/{split}") or {}).get("CE-CLIP")
         diff = f"{100 * (b - a):+.1f}" if a is not None and b is not None else "-"
-        lines.append(f"| {split} | {SPLIT_NOTES.get(split, '')} | {info['n']} | {_pct(a)} | {_pct(b)} | {diff} |")
+        if test is not None and not test["significant"]:
+            diff += " ns"
+        p = "-" if test is None else ("<0.001" if test["p"] < 0.001 else f"{test['p']:.3f}")
+        lines.append(f"| {split} | {SPLIT_NOTES.get(split, '')} | {info['n']} | {_pct(a)} | {_pct(b)} | {diff} | {p} |")
     means = [res[n]["summary"] for n in ("clip", "ce-clip")]
     keys = [f"sugarcrepe/{s}" for s in splits]
     avg = [sum(m[k] for k in keys) / len(keys) for m in means]
-    lines.append(f"| mean of the splits | | | {_pct(avg[0])} | {_pct(avg[1])} | {100 * (avg[1] - avg[0]):+.1f} |")
+    lines.append(f"| mean of the splits | | | {_pct(avg[0])} | {_pct(avg[1])} | {100 * (avg[1] - avg[0]):+.1f} | |")
     return lines
 
 
@@ -103,8 +108,9 @@ def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: 
         "",
         "## Result: pairwise accuracy on held-out compositions (`openclip-ce eval`, SugarCrepe reader)",
         "",
-        "Each held-out picture holds a colour-shape pair or an arrangement that no training picture has. An item is",
-        "right when the model scores the true caption above the negative caption (chance: 50%).",
+        "Each held-out picture combines two colours with two shapes in a way no training picture does (in either",
+        "binding). An item is right when the model scores the true caption above the negative caption (chance: 50%);",
+        "p: exact McNemar test on the same items (report/compare.md), `ns` = not significant at 0.05.",
         "",
         *_results_table(out),
         "",

@@ -17,6 +17,7 @@ as the cluster and left running; a Ray this engine started is shut down at the e
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -45,10 +46,8 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, cfg: ShardsConfig):
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise UserError("--engine ray needs Ray: pip install 'openclip-ce[ray]'") from None
+        if importlib.util.find_spec("ray") is None:  # checked here, imported where used (heavy)
+            raise UserError("--engine ray needs Ray: pip install 'openclip-ce[ray]'")
         self.cfg = cfg
         self.owns_ray = False
         self.where = ""
