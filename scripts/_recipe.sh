@@ -42,6 +42,11 @@ base_flags() {  # the base weights as open_clip / eval take them, and as sweep t
     if [ "${1:-}" = sweep ] && [ -f "$PRETRAINED" ]; then echo "--base $PRETRAINED"; else echo "--pretrained $PRETRAINED"; fi
 }
 
+coco_shards() {  # OUT: COCO train2017, one caption per image (118k samples, as NegCLIP / CE-CLIP)
+    run "$PY" scripts/coco_to_wds.py --images "$COCO/train2017" \
+        --captions "$COCO/annotations/captions_train2017.json" --out "$1" --per-shard 2000
+}
+
 make_negatives() {  # INPUT OUT: four hard negatives per caption (resumable)
     run openclip-ce make-shards "$1" --out "$2" --workers "$SHARD_WORKERS" --device "$DEVICE" \
         --filler "$FILLER" --filler-model "$FILLER_MODEL" --spacy-model "$SPACY_MODEL" --seed 0 --no-progress

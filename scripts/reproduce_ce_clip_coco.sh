@@ -28,8 +28,7 @@ echo "CE-CLIP (COCO) recipe -> $OUT (model $MODEL${PRETRAINED:+ from $PRETRAINED
 [ "$DRY_RUN" = 1 ] && echo "(dry run: nothing is executed)"
 
 step "1/7 COCO captions -> WebDataset shards (one caption per image: 118k samples, as NegCLIP / CE-CLIP)"
-run "$PY" scripts/coco_to_wds.py --images "$COCO/train2017" \
-    --captions "$COCO/annotations/captions_train2017.json" --out "$OUT/wds/coco" --per-shard 2000
+coco_shards "$OUT/wds/coco"
 
 step "2/7 four hard negatives per caption (make-shards; resumable)"
 make_negatives "$OUT/wds/coco" "$OUT/neg/coco"

@@ -39,8 +39,7 @@ echo "CE-CLIP+ recipe -> $OUT (model $MODEL${PRETRAINED:+/$PRETRAINED}, $NGPU GP
 [ "$DRY_RUN" = 1 ] && echo "(dry run: nothing is executed)"
 
 step "1/8 COCO captions -> WebDataset shards (one caption per image, as NegCLIP / CE-CLIP)"
-run "$PY" scripts/coco_to_wds.py --images "$COCO/train2017" \
-    --captions "$COCO/annotations/captions_train2017.json" --out "$OUT/wds/coco" --per-shard 2000
+coco_shards "$OUT/wds/coco"
 
 step "2/8 Visual Genome regions -> WebDataset shards (ARO's test images left out)"
 EXCLUDE=()
