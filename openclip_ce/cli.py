@@ -65,6 +65,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except UserError as e:
         print(f"{prog}: error: {e.one_line()}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a real failure, with its traceback
+            raise
+        # a path that cannot be read or written (--out in a read-only or missing place, a full disk, ...)
+        print(f"{prog}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

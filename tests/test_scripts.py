@@ -117,3 +117,26 @@ def test_bench_train_step_runs_every_variant(tmp_path):
                          "CE-CLIP untrimmed, padded negs", "CE-CLIP trimmed, padded negs"}, proc.stdout
     assert rows["plain CLIP (77 tokens)"][1] == "1.00"
     assert float(rows["CE-CLIP untrimmed"][2]) == 77.0 and float(rows["CE-CLIP trimmed"][2]) < 40
+
+
+def test_mixture_factors_and_bad_shares(tmp_path):
+    """scripts/mixture.py: share / samples per source (largest 1), epoch = first source once; bad --mix is one line."""
+    folders = []
+    for name, n in (("a", 100), ("b", 400)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "00000.tar").write_bytes(b"")
+        (tmp_path / name / ".00001.tar.partial").write_bytes(b"")  # not a shard
+        (tmp_path / name / "stats.json").write_text(json.dumps({"samples": n}))
+        folders.append(str(tmp_path / name))
+
+    def mixture(*args):
+        return subprocess.run([sys.executable, str(SCRIPTS / "mixture.py"), *args], capture_output=True, text=True)
+
+    proc = mixture("--mix", "1:1", *folders)
+    assert proc.returncode == 0, proc.stderr
+    data, factors, per_epoch = proc.stdout.split()
+    assert data == f"{folders[0]}/00000.tar::{folders[1]}/00000.tar"
+    assert factors == "1::0.25" and per_epoch == "200"  # equal shares of 100 and 400 samples
+    for bad in ("1:x", "1", "1:0"):
+        proc = mixture("--mix", bad, *folders)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"mixture: error: --mix needs 2 positive shares, got {bad!r}"

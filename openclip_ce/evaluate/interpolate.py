@@ -51,7 +51,7 @@ import torch
 from .. import __version__
 from ..errors import UserError
 from ..fileio import write_atomic
-from .models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu,
+from .models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu, require_device,
                      read_params_txt, resolve_quick_gelu, training_run_quick_gelu)
 
 log = logging.getLogger("openclip_ce.evaluate")
@@ -191,6 +191,7 @@ class WeightPair:
 
     def to(self, device: str) -> "WeightPair":
         """Both state dicts on ``device`` (moved once: a sweep interpolates there for every alpha)."""
+        require_device(device)
         self.base = {k: v.to(device) for k, v in self.base.items()}
         self.finetuned = {k: v.to(device) for k, v in self.finetuned.items()}
         return self

@@ -180,6 +180,21 @@ def load_checkpoint_weights(model, path: Path, model_name: str) -> Optional[int]
     return epoch
 
 
+def require_device(device: str) -> str:
+    """``device`` if this machine has it; else a one-line error (not torch's driver traceback)."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"--device {device!r}: not a torch device (cpu, cuda, cuda:N, mps)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device}: no CUDA GPU on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {device}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
+    return device
+
+
 def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Optional[str] = None,
                device: str = "cpu", quickgelu: str = "auto") -> LoadedModel:
     import open_clip
@@ -210,7 +225,7 @@ def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Op
         info["checkpoint_loader"] = "open_clip.load_checkpoint (strict)"
         if params is not None:
             info["training_params"] = params["__path__"]
-    model = model.to(device).eval()
+    model = model.to(require_device(device)).eval()
     tokenizer = open_clip.get_tokenizer(model_name)
     info["context_length"] = int(getattr(tokenizer, "context_length", 0) or 0) or None
     info["label"] = model_label(model_name, pretrained, ckpt)

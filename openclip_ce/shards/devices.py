@@ -44,9 +44,9 @@ def parse_device(device: str) -> Tuple[str, Optional[int]]:
     m = _CUDA_RE.match(device.strip())
     if m:
         return "cuda", (int(m.group(1)) if m.group(1) is not None else None)
-    if device.startswith("cuda"):
-        raise UserError(f"--device {device!r}: expected cuda or cuda:N")
-    return device, None
+    if device.strip() in ("cpu", "mps"):
+        return device.strip(), None
+    raise UserError(f"--device {device!r}: expected cpu, cuda, cuda:N or mps")
 
 
 def is_cuda(device: str) -> bool:

@@ -18,7 +18,8 @@ from typing import Dict, List, Sequence
 
 from ..logconfig import configure_logging
 from .config import ShardsConfig
-from .devices import FAKE_GPUS_ENV, assign_devices, fake_gpus, gpu_peak_mib, idle_gpus, is_cuda, visible_gpu_count
+from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, gpu_peak_mib, idle_gpus, is_cuda, parse_device,
+                      visible_gpu_count)
 from .plan import ShardJob
 from .process import build_generator, log_result, run_job
 from .progress import Progress
@@ -49,7 +50,8 @@ class LocalEngine:
         self.devices = assign_devices(cfg.device, cfg.workers, visible, cfg.devices, cfg.workers_per_gpu)
         log.info("local engine: %s", ", ".join(f"worker {i} -> {d}" for i, d in enumerate(self.devices)))
         if is_cuda(cfg.device):
-            idle = idle_gpus(self.devices, visible, cfg.devices)
+            index = parse_device(cfg.device)[1]  # cuda:N: the user chose that one GPU, the others are not idle
+            idle = idle_gpus(self.devices, visible, cfg.devices or ((index,) if index is not None else None))
             if idle:
                 log.warning("GPU(s) %s get no worker; raise --workers to use them", ",".join(map(str, idle)))
             if fake_gpus() is not None:

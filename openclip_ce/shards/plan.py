@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from ..errors import UserError
 from ..fileio import write_json_atomic
 from .config import ShardsConfig
 from .tario import GZ_SUFFIXES
+
+log = logging.getLogger("openclip_ce.shards")
 
 STATE_DIR = ".make-shards"
 SHARD_SUFFIXES = (".tar",) + GZ_SUFFIXES
@@ -99,7 +102,18 @@ def sidecar_path(out: str, rel: str) -> str:
 
 
 def is_complete(out: str, job: ShardJob) -> bool:
-    return os.path.isfile(job.target) and os.path.isfile(sidecar_path(out, job.rel))
+    """The shard and its ``done`` record exist, and the record reads (a record cut by a crash of the
+    machine, not just of the process, means: redo the shard)."""
+    if not os.path.isfile(job.target):
+        return False
+    try:
+        with open(sidecar_path(out, job.rel), encoding="utf-8") as f:
+            return isinstance(json.load(f), dict)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as e:
+        log.warning("%s: unreadable done record (%s); the shard is made again", sidecar_path(out, job.rel), e)
+        return False
 
 
 def check_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
@@ -130,4 +144,7 @@ def record_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
         # forget every completed shard *before* recording the new settings: an interrupted --overwrite
         # run must never leave old-settings shards that a later run takes for complete
         shutil.rmtree(os.path.join(os.path.abspath(out), STATE_DIR, "done"), ignore_errors=True)
+        # and the vocabulary of --filler vocab, which the old settings decided (a resumed run reuses it)
+        if os.path.exists(state_path(out, "vocab.json")):
+            os.remove(state_path(out, "vocab.json"))
     write_json_atomic(path, want)

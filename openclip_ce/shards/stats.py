@@ -21,7 +21,7 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
         try:
             with open(sidecar_path(out, job.rel), encoding="utf-8") as f:
                 per_shard.append(json.load(f))
-        except FileNotFoundError:
+        except (FileNotFoundError, ValueError):  # not made, or cut (is_complete has it made again next run)
             pass
     samples = sum(s["samples"] for s in per_shard)
     negatives = {t: sum(s["negatives"][t] for s in per_shard) for t in NEG_TYPES}

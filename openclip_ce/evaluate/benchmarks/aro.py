@@ -38,6 +38,7 @@ import numpy as np
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
                      field_of, load_json_list, mean, pos_wins)
+from ...generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
@@ -258,7 +259,7 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
 
 def _add_arguments(group) -> None:
     group.add_argument("--seed", type=int, default=0, help="ARO: seed of the random Order perturbations")
-    group.add_argument("--spacy-model", default="en_core_web_sm", help="ARO: spaCy model for the Order POS tags")
+    group.add_argument("--spacy-model", default=None, help=f"ARO: spaCy model for the Order POS tags ({SPACY_MODEL_HELP})")
 
 
 def _protocol(cfg: Dict) -> Dict:
@@ -277,9 +278,9 @@ BENCHMARK = Benchmark(
     title="ARO (Yuksekgonul et al., ICLR 2023): VG-Relation, VG-Attribution, COCO/Flickr30k-Order",
     headline=("vg_relation_macro", "vg_attribution_macro", "coco_order", "flickr30k_order"),
     image_roots=("aro-vg", "aro-coco", "aro-flickr30k"),
-    defaults={"seed": 0, "spacy_model": "en_core_web_sm"},
+    defaults={"seed": 0, "spacy_model": default_spacy_model()},
     add_arguments=_add_arguments,
-    options=lambda args: {"seed": args.seed, "spacy_model": args.spacy_model},
+    options=lambda args: {"seed": args.seed, "spacy_model": args.spacy_model or default_spacy_model()},
     protocol=_protocol,
     chance=(("vg_*", 0.5), ("*_order", 0.2)),
 )
