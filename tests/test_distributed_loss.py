@@ -53,6 +53,7 @@ def test_gradients_match_single_process(loss_modes):
         if _key(r0["mode"]) in exact:
             seen.add(_key(r0["mode"]))
             assert r0["grad_max_rel_err"] < 1e-5, r0
+            assert r0["logit_scale_grad_rel_err"] < 1e-5, r0  # not world_size times it
     assert seen == exact
     # --local-loss without --gather-with-grad drops cross-rank terms (as open_clip's ClipLoss): not exact
     approx = [r for r in loss_modes[0] if _key(r["mode"]) == (False, True, "global")]

@@ -99,6 +99,12 @@ def test_fixed_threshold_is_used_and_never_changes():
     torch.testing.assert_close(out["cmr_loss"], 0.4 * cmr, rtol=1e-5, atol=1e-6)
     assert list(loss.threshold_dict().values()) == [5.0] * 4
     assert "ce_gap_rel" in loss.metrics()  # the gap is still reported
+    # resuming an adaptive run with --ce-fixed-threshold: the flag wins over the checkpoint's thresholds
+    assert loss.load_threshold_dict({"rel": 0.7, "att": 0.1}) is False
+    assert list(loss.threshold_dict().values()) == [5.0] * 4
+    adaptive = _loss()
+    assert adaptive.load_threshold_dict({"rel": 0.5, "att": 0.25}) is True
+    assert list(adaptive.threshold_dict().values()) == [0.5, 0.25, 0.0, 0.0]
 
 
 def test_placeholders_take_no_part():

@@ -154,8 +154,6 @@ def test_coco_runs_end_to_end_on_fixture_data(tmp_path):
     out = tmp_path / "out"
     assert json.loads((out / "neg" / "coco" / "stats.json").read_text())["samples"] == 24
     assert json.loads((out / "neg" / "coco" / ".make-shards" / "config.json").read_text())["spacy_model"] == default_spacy_model()
-    assert json.loads((out / "results" / "clip.json").read_text())["protocol"]["aro"]["order_spacy_model"] == \
-        default_spacy_model()
     assert "train_num_samples: 24" in (out / "logs" / "ce-clip" / "params.txt").read_text()
     assert "## Against CE-CLIP" in (out / "results" / "compare.md").read_text()
     fig8 = json.loads((out / "results" / "fig8.json").read_text())

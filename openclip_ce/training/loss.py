@@ -114,11 +114,16 @@ class CeClipLoss(nn.Module):
     def threshold_dict(self) -> Dict[str, float]:
         return {t: float(v) for t, v in zip(self.neg_types, self.thresholds.tolist())}
 
-    def load_threshold_dict(self, values: Dict[str, float]) -> None:
+    def load_threshold_dict(self, values: Dict[str, float]) -> bool:
+        """Restore adaptive thresholds (``--resume``). A fixed threshold (``--ce-fixed-threshold``) is a
+        setting of this run, not state: it is kept, and False is returned."""
+        if self.fixed_threshold is not None:
+            return False
         with torch.no_grad():
             for i, t in enumerate(self.neg_types):
                 if t in values and values[t] is not None:
                     self.thresholds[i] = float(values[t])
+        return True
 
     def metrics(self) -> Dict[str, float]:
         """Thresholds in use for the next step, and the last step's per-type statistics."""
@@ -219,6 +224,14 @@ class CeClipLoss(nn.Module):
 
     def _forward_fp32(self, img, txt, scale, neg, mask, bias, output_dict):
         b = img.shape[0]
+        rescale = self.world_size > 1 and not self.gather_with_grad and not self.local_loss
+        if rescale:
+            # the gradients are multiplied by world_size at the end (see there); logit_scale (and a
+            # bias) already get the full global gradient on every rank, so pre-divide theirs
+            w = float(self.world_size)
+            scale = scale.detach() + (scale - scale.detach()) / w
+            if bias is not None:
+                bias = bias.detach() + (bias - bias.detach()) / w
         all_img = self._gather(img)
         all_txt = self._gather(txt)
         all_mask = self._gather(mask.to(torch.uint8), differentiable=False).bool()
@@ -288,11 +301,10 @@ class CeClipLoss(nn.Module):
                 self._update_thresholds(stats)
                 self._check_negatives_seen(stats)
 
-        if self.world_size > 1 and not self.gather_with_grad and not self.local_loss:
+        if rescale:
             # Every rank computed the global loss, with gradient through its own slot only; DDP then
             # averages over ranks, which would leave 1/world_size of the global gradient (open_clip's
             # ClipLoss does exactly that). Scale the gradient, not the value, so that N ranks give the
-            # single-process gradient of the same global batch.
-            w = float(self.world_size)
+            # single-process gradient of the same global batch (logit_scale's was pre-divided above).
             losses = {k: v + (w - 1.0) * (v - v.detach()) for k, v in losses.items()}
         return losses if output_dict else sum(losses.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 from typing import Any, Callable, Dict, Iterable, Iterator
 
 import torch
@@ -19,6 +20,8 @@ from ..negatives import NEG_TYPES, parse_neg_types
 from .adapter import adapt_model
 from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives
 from .loss import ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS, CeClipLoss
+
+log = logging.getLogger("openclip_ce.training")
 
 
 def _neg_types(value: str):
@@ -127,7 +130,9 @@ class CeClipPlugin:
         return {"thresholds": loss.threshold_dict()}
 
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
-        loss.load_threshold_dict(state.get("thresholds", {}))
+        if not loss.load_threshold_dict(state.get("thresholds", {})):
+            log.info(
+                "resume: thresholds of the checkpoint not restored; --ce-fixed-threshold %g is used", loss.fixed_threshold)
 
 
 plugin = CeClipPlugin()

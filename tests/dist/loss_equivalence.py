@@ -34,13 +34,16 @@ def build(seed=0, n=8, k=4, d_in=12, d=6):
 
 
 def run_loss(loss, enc_img, enc_txt, x_img, x_txt, x_neg, mask, scale):
+    """``scale`` is the float logit scale; it enters as exp(a leaf), as open_clip's model passes it,
+    so that its gradient is compared too (the last entry of the gradient vector)."""
+    log_scale = torch.tensor(float(scale)).log().requires_grad_(True)
     img = F.normalize(enc_img(x_img), dim=-1)
     txt = F.normalize(enc_txt(x_txt), dim=-1)
     neg = F.normalize(enc_txt(x_neg), dim=-1)
-    out = loss(img, txt, scale, neg, mask, output_dict=True)
+    out = loss(img, txt, log_scale.exp(), neg, mask, output_dict=True)
     total = sum(out.values())
     total.backward()
-    grads = torch.cat([p.grad.flatten() for p in (*enc_img.parameters(), *enc_txt.parameters())])
+    grads = torch.cat([p.grad.flatten() for p in (*enc_img.parameters(), *enc_txt.parameters())] + [log_scale.grad[None]])
     return {k: float(v) for k, v in out.items()}, float(total), grads
 
 
@@ -103,6 +106,7 @@ def main():
             ref_total=ref_total, total_this_rank=total, total_rank_mean=float(t) / world,
             ref_terms=ref_terms, terms_this_rank=terms,
             grad_max_rel_err=float((grads - ref_grads).abs().max() / ref_grads.abs().max()),
+            logit_scale_grad_rel_err=float((grads[-1] - ref_grads[-1]).abs() / ref_grads[-1].abs()),
             ref_thresholds=ref_loss.threshold_dict(), thresholds_all_ranks=gathered_th,
         ))
     lines.append(no_negatives_guard(rank, world, scale))
