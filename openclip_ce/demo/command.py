@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..fileio import write_atomic
 from ..generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from . import scenes
+from .decontaminate import drop_held_out_negatives
 from .report import write_report
 from .stages import Console, python_cmd, run_stage, training_progress
 
@@ -139,6 +140,9 @@ def run(args) -> int:
             python_cmd(*cli, "make-shards", str(src), "--out", str(dst), "--filler", "vocab",
                        "--spacy-model", spacy_model, "--seed", str(args.seed), "--no-progress"),
             logs / f"make-shards-{what}.log")
+    cleaned = drop_held_out_negatives(data / "train-neg")
+    console.done(f"2/5 training negatives naming a held-out combination made placeholders: "
+                 f"{sum(cleaned['removed'].values())} of {sum(cleaned['negatives'].values())}")
 
     model = _write_model(out / "model", QUICK_MODEL if args.quick else DEMO_MODEL)
     train_data = scenes.shard_pattern(sorted(str(p) for p in (data / "train-neg").glob("*.tar")))

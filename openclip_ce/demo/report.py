@@ -64,6 +64,11 @@ def _negatives_section(out: Path) -> List[str]:
     what = {"rel": "swap two different nouns", "att": "replace an adjective", "act": "replace a verb",
             "obj": "replace a noun"}
     lines += [f"| {t} | {what[t]} | {100 * c:.1f}% of {stats['samples']} captions |" for t, c in stats["coverage"].items()]
+    cleaned = json.loads((out / "data" / "train-neg" / "decontamination.json").read_text())
+    removed = ", ".join(f"{t} {n} of {cleaned['negatives'][t]}" for t, n in cleaned["removed"].items())
+    lines += ["", "Then every training negative that names a held-out combination (an `att` or `obj` edit can make one)",
+              f"became a placeholder, so that no held-out caption is trained as wrong: {removed}.",
+              "(coverage above is before this step)"]
     lines += ["", "Examples from the training shards:", ""]
     for ex in stats.get("examples", [])[:3]:
         lines.append(f"- \"{ex['caption']}\"")

@@ -85,6 +85,26 @@ def is_held_out(a: Tuple[str, str], b: Tuple[str, str]) -> bool:
     return hashlib.blake2b(key.encode(), digest_size=4).digest()[0] * 100 // 256 < HELD_OUT_PERCENT
 
 
+def caption_objects(caption: str) -> List[Tuple[Optional[str], str]]:
+    """The (colour, shape) of each shape word of a caption, in order; the colour is the last colour word
+    since the previous shape (None if there is none: "a small small triangle")."""
+    objects, colour = [], None
+    for word in caption.lower().replace(",", " ").replace(".", " ").split():
+        if word in COLORS:
+            colour = word
+        elif word in SHAPES:
+            objects.append((colour, word))
+            colour = None
+    return objects
+
+
+def names_held_out(caption: str) -> bool:
+    """Does ``caption`` describe a held-out combination (two coloured shapes, distinct colours and shapes)?"""
+    objs = caption_objects(caption)
+    return (len(objs) == 2 and all(c is not None for c, _ in objs)
+            and objs[0][0] != objs[1][0] and objs[0][1] != objs[1][1] and is_held_out(objs[0], objs[1]))
+
+
 def describe(scene: Scene, rng: Optional[random.Random] = None) -> str:
     """A caption; with ``rng`` one of several phrasings, else the canonical one (used for evaluation)."""
     a, b = scene.first.phrase(), scene.second.phrase()
