@@ -25,7 +25,9 @@ training picture of "blue circle + red square" would teach, through its swap neg
 held-out caption is wrong, and the evaluation would measure that instead of composition. (A first
 design that held out single colour-shape pairs showed it: CE-CLIP scored 21% on swap_obj where
 plain CLIP had 77%.) Holding out the whole combination keeps every evaluation caption, true or
-negative, out of the training positives and out of their swap negatives.
+negative, out of the training positives and out of their swap negatives. (``att``/``obj`` edits can
+still make a held-out combination from a training caption; :mod:`.decontaminate` turns those
+negatives into placeholders.)
 """
 
 from __future__ import annotations
