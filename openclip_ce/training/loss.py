@@ -45,6 +45,10 @@ from .gather import all_reduce_sum, gather_tensor
 
 ITC_NEGATIVE_MODES = ("global", "own")
 NO_NEGATIVES_STEPS = 50  # optimizer steps without any valid negative before training stops
+# the paper's settings; the plugin's flags take their defaults from here
+DEFAULT_ALPHA = 0.2
+DEFAULT_BETA = 0.4
+DEFAULT_THRESHOLD_MAX = 10.0
 
 
 class NoNegativesError(UserError):
@@ -63,9 +67,9 @@ class CeClipLoss(nn.Module):
     def __init__(
         self,
         neg_types: Sequence[str] = ("rel", "att", "act", "obj"),
-        alpha: float = 0.2,
-        beta: float = 0.4,
-        threshold_max: float = 10.0,
+        alpha: float = DEFAULT_ALPHA,
+        beta: float = DEFAULT_BETA,
+        threshold_max: float = DEFAULT_THRESHOLD_MAX,
         fixed_threshold: Optional[float] = None,
         itc_negatives: str = "global",
         use_itc_negatives: bool = True,
@@ -105,10 +109,13 @@ class CeClipLoss(nn.Module):
         k = len(self.neg_types)
         init = 0.0 if self.fixed_threshold is None else self.fixed_threshold
         self.register_buffer("thresholds", torch.full((k,), init, dtype=torch.float32), persistent=True)
-        self._calls = 0
-        self._steps = 0
-        self._seen_valid = False
-        self._last_stats: Optional[torch.Tensor] = None  # [3, K]: gap sum, valid count, sample count
+        # Step state lives on the device, so that a step reads nothing back to the host (and a compiled
+        # step sees the same graph every time): the last optimizer step's statistics [gap sum, valid
+        # count, sample count] x K, the calls made (for --accum-freq), whether any valid negative was seen.
+        self.register_buffer("last_stats", torch.zeros((3, k), dtype=torch.float32), persistent=False)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=False)
+        self.register_buffer("seen_valid", torch.zeros((), dtype=torch.bool), persistent=False)
+        self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
 
     # ------------------------------------------------------------------ state / reporting
     def threshold_dict(self) -> Dict[str, float]:
@@ -126,12 +133,13 @@ class CeClipLoss(nn.Module):
         return True
 
     def metrics(self) -> Dict[str, float]:
-        """Thresholds in use for the next step, and the last step's per-type statistics."""
+        """Thresholds in use for the next step, and the last optimizer step's per-type statistics.
+
+        Reads the device state back (one synchronisation): call it at log steps, not every step."""
         out = {f"ce_threshold_{t}": v for t, v in self.threshold_dict().items()}
-        if self._last_stats is not None:
-            gap_sum, valid, n = self._last_stats.tolist()
-            out.update({f"ce_valid_{t}": valid[i] / n[i] if n[i] else 0.0 for i, t in enumerate(self.neg_types)})
-            out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
+        gap_sum, valid, n = self.last_stats.tolist()
+        out.update({f"ce_valid_{t}": valid[i] / n[i] for i, t in enumerate(self.neg_types) if n[i]})
+        out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -157,35 +165,43 @@ class CeClipLoss(nn.Module):
         ])
         return all_reduce_sum(stats, self.world_size)
 
-    def _check_negatives_seen(self, stats: torch.Tensor) -> None:
-        """Raise :class:`NoNegativesError` once ``no_negatives_steps`` steps passed without a valid negative.
+    def _check_negatives_seen(self) -> None:
+        """Raise :class:`NoNegativesError` when ``no_negatives_steps`` optimizer steps passed without a valid negative.
 
-        ``stats`` is already summed over ranks, so every rank takes the same decision at the same step.
-        The check costs a host sync only until the first valid negative is seen."""
-        self._steps += 1
-        if self._seen_valid or self.no_negatives_steps is None:
+        ``seen_valid`` is accumulated on the device from statistics already summed over ranks, so every
+        rank takes the same decision at the same step. The flag is read once, at that step, and only in
+        eager mode (open_clip runs the loss eagerly, also under --torchcompile, which compiles the model)."""
+        self._eager_calls += 1
+        if self.no_negatives_steps is None or self._eager_calls != self.no_negatives_steps * self.accum_freq:
             return
-        if bool(stats[1].sum() > 0):
-            self._seen_valid = True
-        elif self._steps >= self.no_negatives_steps:
+        if not bool(self.seen_valid):
             raise NoNegativesError(
-                f"--loss ce_clip: no valid hard negative reached the loss in the first {self._steps} optimizer "
-                f"steps on any rank, so this run would train plain CLIP. Likely causes: the training shards have "
-                f"no <key>.neg.json members (run `openclip-ce make-shards` on them first); the data stage is not "
+                f"--loss ce_clip: no valid hard negative reached the loss in the first {self.no_negatives_steps} "
+                f"optimizer steps on any rank, so this run would train plain CLIP. Likely causes: the training shards "
+                f"have no <key>.neg.json members (run `openclip-ce make-shards` on them first); the data stage is not "
                 f"attached (a --dataset-type other than webdataset/csv, or a custom loader); csv files without "
                 f"neg_<type> cells; every negative is null (see coverage in make-shards' stats.json) or a type "
                 f"filter (--ce-neg-types) that keeps none. Pass --ce-allow-no-negatives to train without them "
                 f"on purpose.")
 
     @torch.no_grad()
-    def _update_thresholds(self, stats: torch.Tensor) -> None:
-        self._last_stats = stats
-        if self.fixed_threshold is not None:
-            return
+    def _end_of_call(self, stats: torch.Tensor) -> None:
+        """After a call in training mode. At the end of an optimizer step (every ``accum_freq`` calls) keep
+        its statistics and set the next step's thresholds from them: device ops only, no branch on data."""
         gap_sum, valid = stats[0], stats[1]
         has = valid > 0
-        new = (gap_sum / valid.clamp_min(1)).clamp(0.0, self.threshold_max)
-        self.thresholds.copy_(torch.where(has, new, self.thresholds))
+        if self.accum_freq > 1:
+            self.calls.add_(1)
+            step_ends = self.calls % self.accum_freq == 0
+            has = has & step_ends
+            stats = torch.where(step_ends, stats, self.last_stats)
+        self.last_stats.copy_(stats)
+        self.seen_valid.logical_or_(has.any())
+        if self.fixed_threshold is None:
+            new = (gap_sum / valid.clamp_min(1)).clamp(0.0, self.threshold_max)
+            self.thresholds.copy_(torch.where(has, new, self.thresholds))
+        if not torch.compiler.is_compiling():
+            self._check_negatives_seen()
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -291,15 +307,12 @@ class CeClipLoss(nn.Module):
 
         # ---- thresholds for the next optimizer step, from this step's (whole accumulated) batch
         if self.training:
-            self._calls += 1
-            if self._calls % self.accum_freq == 0:
-                if self.local_loss or self.world_size <= 1:
-                    stats = self._step_statistics(pos, ik, rows_mask)
-                else:  # rows already hold the global batch: compute local slice, reduce across ranks
-                    sl = slice(self.rank * b, (self.rank + 1) * b)
-                    stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
-                self._update_thresholds(stats)
-                self._check_negatives_seen(stats)
+            if self.local_loss or self.world_size <= 1:
+                stats = self._step_statistics(pos, ik, rows_mask)
+            else:  # rows already hold the global batch: compute local slice, reduce across ranks
+                sl = slice(self.rank * b, (self.rank + 1) * b)
+                stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
+            self._end_of_call(stats)
 
         if rescale:
             # Every rank computed the global loss, with gradient through its own slot only; DDP then
