@@ -2,30 +2,33 @@
 """Training-step throughput of CE-CLIP relative to plain CLIP, in one run, same model and data.
 
     python scripts/bench_train_step.py --precision fp32 --threads 1          # CPU: a small model, a few minutes
-    python scripts/bench_train_step.py --model ViT-B-32 --batch-size 256 --precision bf16 --device cuda
+    python scripts/bench_train_step.py --model ViT-B-32 --batch-size 256 --precision amp_bf16 --device cuda
+    python scripts/bench_train_step.py ... --compile                         # every variant compiled
 
 Variants, each a full training step (forward, loss, backward, AdamW step) on its own copy of the
 same randomly initialised model (built from its config, nothing downloaded):
 
 * ``plain CLIP``: open_clip's forward and ``ClipLoss`` on the positives, padded to the context length
   (what ``--loss clip`` does);
-* ``CE-CLIP untrimmed``: the adapted forward (positives + valid negatives in one text-tower call,
-  full context length; ``--ce-no-trim``) and ``CeClipLoss``;
-* ``CE-CLIP trimmed``: the same with the text batch encoded in length groups (the default);
-* with ``--compare-padding``, both CE-CLIP variants again with the negatives padded to a fixed
-  ``B * K`` rows (placeholder rows encoded, their features discarded) instead of gathered with
-  the validity mask: the comparison behind the choice documented in ``training/adapter.py``.
+* ``CE-CLIP packed`` (the default): captions and valid negatives packed into rows of the context
+  length, laid out on the CPU as the data workers do (:mod:`openclip_ce.training.packing`);
+* ``CE-CLIP rows`` (``--ce-no-trim``): one caption per row at the full context length;
+* with ``--compare-layouts``, ``CE-CLIP dense``: every slot encoded, placeholders too, laid out on
+  the device (what a batch without a data-stage layout gets).
 
-The variants take turns step by step (so a shared or throttling machine slows them alike) on the
-same synthetic batches; images/s is the batch size over the median step time. ``--clock cpu`` (the
-default on CPU) times steps in this process's CPU time rather than wall-clock time, so that other
-work on a shared machine does not count; with ``--threads 1`` it is also free of thread-pool
-spinning while a thread waits for a descheduled one. Data: random images, caption lengths drawn
-from COCO-like statistics (:data:`CAPTION_LENGTHS`: mean ~14 tokens with start/end tokens, p99 24,
-max 52), four negatives per caption of similar length, each valid with probability ``--valid``. Prints images/s, the ratio to
+The layouts are made before timing, as the data workers make them, and padded to the row capacity
+as ``CeTextBatch.to`` does in a run. With ``--compile`` every model is wrapped in ``torch.compile``
+as open_clip's ``--torchcompile`` does (the loss stays eager, as there). The variants take turns
+step by step (so a shared or throttling machine slows them alike) on the same synthetic batches;
+images/s is the batch size over the median step time. ``--clock cpu`` (the default on CPU) times
+steps in this process's CPU time rather than wall-clock time, so that other work on a shared machine
+does not count. Data: random images, caption lengths drawn from COCO-like statistics
+(:data:`CAPTION_LENGTHS`: mean ~14 tokens with start/end tokens, p99 24, max 52), four negatives per
+caption of similar length, each valid with probability ``--valid``. Prints images/s, the ratio to
 plain CLIP, the step's peak memory (CUDA: peak allocated during the step above what was allocated
-before it; CPU: bytes of tensors saved for backward, parameters excluded) and the mean length the
-text rows were encoded at.
+before it; CPU: bytes of tensors saved for backward, parameters excluded), the text tokens encoded
+per image, and the operations that make a GPU wait for the host in the forward, loss and backward
+of one extra step (:mod:`openclip_ce.testing.host_sync`; the optimizer's are the same for all).
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
 
 # Caption lengths in tokens (start and end tokens included), as (length, count per 1000 captions):
 # COCO-like (COCO captions with open_clip's tokenizer: mean 13.9, p99 24, max 52).
@@ -64,7 +66,7 @@ def length_table():
 
 def make_batches(n, batch, context, vocab, valid, image_size, seed):
     """``n`` batches ``(images [B,3,S,S], tokens [B, 1+K, L])``; end-of-text is the largest id (argmax pooling)."""
-    from openclip_ce.training.data import PLACEHOLDER_TOKEN
+    from openclip_ce.training.packing import PLACEHOLDER_TOKEN
 
     rng = random.Random(seed)
     g = torch.Generator().manual_seed(seed)
@@ -91,52 +93,33 @@ def make_batches(n, batch, context, vocab, valid, image_size, seed):
     return out
 
 
-def padded_ce_forward(model, image, text):
-    """The adapted forward with negatives padded to ``B * K`` rows instead of gathered (for the comparison)."""
-    from openclip_ce.training.adapter import PLAN_ATTR, text_trim_of
-    from openclip_ce.training.data import split_text_batch
-    from openclip_ce.training.trim import encode_in_length_groups
-
-    pos, neg_tokens, mask = split_text_batch(text)
-    b, k = mask.shape
-    filled = torch.where(mask[..., None], neg_tokens, torch.zeros_like(neg_tokens))  # all-pad row: pooled at 0
-    texts = torch.cat([pos, filled.flatten(0, 1)])
-    trim = text_trim_of(model)
-    if trim is None:
-        out = model.encode_image(image, normalize=True), model.encode_text(texts, normalize=True)
-    else:
-        feats, model.__dict__[PLAN_ATTR] = encode_in_length_groups(
-            texts, trim.needed_lengths(model, texts), lambda t: trim.encode(model, t), trim.settings)
-        out = model.encode_image(image, normalize=True), F.normalize(feats, dim=-1)
-    image_features, feats = out
-    neg = torch.where(mask[..., None], feats[b:].view(b, k, -1), torch.zeros((), dtype=feats.dtype, device=feats.device))
-    return {"image_features": image_features, "text_features": feats[:b], "logit_scale": model.logit_scale.exp(),
-            "neg_text_features": neg, "neg_mask": mask}
-
-
 class Variant:
-    def __init__(self, name, model, loss, forward, precision, device):
+    def __init__(self, name, model, loss, forward, precision, device, texts=None):
         from open_clip_train.precision import get_autocast
 
-        self.name, self.model, self.loss, self.forward = name, model, loss, forward
+        # texts(i, tokens) -> what the model gets as text, made before timing (the data workers' share)
+        self.name, self.model, self.loss, self.forward, self.texts = name, model, loss, forward, texts
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.2, eps=1e-6)
         self.autocast = get_autocast(precision, device_type=device.type)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "amp" else None
         self.device = device
-        self.times, self.mems, self.lengths = [], [], []
+        self.times, self.mems, self.tokens, self.reads = [], [], [], None
 
-    def step(self, images, tokens):
-        self.opt.zero_grad(set_to_none=True)
+    def forward_backward(self, images, text):
         with self.autocast():
-            out = self.forward(self.model, images, tokens)
+            out = self.forward(self.model, images, text)
             losses = self.loss(**out, output_dict=True)
             total = sum(losses.values())
+        (self.scaler.scale(total) if self.scaler is not None else total).backward()
+        return total
+
+    def step(self, images, text):
+        self.opt.zero_grad(set_to_none=True)
+        total = self.forward_backward(images, text)
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
         else:
-            total.backward()
             self.opt.step()
         return total
 
@@ -173,12 +156,19 @@ def build(a, device):
     return open_clip.create_model(name, precision=a.precision, device=device, output_dict=True)
 
 
+def text_tokens(text, batch):
+    """Text-tower positions encoded per image."""
+    tokens = text.tokens if hasattr(text, "tokens") else text
+    return tokens.numel() / batch
+
+
 def main(argv=None):
     import open_clip
 
-    from openclip_ce.training.adapter import adapt_model, last_text_plan
+    from openclip_ce.testing.host_sync import count_host_reads
+    from openclip_ce.training.adapter import adapt_model
     from openclip_ce.training.loss import CeClipLoss
-    from openclip_ce.training.trim import TrimSettings
+    from openclip_ce.training.packing import CAPACITY, dense_text_batch, layout_text_batch
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="small",
@@ -186,15 +176,15 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=None, help="timed steps per variant (default: 5 on CPU, 20 on CUDA)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed steps per variant first (default: 1 on CPU, 5 on CUDA: kernel plans per length group)")
+                   help="untimed steps per variant first (default: 1 on CPU, 5 on CUDA; with --compile 3 more)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "amp", "amp_bf16"), default=None,
                    help="as open_clip's --precision (default: fp32 on CPU, where amp is emulated, amp on CUDA)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--valid", type=float, default=0.8, help="probability that a negative is valid (not a placeholder)")
-    p.add_argument("--trim-groups", type=int, default=TrimSettings().max_groups)
-    p.add_argument("--trim-round", type=int, default=TrimSettings().round_to)
-    p.add_argument("--compare-padding", action="store_true",
-                   help="also time CE-CLIP with negatives padded to B*K rows instead of gathered")
+    p.add_argument("--compile", action="store_true", help="wrap every model in torch.compile (open_clip's --torchcompile)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default: inductor, as open_clip)")
+    p.add_argument("--compare-layouts", action="store_true",
+                   help="also time CE-CLIP with every slot encoded (dense, laid out on the device)")
     p.add_argument("--clock", choices=("wall", "cpu"), default=None,
                    help="time steps by wall clock or by this process's CPU time (default: cpu on CPU, wall on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -210,7 +200,7 @@ def main(argv=None):
     a.precision = a.precision or ("fp32" if device.type == "cpu" else "amp")
     cpu = device.type == "cpu"
     a.steps = a.steps if a.steps is not None else (5 if cpu else 20)
-    a.warmup = a.warmup if a.warmup is not None else (1 if cpu else 5)
+    a.warmup = (a.warmup if a.warmup is not None else (1 if cpu else 5)) + (3 if a.compile else 0)
     if a.steps < 1 or a.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
     if device.type == "cuda":
@@ -222,76 +212,79 @@ def main(argv=None):
     image_size = base.visual.image_size
     image_size = image_size[0] if isinstance(image_size, (tuple, list)) else image_size
     n_batches = a.warmup + a.steps
-    batches = [(i.to(device), t.to(device))
-               for i, t in make_batches(min(n_batches, 8), a.batch_size, context, vocab, a.valid, image_size, a.seed)]
+    raw = make_batches(min(n_batches, 8), a.batch_size, context, vocab, a.valid, image_size, a.seed)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(a.precision)
-    if dtype is not None:
-        batches = [(i.to(dtype), t) for i, t in batches]
+    images = [i.to(device=device, dtype=dtype) for i, _ in raw]
 
-    settings = TrimSettings(round_to=a.trim_round, max_groups=a.trim_groups)
-
-    def ce_model(trim):
+    def ce_model(pack):
         m = copy.deepcopy(base)
-        adapt_model(m, trim=trim, settings=settings)
-        return m
+        return m, adapt_model(m, pack=pack)
+
+    def laid_out(spec):
+        CAPACITY.configure(None)  # each layout its own capacity, grown over these batches as in a run
+        cpu_side = [layout_text_batch(t, spec) for _, t in raw]
+        for t in cpu_side:
+            t.to("cpu")
+        return [t.to(device) for t in cpu_side]
 
     clip_loss = open_clip.ClipLoss()
+    packed_model, spec = ce_model(True)
     variants = [
-        Variant("plain CLIP (77 tokens)" if context == 77 else f"plain CLIP ({context} tokens)", copy.deepcopy(base),
+        Variant("plain CLIP" + ("" if context == 77 else f" ({context} tokens)"), copy.deepcopy(base),
                 lambda **kw: {"contrastive_loss": clip_loss(kw["image_features"], kw["text_features"], kw["logit_scale"])},
-                lambda m, i, t: m(i, t[:, 0]), a.precision, device),
-        Variant("CE-CLIP untrimmed", ce_model(False), CeClipLoss().to(device), lambda m, i, t: m(i, t), a.precision, device),
-        Variant("CE-CLIP trimmed", ce_model(True), CeClipLoss().to(device), lambda m, i, t: m(i, t), a.precision, device),
+                lambda m, i, t: m(i, t), a.precision, device, [t[:, 0].to(device) for _, t in raw]),
+        Variant("CE-CLIP packed" if spec is not None else "CE-CLIP packed (not exact here: rows)", packed_model,
+                CeClipLoss().to(device), lambda m, i, t: m(i, t), a.precision, device, laid_out(spec)),
+        Variant("CE-CLIP rows (--ce-no-trim)", ce_model(False)[0], CeClipLoss().to(device), lambda m, i, t: m(i, t),
+                a.precision, device, laid_out(None)),
     ]
-    if a.compare_padding:
-        variants += [
-            Variant("CE-CLIP untrimmed, padded negs", ce_model(False), CeClipLoss().to(device), padded_ce_forward,
-                    a.precision, device),
-            Variant("CE-CLIP trimmed, padded negs", ce_model(True), CeClipLoss().to(device), padded_ce_forward,
-                    a.precision, device),
-        ]
+    if a.compare_layouts:
+        variants.append(Variant("CE-CLIP dense (all slots)", ce_model(False)[0], CeClipLoss().to(device),
+                                lambda m, i, t: m(i, t), a.precision, device,
+                                [dense_text_batch(t.to(device)) for _, t in raw]))
+    if a.compile:
+        for v in variants:
+            v.model = torch.compile(v.model, backend=a.compile_backend)
 
-    real = [int(t.argmax(-1)[i, j]) + 1 for _, t in batches for i in range(t.shape[0]) for j in range(t.shape[1])
+    real = [int(t.argmax(-1)[i, j]) + 1 for _, t in raw for i in range(t.shape[0]) for j in range(t.shape[1])
             if t[i, j, 0] >= 0]
     print(f"device={device} model={a.model} precision={a.precision} batch={a.batch_size} steps={a.steps} "
-          f"(+{a.warmup} warm-up) valid={a.valid} trim: up to {settings.max_groups} groups, multiple of {settings.round_to}")
+          f"(+{a.warmup} warm-up) valid={a.valid} compile={a.compile}")
     print(f"clock: {'process CPU time' if a.clock == 'cpu' else 'wall clock'}, {torch.get_num_threads()} CPU thread(s)"
           + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
-    print(f"text rows per image: {len(real) / (len(batches) * a.batch_size):.2f}; caption length (tokens): "
+    print(f"captions per image: {len(real) / (len(raw) * a.batch_size):.2f}; caption length (tokens): "
           f"mean {statistics.mean(real):.1f}, max {max(real)}, context {context}")
     sys.stdout.flush()
 
     for s in range(n_batches):
-        images, tokens = batches[s % len(batches)]
         for v in variants:
+            text = v.texts[s % len(raw)]
             sync(device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
                 before = torch.cuda.memory_allocated(device)
             t0 = clock()
-            v.step(images, tokens)
+            v.step(images[s % len(raw)], text)
             sync(device)
             dt = clock() - t0
             if s >= a.warmup:
                 v.times.append(dt)
+                v.tokens.append(text_tokens(text, a.batch_size))
                 if device.type == "cuda":
                     v.mems.append(torch.cuda.max_memory_allocated(device) - before)
-                plan = last_text_plan(v.model)
-                v.lengths.append(plan.mean_length if plan is not None else (context if "CE" in v.name else None))
-    if device.type != "cuda":
-        images, tokens = batches[0]
-        for v in variants:
-            v.mems.append(v.saved_bytes(images, tokens))
+    for v in variants:
+        v.reads = sum(count_host_reads(v.forward_backward, images[0], v.texts[0])[1].values())
+        if device.type != "cuda":
+            v.mems.append(v.saved_bytes(images[0], v.texts[0]))
 
     plain = a.batch_size / statistics.median(variants[0].times)
     mem_label = "peak step mem" if device.type == "cuda" else "saved for bwd"
-    print(f"\n{'variant':<32} {'images/s':>10} {'vs plain':>9} {'ms/step':>9} {mem_label:>14} {'mean text len':>14}")
+    print(f"\n{'variant':<38} {'images/s':>10} {'vs plain':>9} {'ms/step':>9} {mem_label:>14} "
+          f"{'text tok/img':>13} {'host reads':>11}")
     for v in variants:
         ips = a.batch_size / statistics.median(v.times)
-        ls = [l for l in v.lengths if l is not None]
-        mean_len = f"{statistics.mean(ls):.1f}" if ls else f"{context} (pos.)"
-        print(f"{v.name:<32} {ips:10.1f} {ips / plain:8.2f}x {1e3 * statistics.median(v.times):9.1f} "
-              f"{max(v.mems) / 2 ** 20:11.0f} MiB {mean_len:>14}")
+        print(f"{v.name:<38} {ips:10.1f} {ips / plain:8.2f}x {1e3 * statistics.median(v.times):9.1f} "
+              f"{max(v.mems) / 2 ** 20:11.0f} MiB {statistics.mean(v.tokens):13.1f} {v.reads:11d}")
     return 0
 
 

@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from openclip_ce.training.data import (
-    PLACEHOLDER_TOKEN, NegativesError, NegativesTokenizer, attach_negatives, decode_bundle, split_text_batch,
+    PLACEHOLDER_TOKEN, NegativesError, NegativesTokenizer, attach_negatives, decode_bundle,
 )
+from openclip_ce.training.packing import layout_text_batch
 from openclip_ce.negatives import NegativesFormatError, decode_negatives, encode_negatives, parse_neg_types
 
 
@@ -32,8 +33,9 @@ def test_attach_then_tokenize_round_trip():
     assert (tok[0, 2] == PLACEHOLDER_TOKEN).all()                            # att placeholder
     assert torch.equal(tok[0, 3], toy_tokenizer(["a man feeds a dog"])[0])   # act
     assert (tok[0, 4] == PLACEHOLDER_TOKEN).all()
-    pos, neg, mask = split_text_batch(tok)
-    assert mask.tolist() == [[True, False, True, False]] and torch.equal(pos, tok[:, 0])
+    laid = layout_text_batch(tok, None)  # one caption per row: the positive and the two valid negatives
+    assert laid.valid.tolist() == [[True, False, True, False]]
+    assert torch.equal(laid.tokens, tok[0, [0, 1, 3]]) and laid.index.tolist() == [[0, 1, 0, 2, 0]]
 
 
 def test_subset_of_types_and_plain_caption():

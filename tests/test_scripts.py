@@ -100,23 +100,31 @@ def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
     assert fig["identical_outputs"] is True
 
 
-def test_bench_train_step_runs_every_variant(tmp_path):
-    """The step benchmark's smoke run: every variant trains and is reported (figures are not asserted)."""
+@pytest.mark.parametrize("compile_", [False, True])
+def test_bench_train_step_runs_every_variant(tmp_path, compile_):
+    """The step benchmark's smoke run: every variant trains and is reported (speed figures are not asserted)."""
     import re
 
     from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 
     model = write_tiny_model_dir(tmp_path / "m", TINY_VIT_B_32_CFG)
+    # compiled: aot_eager keeps the smoke run at seconds (inductor would generate C++ for every variant)
+    extra = ["--compile", "--compile-backend", "aot_eager"] if compile_ else ["--compare-layouts"]
     proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_train_step.py"), "--model", model, "--batch-size", "8",
-                           "--steps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu",
-                           "--compare-padding"], capture_output=True, text=True)
+                           "--steps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu", *extra],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
-        r"^(plain CLIP \(77 tokens\)|CE-CLIP [\w ,]+?)\s+([\d.]+)\s+([\d.]+)x\s+[\d.]+\s+\d+ MiB\s+([\d.]+)", proc.stdout, re.M)}
-    assert set(rows) == {"plain CLIP (77 tokens)", "CE-CLIP untrimmed", "CE-CLIP trimmed",
-                         "CE-CLIP untrimmed, padded negs", "CE-CLIP trimmed, padded negs"}, proc.stdout
-    assert rows["plain CLIP (77 tokens)"][1] == "1.00"
-    assert float(rows["CE-CLIP untrimmed"][2]) == 77.0 and float(rows["CE-CLIP trimmed"][2]) < 40
+        r"^(plain CLIP|CE-CLIP [\w ,()-]+?)\s+([\d.]+)\s+([\d.]+)x\s+[\d.]+\s+\d+ MiB\s+([\d.]+)\s+(\d+)$",
+        proc.stdout, re.M)}
+    want = {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-trim)"}
+    assert set(rows) == (want if compile_ else want | {"CE-CLIP dense (all slots)"}), proc.stdout
+    assert compile_ or float(rows["CE-CLIP dense (all slots)"][2]) == 5 * 77
+    assert rows["plain CLIP"][1] == "1.00" and float(rows["plain CLIP"][2]) == 77.0
+    # rows: a full row per caption, up to 5 per image (capacity headroom included); packed: far fewer positions
+    assert 77 < float(rows["CE-CLIP rows (--ce-no-trim)"][2]) <= 5 * 77
+    assert float(rows["CE-CLIP packed"][2]) < float(rows["CE-CLIP rows (--ce-no-trim)"][2]) / 2
+    assert all(r[3] == "0" for r in rows.values())  # no host reads in forward, loss or backward
 
 
 def test_mixture_factors_and_bad_shares(tmp_path):

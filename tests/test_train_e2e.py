@@ -299,8 +299,8 @@ def _csv_with_negatives(tmp_path, n=16):
     return str(tmp_path / "neg.csv")
 
 
-def test_trimmed_text_batches_give_the_untrimmed_first_step_loss(tmp_path):
-    """open_clip's main on the deterministic csv dataset: length-grouped text == --ce-no-trim."""
+def test_packed_text_batches_give_the_unpacked_first_step_loss(tmp_path):
+    """open_clip's main on the deterministic csv dataset: packed text rows == --ce-no-trim."""
     from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 
     model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)  # 77-token causal tower, argmax pooling
@@ -317,9 +317,11 @@ def test_trimmed_text_batches_give_the_untrimmed_first_step_loss(tmp_path):
         assert set(values) == {"Loss", "Contrastive_loss", "Imc_loss", "Cmr_loss"}, line
         return log, values
 
-    trimmed_log, trimmed = first_step("trim")
+    packed_log, packed = first_step("packed")
     full_log, full = first_step("notrim", "--ce-no-trim")
-    assert "text batches (positives + valid negatives) are encoded in up to 4 length groups" in trimmed_log
-    assert "not trimmed: --ce-no-trim" in full_log and "length groups" not in full_log
+    assert "captions and valid negatives are packed into rows of the context length" in packed_log
+    assert re.search(r"packed text batches padded to \d+ rows", packed_log)
+    assert "one caption per row at the full context length: --ce-no-trim" in full_log
+    assert re.search(r"rows text batches padded to \d+ rows", full_log) and "packed text batches" not in full_log
     for k in full:
-        assert trimmed[k] == pytest.approx(full[k], rel=1e-4, abs=1e-6), (k, trimmed, full)
+        assert packed[k] == pytest.approx(full[k], rel=1e-4, abs=1e-6), (k, packed, full)

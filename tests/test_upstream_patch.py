@@ -60,7 +60,8 @@ def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_pat
     assert not (logs / "p" / "checkpoints" / "ce_plugin_state_epoch_1.json").exists()  # bootstrap stood aside
     log = (logs / "p" / "out.log").read_text()
     assert "ce_threshold_rel" in log and "Imc_loss" in log
-    assert "encoded in up to 4 length groups" in log  # adapt_model(args, model) reached the adapter
+    assert "captions and valid negatives are packed into rows" in log  # adapt_model(args, model) reached the adapter
+    assert "packed text batches padded to" in log  # train_collate laid the batches out, the trainer moved them
 
     args[args.index("--epochs") + 1] = "2"
     proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--resume", "latest"], PYTHONPATH=_path(patched_site))

@@ -13,10 +13,12 @@ stages so that a run which does not select a plugin stays stock open_clip:
 hook                            how it is reached on an unmodified open_clip 3.3
 ==============================  ==========================================================
 ``check_args``                  ``open_clip_train.params.parse_args`` wrapped
+``adapt_model``                 ``open_clip_train.main.create_model_and_transforms`` wrapped (the
+                                run's model, as soon as it is built: before DDP, compile and the data)
 ``create_loss``                 ``open_clip_train.main.create_loss`` replaced
-train data stage                ``open_clip_train.data.get_dataset_fn`` wrapped (train split only)
-``adapt_model``, metrics,       ``open_clip_train.main.train_one_epoch`` wrapped (log line filter,
-state for ``--resume``          TensorBoard / W&B proxies, state file next to the checkpoints)
+train data stage, collate       ``open_clip_train.data.get_dataset_fn`` wrapped (train split only)
+metrics, state for              ``open_clip_train.main.train_one_epoch`` wrapped (log line filter,
+``--resume``                    TensorBoard / W&B proxies, state file next to the checkpoints)
 ==============================  ==========================================================
 
 Independently of plugins, a run with ``--device cpu`` gets the CPU multi-rank DDP fix (stock
@@ -35,6 +37,8 @@ import os
 import sys
 import types
 from typing import Any, Dict, Optional
+
+from torch.utils.data import default_collate
 
 from ..errors import EXIT_USAGE
 from ..fileio import write_json_atomic
@@ -109,7 +113,7 @@ def _wrap_parse_args(original):
             except ValueError as e:
                 print(f"open_clip_train: error: {e}", file=sys.stderr)
                 raise SystemExit(EXIT_USAGE) from None
-            install_training_hooks()
+            install_training_hooks(parsed)
         if str(getattr(parsed, "device", "")).startswith("cpu"):
             install_cpu_ddp_fix()
         return parsed
@@ -142,6 +146,23 @@ def _main_modules():
     return seen
 
 
+# ----------------------------------------------------------------------------- model
+def _wrap_create_model(original, args):
+    """The first model built in the run is the one trained (a distillation teacher comes second)."""
+    adapted = []
+
+    @functools.wraps(original)
+    def create_model_and_transforms(*a, **kw):
+        result = original(*a, **kw)
+        plugin = active_plugin(args)
+        if plugin is not None and not adapted:
+            adapted.append(True)
+            plugin.adapt_model(args, result[0])
+        return result
+
+    return create_model_and_transforms
+
+
 # ----------------------------------------------------------------------------- loss
 def _wrap_create_loss(original):
     @functools.wraps(original)
@@ -163,6 +184,21 @@ def _swapped(module, name, value):
         setattr(module, name, old)
 
 
+class _WebdatasetProxy(types.ModuleType):
+    """Stands in for the ``webdataset`` module while open_clip builds a training pipeline: its
+    ``batched`` stage collates with the plugin's collate function; everything else is webdataset's."""
+
+    def __init__(self, wds, collate):
+        super().__init__("webdataset")
+        self._wds, self._collate = wds, collate
+
+    def batched(self, *a, **kw):
+        return self._wds.batched(*a, collation_fn=self._collate, **kw)
+
+    def __getattr__(self, item):
+        return getattr(self._wds, item)
+
+
 def _wrap_get_dataset_fn(oc_data, original):
     @functools.wraps(original)
     def get_dataset_fn(data_path, dataset_type):
@@ -173,8 +209,10 @@ def _wrap_get_dataset_fn(oc_data, original):
             if plugin is None or not is_train:
                 return fn(args, preprocess_fn, is_train=is_train, epoch=epoch, tokenizer=tokenizer, **kw)
             stage = plugin.train_sample_stage(args, oc_data.tarfile_to_samples_nothrow)
-            with _swapped(oc_data, "tarfile_to_samples_nothrow", stage), \
-                    _swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
+            wds = _WebdatasetProxy(oc_data.wds, plugin.train_collate(args, oc_data.wds.filters.default_collation_fn))
+            loader = functools.partial(oc_data.DataLoader, collate_fn=plugin.train_collate(args, default_collate))
+            with _swapped(oc_data, "tarfile_to_samples_nothrow", stage), _swapped(oc_data, "wds", wds), \
+                    _swapped(oc_data, "DataLoader", loader), _swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
                 tok = tokenizer if fn is oc_data.get_csv_dataset else plugin.train_tokenizer(args, tokenizer)
                 return fn(args, preprocess_fn, is_train=True, epoch=epoch, tokenizer=tok, **kw)
 
@@ -184,16 +222,6 @@ def _wrap_get_dataset_fn(oc_data, original):
 
 
 # ----------------------------------------------------------------------------- train loop
-def _unwrap(model):
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile
-            model = model._orig_mod
-        elif hasattr(model, "module"):  # DDP
-            model = model.module
-        else:
-            return model
-
-
 def _fmt_metrics(metrics: Dict[str, float]) -> str:
     return " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
 
@@ -260,7 +288,6 @@ def _wrap_train_one_epoch(oc_train, original):
         if plugin is None:
             return original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
 
-        plugin.adapt_model(args, _unwrap(model))
         if not getattr(args, "_plugin_state_restored", False):  # once per run (args is per run)
             args._plugin_state_restored = True
             _restore_plugin_state(plugin, loss, args, epoch)
@@ -306,8 +333,9 @@ def _restore_plugin_state(plugin, loss, args, start_epoch: int) -> None:
     logging.info(f"{plugin.name}: restored plugin state from {path}: {saved['state']}")
 
 
-def install_training_hooks() -> None:
-    """Stage 2 (see module docstring): only for a run that selected a plugin. Idempotent."""
+def install_training_hooks(args) -> None:
+    """Stage 2 (see module docstring): only for a run that selected a plugin (``args``: its parsed
+    flags). Idempotent."""
     global _training_hooked
     if _training_hooked:
         return
@@ -315,6 +343,7 @@ def install_training_hooks() -> None:
     import open_clip_train.train as oc_train
 
     for main in _main_modules():  # main() looks these names up in its module when it calls them
+        main.create_model_and_transforms = _wrap_create_model(main.create_model_and_transforms, args)
         main.create_loss = _wrap_create_loss(main.create_loss)
         main.train_one_epoch = _wrap_train_one_epoch(oc_train, main.train_one_epoch)
     oc_data.get_dataset_fn = _wrap_get_dataset_fn(oc_data, oc_data.get_dataset_fn)

@@ -3,7 +3,7 @@
 * :mod:`.loss`      the CE-CLIP objective in plain torch (:mod:`.gather` holds its all-gathers)
 * :mod:`.data`      the data stage: ``neg.json`` -> token tensors, webdataset and csv
 * :mod:`.adapter`   the model adapter: one forward that also encodes the negatives
-* :mod:`.trim`      length groups for the text batch (the adapter's trimmed path)
+* :mod:`.packing`   the text layout (packed rows, index tensors), decided on the CPU in the data workers
 * :mod:`.plugin`    the plugin object announced through the ``open_clip_train.plugins`` entry point
 * :mod:`.contract`  the plugin contract (a ``typing.Protocol``) checked at discovery
 * :mod:`.plots`     plots of a run's loss terms and thresholds, read back from ``out.log``

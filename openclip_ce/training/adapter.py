@@ -5,84 +5,63 @@ DDP needs (a second text-tower call outside ``forward`` would bypass its gradien
 adapter changes the model's class, never its parameters or ``state_dict``: checkpoints stay plain
 open_clip checkpoints.
 
-The text batch (positives + valid negatives, five captions per image at most) dominates the cost
-of a CE-CLIP step. Where the text tower allows it exactly (open_clip's own causal towers; the
-integration decides, :mod:`openclip_ce.integration.text_trim`), the rows are encoded in a few length
-groups cut to the lengths present (:mod:`.trim`) instead of the full context length.
+The text batch arrives with its layout decided on the CPU (:mod:`.packing`): packed rows where the
+tower encodes them exactly (the integration decides: :mod:`openclip_ce.integration.text_packing`),
+else one caption per row. The step reads nothing back to the host and its shapes do not depend on
+the data, so a GPU never waits on the CPU and ``torch.compile`` traces it once.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-from .data import split_text_batch
-from .trim import GroupPlan, TrimSettings, encode_in_length_groups
+from .packing import CeTextBatch, PackSpec, dense_text_batch
 
 log = logging.getLogger("openclip_ce.adapter")
 
-_TRIM_ATTR = "_ce_text_trim"  # a plain attribute (not a module, parameter or buffer): state_dict unchanged
-_SUPPORT_ATTR = "_ce_trim_support"  # the integration's verdict on the model as open_clip built it
-PLAN_ATTR = "ce_text_plan"  # the GroupPlan of the last trimmed text batch, for benchmarks and logs
-
-
-@dataclass(frozen=True)
-class TextTrim:
-    """How an adapted model trims its text batches: the integration's two functions and the grouping settings."""
-
-    needed_lengths: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
-    encode: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
-    settings: TrimSettings = TrimSettings()
+_SPEC_ATTR = "_ce_pack_spec"  # plain attributes (not modules, parameters or buffers): state_dict unchanged
+_ENCODER_ATTR = "_ce_encode_packed"  # the integration's packed encoder, when this run packs
+_SUPPORT_ATTR = "_ce_pack_support"  # the integration's verdict on the model as open_clip built it
 
 
 class NegativesForwardMixin:
-    """Forward that also encodes hard negatives when ``text`` is a ``[B, 1 + K, L]`` batch.
+    """Forward that also encodes hard negatives when ``text`` is a :class:`CeTextBatch` (or a raw
+    ``[B, 1 + K, L]`` token tensor, laid out densely on the device).
 
-    Positives and the *valid* negatives go through the text tower together (in length groups when
-    the model was adapted with trimming); the output dict gains ``neg_text_features [B, K, D]``
-    (zeros at placeholders) and ``neg_mask [B, K]``.
+    The output dict gains ``neg_text_features [B, K, D]`` (zeros at placeholders) and ``neg_mask [B, K]``.
     A plain ``[B, L]`` batch (validation, zero-shot) takes the model's own forward unchanged.
-
-    Valid negatives are gathered with a boolean mask (``neg_tokens[mask]``) rather than padded to a
-    fixed ``B * K`` rows (placeholder rows encoded as all-padding rows, their features discarded):
-    padding encodes every placeholder row too (~20% more rows at 80% valid), and the host
-    synchronisation it would avoid is needed anyway by the trimming (the group sizes are host
-    integers), whose group shapes vary per step either way. Measured on CPU
-    (``scripts/bench_train_step.py --precision fp32 --threads 1 --compare-padding``: small model with
-    4-layer towers, batch 32, 80% valid, CPU-time clock), images/s relative to plain CLIP:
-    untrimmed 0.43x gathered vs 0.37-0.38x padded; trimmed 1.01-1.05x gathered vs 0.98-0.99x padded
-    (two runs; padding also saves 8-17% more tensors for backward). Not measured on a GPU, where padding could only win
-    for ``--ce-no-trim`` runs (no synchronisation at all); run the same command there to check.
     """
 
     def forward(self, image=None, text=None):  # noqa: D401 - same signature as open_clip's CLIP
-        if text is None or text.dim() != 3:
+        if isinstance(text, torch.Tensor) and text.dim() == 3:
+            text = dense_text_batch(text)
+        if not isinstance(text, CeTextBatch):
             return super().forward(image, text)
-        pos, neg_tokens, mask = split_text_batch(text)
-        texts = torch.cat([pos, neg_tokens[mask]], dim=0)
-        trim: Optional[TextTrim] = self.__dict__.get(_TRIM_ATTR)
-        out = super().forward(image, texts if trim is None else None)
+        out = super().forward(image, None)
         if not isinstance(out, dict):
             raise TypeError("--loss ce_clip needs the model built with output_dict=True (open_clip training does)")
-        if trim is None:
-            feats = out["text_features"]
-        else:
-            feats, plan = encode_in_length_groups(
-                texts, trim.needed_lengths(self, texts), functools.partial(trim.encode, self), trim.settings)
-            feats = F.normalize(feats, dim=-1)
-            self.__dict__[PLAN_ATTR] = plan
-        b = pos.shape[0]
-        neg = feats.new_zeros((b, neg_tokens.shape[1], feats.shape[-1]))
-        neg[mask] = feats[b:]
-        out["text_features"] = feats[:b]
-        out["neg_text_features"] = neg
-        out["neg_mask"] = mask
+        b, slots = text.index.shape
+        feats = F.normalize(self._encode_laid_out(text), dim=-1).reshape(b, slots, -1)
+        out["text_features"] = feats[:, 0]
+        out["neg_text_features"] = torch.where(text.valid[..., None], feats[:, 1:], 0.0)
+        out["neg_mask"] = text.valid
         return out
+
+    def _encode_laid_out(self, text: CeTextBatch) -> torch.Tensor:
+        """Unnormalised features of every slot, ``[B * (1 + K), D]`` (placeholders: any finite value)."""
+        index = text.index.reshape(-1)
+        if not text.packed:
+            return self.encode_text(text.tokens).index_select(0, index)
+        encode_packed = self.__dict__.get(_ENCODER_ATTR)
+        if encode_packed is None:
+            raise ValueError("a packed text batch reached a model that does not encode packed rows "
+                             "(the data stage and the model adapter disagree on the layout)")
+        return encode_packed(self, text.tokens, text.positions, text.segments, index)
 
 
 @functools.lru_cache(maxsize=None)
@@ -90,44 +69,43 @@ def _adapted_class(cls: type) -> type:
     return type(f"CeClip{cls.__name__}", (NegativesForwardMixin, cls), {"__module__": cls.__module__})
 
 
-def _trim_support(model: torch.nn.Module):
-    """``((needed_lengths, encode), None)`` when the integration can trim this model's text tower exactly,
-    else ``(None, why)``. Asked before the model's class is adapted (the adapter overrides ``forward``)."""
-    from ..integration import text_trim  # open_clip internals live there; imported only when a model is adapted
+def _pack_support(model: torch.nn.Module):
+    """``(PackSpec, encoder, None)`` when the integration can encode this model's text tower packed,
+    exactly, else ``(None, None, why)``. Asked before the model's class is adapted (the adapter
+    overrides ``forward``)."""
+    from ..integration import text_packing  # open_clip internals live there; imported only when a model is adapted
 
-    why = text_trim.trim_support(model)
-    return (None, why) if why is not None else ((text_trim.needed_lengths, text_trim.encode_text_trimmed), None)
+    why = text_packing.pack_support(model)
+    if why is not None:
+        return None, None, why
+    pool, eos_id = text_packing.pooling(model)
+    return PackSpec(pool, eos_id if pool == "eos" else None), text_packing.encode_packed, None
 
 
-def adapt_model(model: torch.nn.Module, trim: bool = True, settings: TrimSettings = TrimSettings()) -> None:
-    """Make ``model`` (unwrapped) encode ``[B, 1 + K, L]`` text batches; state_dict unchanged.
+def adapt_model(model: torch.nn.Module, pack: bool = True) -> Optional[PackSpec]:
+    """Make ``model`` (unwrapped) take CE-CLIP text batches; state_dict unchanged. Returns the packing
+    rule the data side must use (None: one caption per row).
 
-    ``trim``: encode the text batch in length groups when the tower allows it exactly (``--ce-no-trim``
-    sets it False). Idempotent; the decision is logged once, and again only if it changes."""
+    ``pack``: pack captions where the tower allows it exactly (``--ce-no-trim`` sets it False).
+    Idempotent; the decision is logged once, and again only if it changes."""
     first = not isinstance(model, NegativesForwardMixin)
     if first:
-        model.__dict__[_SUPPORT_ATTR] = _trim_support(model)
+        model.__dict__[_SUPPORT_ATTR] = _pack_support(model)
         model.__class__ = _adapted_class(type(model))
-    before = model.__dict__.get(_TRIM_ATTR)
-    functions, why = model.__dict__[_SUPPORT_ATTR] if trim else (None, "--ce-no-trim")
-    chosen = TextTrim(*functions, settings) if functions is not None else None
-    model.__dict__[_TRIM_ATTR] = chosen
-    model.__dict__.pop(PLAN_ATTR, None)
-    if not first and before == chosen:
-        return
-    if chosen is not None:
-        log.info("ce_clip: text batches (positives + valid negatives) are encoded in up to %d length groups, each "
-                 "cut to its longest caption rounded up to a multiple of %d (exact for this text tower; "
-                 "--ce-no-trim turns it off)", settings.max_groups, settings.round_to)
-    else:
-        log.info("ce_clip: text batches are encoded at the full context length, not trimmed: %s", why)
+    before = model.__dict__.get(_SPEC_ATTR, "unset")
+    spec, encoder, why = model.__dict__[_SUPPORT_ATTR] if pack else (None, None, "--ce-no-trim")
+    model.__dict__[_SPEC_ATTR] = spec
+    model.__dict__[_ENCODER_ATTR] = encoder
+    if before != spec:
+        if spec is not None:
+            log.info("ce_clip: captions and valid negatives are packed into rows of the context length, "
+                     "one text-tower pass of a fixed shape per step (exact for this text tower; --ce-no-trim "
+                     "encodes one caption per row at the full length instead)")
+        else:
+            log.info("ce_clip: text batches are encoded one caption per row at the full context length: %s", why)
+    return spec
 
 
-def text_trim_of(model: torch.nn.Module) -> Optional[TextTrim]:
-    """The trimming an adapted model uses (None: full length)."""
-    return model.__dict__.get(_TRIM_ATTR)
-
-
-def last_text_plan(model: torch.nn.Module) -> Optional[GroupPlan]:
-    """The length groups of the last trimmed text batch the model encoded (None: none yet, or untrimmed)."""
-    return model.__dict__.get(PLAN_ATTR)
+def pack_spec_of(model: torch.nn.Module) -> Optional[PackSpec]:
+    """The packing rule an adapted model uses (None: one caption per row)."""
+    return model.__dict__.get(_SPEC_ATTR)

@@ -36,6 +36,10 @@ class TrainingPlugin(Protocol):
     def train_tokenizer(self, args: argparse.Namespace, tokenizer: Callable) -> Callable:
         """The tokenizer of the training split (webdataset), wrapping the model's own."""
 
+    def train_collate(self, args: argparse.Namespace, collate: Callable) -> Callable:
+        """A replacement for the trainer's collate function (training split only), wrapping ``collate``;
+        what it returns for the text column must have ``.to(device, non_blocking=...)``."""
+
     def train_sample_stage(self, args: argparse.Namespace, tarfile_to_samples: Callable) -> Callable:
         """A replacement for the trainer's tar -> samples stage (training split only)."""
 
@@ -57,7 +61,7 @@ class TrainingPlugin(Protocol):
 
 # method -> the positional arguments the trainer passes (after self)
 CALLS: Dict[str, int] = {
-    "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_sample_stage": 2,
+    "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_collate": 2, "train_sample_stage": 2,
     "csv_dataset": 1, "adapt_model": 2, "metrics": 1, "state_dict": 1, "load_state_dict": 2,
 }
 

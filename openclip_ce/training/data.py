@@ -9,7 +9,6 @@ Plain torch + webdataset; nothing here knows open_clip. The pieces compose like 
 * :class:`NegativesTokenizer` - wraps a text tokenizer. Given a bundle it returns ``[1, 1 + K, L]``
   tokens (positive first, then one row per negative type, placeholder rows filled with
   :data:`PLACEHOLDER_TOKEN`); given a plain caption it returns all-placeholder negatives.
-* :func:`split_text_batch` - the inverse on a batch ``[B, 1 + K, L]``: positives, negatives, validity mask.
 * :class:`NegativesCsvDataset` - a map-style dataset for csv/tsv files with ``neg_<type>`` columns.
 
 Tokenisation happens inside the data workers, with the model's own tokenizer.
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from .packing import PLACEHOLDER_TOKEN
 from ..negatives import (
     NEG_MEMBER,
     NEG_TYPES,
@@ -37,7 +37,6 @@ from ..negatives import (
 
 log = logging.getLogger("openclip_ce.data")
 
-PLACEHOLDER_TOKEN = -1  # never a real token id (ids are >= 0 for every tokenizer)
 _BUNDLE_PREFIX = "\x00openclip-ce-bundle\x00"  # NUL never occurs in a decoded caption
 
 
@@ -168,14 +167,6 @@ class NegativesTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         return torch.stack([self.tokenize_one(*decode_bundle(t)) for t in texts])
-
-
-def split_text_batch(texts: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``[B, 1 + K, L]`` -> ``(positives [B, L], negatives [B, K, L], valid mask [B, K])``."""
-    if texts.dim() != 3:
-        raise ValueError(f"expected a [B, 1 + K, L] token batch, got shape {tuple(texts.shape)}")
-    negatives = texts[:, 1:]
-    return texts[:, 0], negatives, negatives[..., 0] != PLACEHOLDER_TOKEN
 
 
 # ----------------------------------------------------------------------------- csv

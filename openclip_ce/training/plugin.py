@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-from typing import Any, Callable, Dict, Iterable, Iterator
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 import torch
 
 from ..negatives import NEG_TYPES, parse_neg_types
 from .adapter import adapt_model
 from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives
-from .loss import ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS, CeClipLoss
+from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
+                   CeClipLoss)
+from .packing import CAPACITY, PackSpec, TextLayoutCollate
 
 log = logging.getLogger("openclip_ce.training")
 
@@ -38,6 +40,13 @@ def _non_negative(value: str) -> float:
     return v
 
 
+def _positive_int(value: str) -> int:
+    v = int(value)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return v
+
+
 def _compose(stage: Callable[[Iterable], Iterator], src_fn: Callable, *args, **kwargs) -> Iterator:
     return stage(src_fn(*args, **kwargs))
 
@@ -46,12 +55,18 @@ class CeClipPlugin:
     name = "ce_clip"
     description = "CE-CLIP: ITC with hard negatives + intra-modal contrast + cross-modal rank (CVPR 2024)"
 
+    def __init__(self):
+        self._pack_spec: Optional[PackSpec] = None  # this process's run: set by adapt_model, read by train_collate
+
     # ------------------------------------------------------------------ flags
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         g = parser.add_argument_group("CE-CLIP (openclip-ce), active with --loss ce_clip")
-        g.add_argument("--ce-alpha", type=_non_negative, default=0.2, help="weight of the intra-modal contrastive (IMC) loss (default 0.2)")
-        g.add_argument("--ce-beta", type=_non_negative, default=0.4, help="weight of the cross-modal rank (CMR) loss (default 0.4)")
-        g.add_argument("--ce-threshold-max", type=_non_negative, default=10.0, help="upper bound u of the adaptive thresholds (default 10)")
+        g.add_argument("--ce-alpha", type=_non_negative, default=DEFAULT_ALPHA,
+                       help="weight of the intra-modal contrastive (IMC) loss (default %(default)s)")
+        g.add_argument("--ce-beta", type=_non_negative, default=DEFAULT_BETA,
+                       help="weight of the cross-modal rank (CMR) loss (default %(default)s)")
+        g.add_argument("--ce-threshold-max", type=_non_negative, default=DEFAULT_THRESHOLD_MAX,
+                       help="upper bound u of the adaptive thresholds (default %(default)s)")
         g.add_argument("--ce-fixed-threshold", type=_non_negative, default=None, metavar="V",
                        help="use a fixed CMR threshold V for every type instead of the adaptive one (paper's baseline)")
         g.add_argument("--ce-neg-types", type=_neg_types, default=NEG_TYPES, metavar="TYPES",
@@ -65,8 +80,11 @@ class CeClipPlugin:
         g.add_argument("--ce-strict", action="store_true",
                        help="a training sample without a valid neg.json is an error (default: all-placeholder, counted in the log)")
         g.add_argument("--ce-no-trim", action="store_true",
-                       help="encode every caption and negative at the full context length (default: in a few length "
-                            "groups cut to the lengths present, where exact for the text tower; same result, faster)")
+                       help="encode every caption and valid negative in a row of its own at the full context length "
+                            "(default: packed several to a row, where exact for the text tower; same result, faster)")
+        g.add_argument("--ce-text-rows", type=_positive_int, default=None, metavar="N",
+                       help="rows of the text batch per step (packed rows, or caption rows with --ce-no-trim); "
+                            "default: sized from the first batch with 10%% headroom, raised when a batch needs more")
         g.add_argument("--ce-allow-no-negatives", action="store_true",
                        help=f"keep training when no valid negative reached the loss in the first {NO_NEGATIVES_STEPS} "
                             f"optimizer steps (default: stop with an error, the run would be plain CLIP)")
@@ -109,6 +127,12 @@ class CeClipPlugin:
     def train_tokenizer(self, args: argparse.Namespace, tokenizer: Callable) -> NegativesTokenizer:
         return NegativesTokenizer(tokenizer, args.ce_neg_types)
 
+    def train_collate(self, args: argparse.Namespace, collate: Callable) -> Callable:
+        """Wrap the trainer's collate function (training split): the text column gets its layout
+        (:mod:`.packing`) in the data workers, for the packing rule :meth:`adapt_model` decided."""
+        CAPACITY.configure(getattr(args, "ce_text_rows", None))
+        return TextLayoutCollate(collate, self._pack_spec)
+
     def train_sample_stage(self, args: argparse.Namespace, tarfile_to_samples: Callable) -> Callable:
         """Wrap the trainer's tar -> samples stage so each sample's ``neg.json`` rides with its caption."""
         stage = functools.partial(attach_negatives, strict=args.ce_strict)
@@ -119,8 +143,11 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ model
     def adapt_model(self, args: argparse.Namespace, model: torch.nn.Module) -> None:
-        """Make ``model`` (unwrapped) encode ``[B, 1 + K, L]`` text batches; idempotent, state_dict unchanged."""
-        adapt_model(model, trim=not getattr(args, "ce_no_trim", False))
+        """Make ``model`` (unwrapped) take CE-CLIP text batches; idempotent, state_dict unchanged.
+
+        Also decides the text layout the data stage produces (:meth:`train_collate`), so it must be
+        called before the training data is built (open_clip's main creates the model first)."""
+        self._pack_spec = adapt_model(model, pack=not getattr(args, "ce_no_trim", False))
 
     # ------------------------------------------------------------------ reporting / state
     def metrics(self, loss: CeClipLoss) -> Dict[str, float]:

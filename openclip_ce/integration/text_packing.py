@@ -1,37 +1,39 @@
-"""Encoding a text batch cut short of the context length, for open_clip's own text towers (3.3).
+"""Encoding packed text rows with open_clip's own text towers (3.3): several captions per row.
 
 Why this is exact: open_clip's text transformer uses a causal mask, so the output at position ``p``
 depends only on the tokens and positional embeddings at positions ``<= p``. The pooled feature is
-read at one position per row (``argmax``: the end-of-text token, the largest id; ``eos``: the first
-end-of-sequence token; ``first``: position 0), so every position after it can be dropped without
-changing the feature or its gradient. Dropping them means slicing the learned positional embedding
-and the causal mask to the kept length; nothing else in the tower depends on the length.
+read at one position per caption (``argmax``: the end-of-text token, the largest id; ``eos``: the
+first end-of-sequence token; ``first``: position 0). A caption placed at columns ``s .. s + n - 1`` of
+a row, with position ids ``0 .. n - 1`` and attention allowed only within its own segment and
+causally, therefore gets exactly the feature it gets alone: nothing after its pooled token, nor any
+other caption of the row, is visible to it. Only the positional embedding (indexed by position id)
+and the attention mask (block-diagonal causal) change; every weight is used as open_clip uses it.
 
-Three functions form the interface used by :mod:`openclip_ce.training.adapter`:
+The interface used by :mod:`openclip_ce.training.adapter` (this module imports nothing of ``training``):
 
-* :func:`trim_support` - ``None`` when the model's tower can be trimmed exactly, else the reason;
-* :func:`needed_lengths` - per row, how many leading positions the pooled feature depends on;
-* :func:`encode_text_trimmed` - ``encode_text`` (unnormalised) for a batch already cut to ``T`` positions.
+* :func:`pack_support` - ``None`` when the model's tower encodes packed rows exactly, else the reason;
+* :func:`pooling` - ``(pool_type, eos_id)``: which token the tower pools, for the data side's layout;
+* :func:`encode_packed` - unnormalised features of the captions in packed rows, read at given tokens.
 
-Anything not known to be exact is refused by :func:`trim_support` (and then encoded at full length):
-Hugging Face towers, bidirectional towers (``no_causal_mask``: every position sees the padding),
+Anything not known to be exact is refused by :func:`pack_support` (and then encoded one caption per
+row at the full context length): Hugging Face towers, bidirectional towers (``no_causal_mask``),
 ``last`` / ``none`` pooling (the pooled position moves with the length), CoCa's appended CLS token,
-towers that return tokens, subclasses that override ``encode_text`` or the tower's ``forward``.
-This module is the only place that knows those attribute names.
+towers that return tokens or mask padding themselves, subclasses that override ``encode_text`` or
+the tower's ``forward``. This module is the only place that knows those attribute names.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from open_clip.model import CLIP, CustomTextCLIP
-from open_clip.transformer import (CustomResidualAttentionBlock, ResidualAttentionBlock, TextTransformer, Transformer,
-                                   text_global_pool)
+from open_clip.transformer import CustomResidualAttentionBlock, ResidualAttentionBlock, TextTransformer, Transformer
 
-TRIMMABLE_POOLS = ("argmax", "eos", "first")
+PACKABLE_POOLS = ("argmax", "eos", "first")
 _BLOCKS = (ResidualAttentionBlock, CustomResidualAttentionBlock)
 
 
@@ -61,8 +63,8 @@ def _overrides(obj, base: type, name: str) -> bool:
     return getattr(type(obj), name) is not getattr(base, name)
 
 
-def trim_support(model: nn.Module) -> Optional[str]:
-    """``None`` if :func:`encode_text_trimmed` is exact for ``model`` (as open_clip built it); otherwise why not."""
+def pack_support(model: nn.Module) -> Optional[str]:
+    """``None`` if :func:`encode_packed` is exact for ``model`` (as open_clip built it); otherwise why not."""
     if isinstance(model, (CLIP, CustomTextCLIP)):
         base = CLIP if isinstance(model, CLIP) else CustomTextCLIP
         for method in ("encode_text", "forward"):
@@ -83,7 +85,7 @@ def trim_support(model: nn.Module) -> Optional[str]:
     elif not isinstance(model, CLIP):
         return f"model class {type(model).__name__} (only open_clip's CLIP and CustomTextCLIP are known)"
     tower = _tower(model)
-    if tower.pool_type not in TRIMMABLE_POOLS:
+    if tower.pool_type not in PACKABLE_POOLS:
         return f"text pooling {tower.pool_type!r} reads a position that depends on the length"
     if tower.attn_mask is None:
         return "text tower is bidirectional (no causal mask): every position sees the padding"
@@ -100,39 +102,37 @@ def trim_support(model: nn.Module) -> Optional[str]:
     return None
 
 
-def needed_lengths(model: nn.Module, text: torch.Tensor) -> torch.Tensor:
-    """``LongTensor[N]``: the pooled position of each row of ``text [N, L]`` plus one.
-
-    Positions from there on cannot change the row's feature (causal mask). Same position as
-    open_clip's ``text_global_pool`` reads, by the same rule."""
+def pooling(model: nn.Module) -> Tuple[str, Optional[int]]:
+    """``(pool_type, eos_id)`` of the model's text tower (the rule open_clip's ``text_global_pool`` applies)."""
     tower = _tower(model)
-    if tower.pool_type == "argmax":
-        pos = text.argmax(dim=-1)
-    elif tower.pool_type == "eos":
-        pos = (text == tower.eos_id).int().argmax(dim=-1)
-    elif tower.pool_type == "first":
-        pos = torch.zeros(text.shape[0], dtype=torch.long, device=text.device)
-    else:
-        raise ValueError(f"text pooling {tower.pool_type!r} cannot be trimmed")
-    return pos + 1
+    return tower.pool_type, tower.eos_id
 
 
-def encode_text_trimmed(model: nn.Module, text: torch.Tensor) -> torch.Tensor:
-    """Unnormalised text features of ``text [N, T]``, ``T <= context length``, every row's pooled position ``< T``.
+def encode_packed(model: nn.Module, tokens: torch.Tensor, positions: torch.Tensor, segments: torch.Tensor,
+                  index: torch.Tensor) -> torch.Tensor:
+    """Unnormalised features ``[N, D]`` of the captions packed in ``tokens [R, T]``, ``T <=`` context length.
 
-    open_clip's ``encode_text`` (CLIP) / ``TextTransformer.forward`` with the positional embedding
-    and the causal mask sliced to ``T``; equal to encoding the same rows padded to full length."""
+    ``positions [R, T]``: each token's position id; ``segments [R, T]``: its caption (tokens attend
+    only to earlier tokens of the same caption; padding has its own id); ``index [N]``: the flat
+    token index ``r * T + p`` of each wanted caption's pooled token. Equal to open_clip's
+    ``encode_text`` of each caption alone (see module docstring). Static shapes, no host read."""
     tower = _tower(model)
-    n = text.shape[1]
+    rows, n = tokens.shape
     if n > tower.positional_embedding.shape[0]:
         raise ValueError(f"text of length {n} exceeds the context length {tower.positional_embedding.shape[0]}")
     cast_dtype = tower.transformer.get_cast_dtype()
-    x = tower.token_embedding(text).to(cast_dtype)
-    x = x + tower.positional_embedding[:n].to(cast_dtype)
-    x = tower.transformer(x, attn_mask=tower.attn_mask[:n, :n])
-    x = tower.ln_final(x)
-    x = text_global_pool(x, text, tower.pool_type, eos_token_id=tower.eos_id)
+    x = tower.token_embedding(tokens).to(cast_dtype)
+    x = x + F.embedding(positions, tower.positional_embedding).to(cast_dtype)
+    causal = torch.ones((n, n), dtype=torch.bool, device=tokens.device).tril_()
+    allowed = (segments[:, :, None] == segments[:, None, :]) & causal
+    mask = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
+    x = tower.transformer(x, attn_mask=mask.repeat_interleave(_heads(tower.transformer), dim=0))
+    x = tower.ln_final(x.reshape(rows * n, -1).index_select(0, index))  # per-token LayerNorm: pool first
     proj = tower.text_projection
     if proj is not None:
         x = proj(x) if isinstance(proj, nn.Linear) else x @ proj
     return x
+
+
+def _heads(transformer: nn.Module) -> int:
+    return transformer.resblocks[0].attn.num_heads
