@@ -50,13 +50,6 @@ CAPTION_LENGTHS = (
     (18, 40), (19, 25), (20, 20), (21, 12), (22, 9), (23, 7), (24, 7),
     (25, 3), (26, 2), (27, 2), (28, 1), (30, 1), (52, 1),
 )
-# A small model for the CPU with ViT-B-32's proportions (50 image tokens, 77 text tokens, vision : text
-# width 3 : 2, so that a caption costs 2/3 of an image as in ViT-B-32) at 4 layers and 3/8 of its widths.
-SMALL_CFG = {
-    "embed_dim": 192,
-    "vision_cfg": {"image_size": 224, "layers": 4, "width": 288, "head_width": 32, "patch_size": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 192, "heads": 3, "layers": 4},
-}
 NUM_NEG = 4
 
 
@@ -147,11 +140,11 @@ def sync(device):
 def build(a, device):
     import open_clip
 
-    from openclip_ce.testing.tiny_clip import write_tiny_model_dir
+    from openclip_ce.testing.tiny_clip import SMALL_VIT_B_32_CFG, write_tiny_model_dir
 
     name = a.model
     if name == "small":
-        name = write_tiny_model_dir(tempfile.mkdtemp(prefix="bench-small-"), SMALL_CFG)
+        name = write_tiny_model_dir(tempfile.mkdtemp(prefix="bench-small-"), SMALL_VIT_B_32_CFG)
     torch.manual_seed(a.seed)
     return open_clip.create_model(name, precision=a.precision, device=device, output_dict=True)
 

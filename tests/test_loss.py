@@ -221,3 +221,27 @@ def test_missing_negative_features_count_as_placeholders():
     masked = _loss(alpha=0.0, beta=0.0, use_itc_negatives=False)(img, txt, scale, neg, torch.zeros_like(mask),
                                                                output_dict=True)
     torch.testing.assert_close(plain["contrastive_loss"], masked["contrastive_loss"])
+
+
+def test_collapsed_features_are_counted_and_warned_about_once(caplog):
+    """Every feature the same point: the contrastive loss sits at its chance value; after COLLAPSE_STEPS
+    optimizer steps the plugin warns (once), and a step off chance resets the count."""
+    import logging
+
+    from openclip_ce.training.plugin import COLLAPSE_STEPS, plugin
+
+    img, txt, scale, neg, mask = random_batch(seed=8)
+    point = torch.nn.functional.normalize(torch.ones(img.shape[1]), dim=0)
+    same = point.expand_as(img).contiguous()
+    loss = _loss()
+    with caplog.at_level(logging.WARNING, logger="openclip_ce.training"):
+        for step in range(COLLAPSE_STEPS + 3):
+            out = loss(same, same, scale, point.expand_as(neg).contiguous(), mask, output_dict=True)
+            n_cols = img.shape[0] + int(mask.sum())
+            assert float(out["contrastive_loss"]) == pytest.approx((math.log(n_cols) + math.log(img.shape[0])) / 2)
+            plugin.metrics(loss)
+            assert loss.steps_at_chance() == step + 1
+            warned = [r for r in caplog.records if "collapsed to one point" in r.getMessage()]
+            assert len(warned) == (1 if step + 1 >= COLLAPSE_STEPS else 0)
+    loss(img, txt, scale, neg, mask)  # learning features: off chance
+    assert loss.steps_at_chance() == 0

@@ -34,6 +34,7 @@ does: use it only as open_clip's memory-saving approximation.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -45,6 +46,7 @@ from .gather import all_reduce_sum, gather_tensor
 
 ITC_NEGATIVE_MODES = ("global", "own")
 NO_NEGATIVES_STEPS = 50  # optimizer steps without any valid negative before training stops
+CHANCE_TOLERANCE = 1e-3  # a contrastive loss within 0.1% of its all-logits-equal value counts as at chance
 # the paper's settings; the plugin's flags take their defaults from here
 DEFAULT_ALPHA = 0.2
 DEFAULT_BETA = 0.4
@@ -115,6 +117,8 @@ class CeClipLoss(nn.Module):
         self.register_buffer("last_stats", torch.zeros((3, k), dtype=torch.float32), persistent=False)
         self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("seen_valid", torch.zeros((), dtype=torch.bool), persistent=False)
+        # consecutive calls whose contrastive loss sat at its chance value (every logit equal: collapsed features)
+        self.register_buffer("calls_at_chance", torch.zeros((), dtype=torch.long), persistent=False)
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
 
     # ------------------------------------------------------------------ state / reporting
@@ -141,6 +145,11 @@ class CeClipLoss(nn.Module):
         out.update({f"ce_valid_{t}": valid[i] / n[i] for i, t in enumerate(self.neg_types) if n[i]})
         out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
         return out
+
+    def steps_at_chance(self) -> int:
+        """Optimizer steps in a row, up to the last, whose contrastive loss sat at its chance value (every
+        logit equal: the features collapsed to one point). Reads the device: call it at log steps."""
+        return int(self.calls_at_chance) // self.accum_freq
 
     # ------------------------------------------------------------------ helpers
     def _gather(self, t: torch.Tensor, differentiable: bool = True) -> torch.Tensor:
@@ -185,7 +194,7 @@ class CeClipLoss(nn.Module):
                 f"on purpose.")
 
     @torch.no_grad()
-    def _end_of_call(self, stats: torch.Tensor) -> None:
+    def _end_of_call(self, stats: torch.Tensor, at_chance: torch.Tensor) -> None:
         """After a call in training mode. At the end of an optimizer step (every ``accum_freq`` calls) keep
         its statistics and set the next step's thresholds from them: device ops only, no branch on data."""
         gap_sum, valid = stats[0], stats[1]
@@ -197,6 +206,7 @@ class CeClipLoss(nn.Module):
             stats = torch.where(step_ends, stats, self.last_stats)
         self.last_stats.copy_(stats)
         self.seen_valid.logical_or_(has.any())
+        self.calls_at_chance.copy_(torch.where(at_chance, self.calls_at_chance + 1, 0))
         if self.fixed_threshold is None:
             new = (gap_sum / valid.clamp_min(1)).clamp(0.0, self.threshold_max)
             self.thresholds.copy_(torch.where(has, new, self.thresholds))
@@ -285,6 +295,9 @@ class CeClipLoss(nn.Module):
         labels = torch.arange(rows_img.shape[0], device=img.device) + offset
         itc = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
         losses = {"contrastive_loss": itc}
+        with torch.no_grad():  # ITC with every logit equal: the mean log of each row's column count
+            chance = (torch.isfinite(logits_per_image).sum(1).float().log().mean() + math.log(all_img.shape[0])) / 2
+            at_chance = (itc.detach() - chance).abs() <= CHANCE_TOLERANCE * chance
 
         # ---- per-sample similarities shared by IMC, CMR and the threshold statistics
         pos = scale * (rows_img * rows_txt).sum(-1)                          # S(I, T)      [R]
@@ -312,7 +325,7 @@ class CeClipLoss(nn.Module):
             else:  # rows already hold the global batch: compute local slice, reduce across ranks
                 sl = slice(self.rank * b, (self.rank + 1) * b)
                 stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
-            self._end_of_call(stats)
+            self._end_of_call(stats, at_chance)
 
         if rescale:
             # Every rank computed the global loss, with gradient through its own slot only; DDP then

@@ -24,6 +24,7 @@ from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGAT
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
 
 log = logging.getLogger("openclip_ce.training")
+COLLAPSE_STEPS = 20  # optimizer steps in a row at the contrastive loss's chance value before the collapse warning
 
 
 def _neg_types(value: str):
@@ -151,7 +152,23 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ reporting / state
     def metrics(self, loss: CeClipLoss) -> Dict[str, float]:
+        """Called at open_clip's log steps (the reads from the device happen there, not every step)."""
+        self._warn_if_collapsed(loss)
         return loss.metrics()
+
+    def _warn_if_collapsed(self, loss: CeClipLoss) -> None:
+        steps = loss.steps_at_chance()
+        if steps < COLLAPSE_STEPS:
+            self._collapse_warned = False
+            return
+        if not getattr(self, "_collapse_warned", False):
+            self._collapse_warned = True
+            log.warning(
+                "ce_clip: the contrastive loss has sat at its chance value (every logit equal) for the last %d "
+                "optimizer steps: the image and text features have collapsed to one point, where every gradient "
+                "vanishes, so this run will not recover. Restart it with a lower --lr or a longer --warmup, lower "
+                "--ce-alpha (IMC pulls toward this point when the text tower is untrained), or train from scratch "
+                "with --loss clip first and fine-tune with --loss ce_clip (README: 'Training from scratch')", steps)
 
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
         return {"thresholds": loss.threshold_dict()}
