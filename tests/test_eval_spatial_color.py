@@ -345,3 +345,25 @@ def test_compare_pairs_the_new_benchmarks(evaluated):
     assert js["difference_vs_first"]["colorswap/group"]["b"]["p"] == pytest.approx(p)
     md = Path(f"{prefix}.md").read_text()
     assert "## sugarcrepe-pp" in md and "## mmvp-vlm" in md
+
+
+def test_published_rows_name_metrics_the_readers_write(tmp_path):
+    """Every published.json row of the four benchmarks is a summary key their readers produce."""
+    from openclip_ce.evaluate.benchmarks import sugarcrepe_pp
+    from openclip_ce.evaluate.published import load_published
+
+    from ._eval_fixtures_scpp_spatial_color import TextPairFakeScorer, build_scpp
+
+    build_scpp(tmp_path)
+    build_whatsup(tmp_path)
+    build_colorswap(tmp_path)
+    build_mmvp(tmp_path, layout=["right"] * 135)
+    scorer = TextPairFakeScorer(default=0.0, text_pairs={})
+    scorer.score_texts = lambda pairs, desc: np.zeros(len(pairs))
+    produced = {f"{m.NAME}/{k}" for m in (sugarcrepe_pp, whatsup, colorswap, mmvp_vlm)
+                for k in m.evaluate(tmp_path, scorer, OPTS)["summary"]}
+    data = load_published()
+    ours = [k for k in data["metrics"] if k.split("/")[0] in ("sugarcrepe-pp", "whatsup", "colorswap", "mmvp-vlm")]
+    assert len(ours) == 10 + 6 + 3 + 10
+    assert set(ours) <= produced, set(ours) - produced
+    assert data["metrics"]["colorswap/group"]["value"] == 0.12 and not data["metrics"]["colorswap/group"]["check"]
