@@ -28,7 +28,6 @@ of the six individual accuracies.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -97,8 +96,7 @@ def set_key(image_path: str, kind: str, where: str) -> Tuple[Tuple[str, str], st
 
 def _resolve(base: Path, image_path: str) -> str:
     rel = image_path.replace("\\", "/")
-    rel = rel[len("data/"):] if rel.startswith("data/") else rel.lstrip("/")
-    return str(base / rel)
+    return str(base / (rel[len("data/"):] if rel.startswith("data/") else rel))
 
 
 def read_controlled(path: Path, base: Path, kind: str) -> List[Dict[str, Any]]:
