@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -188,3 +188,17 @@ class ClipScorer:
         for s in range(0, len(cases), 16384):  # bounded memory on 400k-pair benchmarks
             out[s:s + 16384] = np.einsum("nd,nkd->nk", img_np[ii[s:s + 16384]], txt_np[tt[s:s + 16384]])
         return out
+
+    def score_texts(self, pairs: Sequence[Tuple[str, str]], desc: str) -> np.ndarray:
+        """``T[i] = <g(a_i), g(b_i)>``: cosine similarity of the two captions of every pair, from the text
+        encoder alone (SugarCrepe++'s text-only task). Every distinct caption is encoded once."""
+        if not pairs:
+            return np.zeros(0)
+        index: Dict[str, int] = {}
+        for a, b in pairs:
+            index.setdefault(a, len(index))
+            index.setdefault(b, len(index))
+        feats = self.encode_texts(list(index), desc).numpy().astype(np.float64)
+        ia = np.fromiter((index[a] for a, _ in pairs), dtype=np.int64, count=len(pairs))
+        ib = np.fromiter((index[b] for _, b in pairs), dtype=np.int64, count=len(pairs))
+        return np.einsum("nd,nd->n", feats[ia], feats[ib])
