@@ -9,8 +9,8 @@ from openclip_ce.evaluate.benchmarks import bivlc, eqben, spec
 from openclip_ce.evaluate.common import BenchmarkDataError, BenchmarkMissing, EvalOptions, ImageRef
 from openclip_ce.evaluate.scorer import load_image
 
-from ._eval_bidir_helpers import (EQBEN_SUBSETS, SPEC_SUBSETS, TableScorer, build_bivlc, build_eqben,
-                                  build_spec)
+from ._eval_bidir_helpers import (EQBEN_SUBSETS, SPEC_MIX, SPEC_SUBSETS, TableScorer, build_bivlc,
+                                  build_eqben, build_spec)
 
 OPTS = EvalOptions()
 
@@ -35,16 +35,11 @@ def test_spec_accuracies_per_subset_and_direction(tmp_path):
     # i2t queries are one image against texts, t2i queries one text against images
     i2t = [c for c in scorer.cases if "-i2t-" in c.image.path]
     t2i = [c for c in scorer.cases if "-t2i-" in c.image.path]
-    assert len({c.image for c in i2t}) == sum(len(v) for (s, d), v in _mix().items() if d == "i2t")
+    assert len({c.image for c in i2t}) == sum(len(v) for (s, d), v in SPEC_MIX.items() if d == "i2t")
     assert all(c.texts[0].endswith("query") for c in t2i) and not any(c.texts[0].endswith("query") for c in i2t)
     out = res["outcomes"]
     assert out["groups"]["count/i2t"]["ids"] == "0-4" and out["metrics"]["t2i"] == [f"{s}/t2i" for s in SPEC_SUBSETS]
     assert res["chance"]["existence/i2t"] == pytest.approx(np.mean([1 / 2, 1 / 3]))
-
-
-def _mix():
-    from ._eval_bidir_helpers import SPEC_MIX
-    return SPEC_MIX
 
 
 def test_spec_first_maximum_wins_a_tie():

@@ -61,10 +61,10 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--data-root", required=True, help="directory holding one folder per benchmark (aro/ "
                    "sugarcrepe/ ... zeroshot/) in the official layouts (see the protocol doc)")
-    d.add_argument("--benchmarks", type=_benchmark_list, default=registry.names(),
+    d.add_argument("--benchmarks", type=_benchmark_list, default=registry.ALL,
                    help=f"comma-separated subset of {','.join(registry.names())}; or presets: all (every "
                         f"registered benchmark), ce-clip (alias paper: {','.join(registry.PRESETS['ce-clip'])}, "
-                        f"what CE-CLIP's paper reports) (default: all)")
+                        f"what CE-CLIP's paper reports)")
     d.add_argument("--image-root", type=_image_root, action="append", default=[], metavar="NAME=DIR",
                    help=f"override an image directory; NAME in {','.join(registry.image_root_names())}")
     r = p.add_argument_group("scoring")
