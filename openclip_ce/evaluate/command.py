@@ -30,11 +30,10 @@ PROTOCOL_DOC = "docs/EVAL_PROTOCOL.md"
 
 
 def _benchmark_list(spec: str) -> List[str]:
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if registry.find(n) is None]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown benchmark(s) {unknown}; choose from {','.join(registry.names())}")
-    return names
+    try:
+        return registry.expand(spec)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def _image_root(spec: str):
@@ -60,10 +59,12 @@ def add_model_arguments(m) -> None:
 def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
     """Data, scoring and per-benchmark flags: everything that defines the protocol of a run."""
     d = p.add_argument_group("data")
-    d.add_argument("--data-root", required=True, help="directory holding aro/ sugarcrepe/ valse/ vl-checklist/ "
-                   "winoground/ zeroshot/ in the official layouts (see the protocol doc)")
-    d.add_argument("--benchmarks", type=_benchmark_list, default=registry.names(),
-                   help=f"comma-separated subset of {','.join(registry.names())} (default: all)")
+    d.add_argument("--data-root", required=True, help="directory holding one folder per benchmark (aro/ "
+                   "sugarcrepe/ ... zeroshot/) in the official layouts (see the protocol doc)")
+    d.add_argument("--benchmarks", type=_benchmark_list, default=registry.ALL,
+                   help=f"comma-separated subset of {','.join(registry.names())}; or presets: all (every "
+                        f"registered benchmark), ce-clip (alias paper: {','.join(registry.PRESETS['ce-clip'])}, "
+                        f"what CE-CLIP's paper reports)")
     d.add_argument("--image-root", type=_image_root, action="append", default=[], metavar="NAME=DIR",
                    help=f"override an image directory; NAME in {','.join(registry.image_root_names())}")
     r = p.add_argument_group("scoring")

@@ -172,6 +172,9 @@ def run(args) -> int:
         ref = load_reference(args.reference)
         section, ref_json = reference_section(results, labels, ref, pair_models(labels, ref, args.reference_pair))
         md += "\n" + section
+        if ref_json["not_in_results"]:
+            log.warning("%d metric(s) of %s are not in these results: %s", len(ref_json["not_in_results"]),
+                        ref.title, ", ".join(ref_json["not_in_results"]))
         ref_series = chart_series(ref, keys)
     write_atomic(Path(f"{out}.md"), md)
     bar_chart(results, labels, chart_keys(keys, args.chart) or keys, Path(f"{out}.png"), args.alpha, ref_series)

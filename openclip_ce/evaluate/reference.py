@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
+from . import registry
 from .report import bench_of, fmt_percent
 
 REFERENCES = Path(__file__).with_name("references")
@@ -120,7 +121,9 @@ def reference_section(results: Sequence[Dict], labels: Sequence[str], ref: Refer
         absent = sorted({bench_of(k) for k in missing} - present)
         partial = [k for k in missing if bench_of(k) in present]
         if absent:
-            lines += [f"Benchmarks of the paper not in these results (not evaluated or skipped): {', '.join(absent)}.", ""]
+            lines += [f"Benchmarks of the paper not in these results (not evaluated or skipped): {', '.join(absent)}."
+                      + (f" `openclip-ce eval --benchmarks {ref.name}` runs every benchmark the paper reports."
+                         if ref.name in registry.preset_names() else ""), ""]
         if partial:
             lines += [f"Metrics of the paper not in these results (a part of the benchmark not evaluated or skipped): "
                       f"{', '.join(partial)}.", ""]

@@ -88,3 +88,38 @@ def find(name: str) -> Optional[Benchmark]:
 
 def image_root_names() -> List[str]:
     return [k for b in _load() for k in b.image_roots]
+
+
+# --------------------------------------------------------------------------- --benchmarks presets
+
+ALL = "all"  # every registered benchmark, whatever modules define them
+# fixed lists: what a paper reports, so one flag reruns its evaluation
+PRESETS: Dict[str, Tuple[str, ...]] = {
+    # CE-CLIP (Zhang et al., CVPR 2024), Tables 1-3 and 5: the benchmarks of references/paper.json
+    "ce-clip": ("aro", "valse", "vl-checklist", "sugarcrepe"),
+}
+PRESET_ALIASES = {"paper": "ce-clip"}  # as `compare --reference paper`
+
+
+def preset_names() -> List[str]:
+    return [ALL, *PRESETS, *PRESET_ALIASES]
+
+
+def expand(spec: str) -> List[str]:
+    """``--benchmarks`` value -> benchmark names, in registry order: comma-separated benchmark names,
+    presets (``ce-clip``, alias ``paper``) and ``all``. Unknown names -> ValueError naming them."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    wanted, unknown = set(), []
+    for item in items:
+        if item == ALL:
+            wanted.update(names())
+        elif item in PRESETS or item in PRESET_ALIASES:
+            wanted.update(PRESETS[PRESET_ALIASES.get(item, item)])
+        elif find(item) is not None:
+            wanted.add(item)
+        else:
+            unknown.append(item)
+    if unknown or not items:
+        raise ValueError(f"unknown benchmark(s) {unknown}; choose from {','.join(names())} "
+                         f"or {','.join(preset_names())}")
+    return [n for n in names() if n in wanted]

@@ -32,8 +32,11 @@ def load_image(ref: ImageRef):
     """
     where = f"{ref.origin}: " if ref.origin else ""
     try:
-        with Image.open(io.BytesIO(ref.data) if ref.data is not None else ref.path) as im:
-            img = im.convert("RGB")
+        if ref.data is None and ref.path.lower().endswith(".npy"):
+            img = _npy_image(ref.path)
+        else:
+            with Image.open(io.BytesIO(ref.data) if ref.data is not None else ref.path) as im:
+                img = im.convert("RGB")
     except Exception as e:
         raise BenchmarkDataError(f"{where}cannot read image {ref.path} ({type(e).__name__}: {e})") from e
     if ref.box is not None:
@@ -43,6 +46,15 @@ def load_image(ref: ImageRef):
             raise BenchmarkDataError(f"{where}crop box {ref.box} of {ref.path} is empty")
         img = img.crop(ref.box)
     return img
+
+
+def _npy_image(path: str):
+    """A frame stored as a NumPy array (EqBen's YouCook2 frames: ``H x W x 3`` uint8 in BGR order), as an RGB
+    PIL image exactly as the EqBen authors' loader makes it: ``Image.fromarray(a[:, :, [2, 1, 0]], "RGB")``."""
+    a = np.load(path, allow_pickle=False)
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+        raise ValueError(f"expected an H x W x 3 uint8 array, got shape {a.shape} dtype {a.dtype}")
+    return Image.fromarray(np.ascontiguousarray(a[:, :, [2, 1, 0]]))  # uint8 H x W x 3: mode RGB
 
 
 # --------------------------------------------------------------------------- loading in worker processes

@@ -11,7 +11,10 @@
 * ``folder:<name>``: any ImageFolder (one sub-directory per class). Class names are read from
   ``classnames.txt`` (one per line, in sorted sub-directory order) or else from the directory names
   (``_`` -> space); templates are clip_benchmark's for ``<name>`` if it has them, else OpenAI's 80
-  ImageNet templates from open_clip.
+  ImageNet templates from open_clip;
+* a suite (``elevater21``, ``vtab``, ``vtab+``, ``imagenet_robustness``; :mod:`.zeroshot_suites`): every
+  task of the list whose mean accuracy papers quote, each read from the first of its candidate datasets
+  present, and ``<suite>/avg``, the mean top-1 accuracy over the tasks when all of them ran.
 
 Scoring: clip_benchmark's ``zero_shot_classifier`` (mean of normalised prompt embeddings per class)
 and ``run_classification``, under ``--precision`` (fp32: no autocast; amp: float16; bf16: bfloat16;
@@ -36,10 +39,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.datasets import ImageFolder
 
-from ..common import BenchmarkDataError, BenchmarkMissing, EvalOptions, progress
+from ..common import BenchmarkDataError, BenchmarkMissing, EvalOptions, mean, progress
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 from ..scorer import CheckedLoader
+from . import zeroshot_suites as suites_mod
 
 log = logging.getLogger("openclip_ce.evaluate")
 
@@ -176,16 +180,22 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     """Zero-shot needs the model itself, not only similarities: ``scorer`` is a ClipScorer."""
     cfg = BENCHMARK.settings(opts)
     base = root / "zeroshot"
-    results, skipped = {}, {}
-    for name in cfg["datasets"]:
-        ds_root = base / (name[len("folder:"):] if name.startswith("folder:") else name)
-        if not ds_root.is_dir():
-            skipped[name] = f"expected the dataset directory {ds_root}"
+    runs, suites = suites_mod.plan(cfg["datasets"])
+    in_suite = {t for tasks in suites.values() for t in tasks}
+    results, skipped, labels_of = {}, {}, {}
+    for label, candidates in runs:
+        name = suites_mod.resolve(base, candidates)
+        key = label if label in in_suite else candidates[0]  # skipped: the suite task, or the name asked for
+        if name is None:
+            skipped[key] = suites_mod.missing_note(base, candidates)
             continue
-        try:
-            results[name] = evaluate_dataset(name, ds_root, scorer, cfg["backend"])
-        except BenchmarkMissing as e:
-            skipped[name] = str(e)
+        if name not in results:
+            try:
+                results[name] = evaluate_dataset(name, suites_mod.dataset_dir(base, name), scorer, cfg["backend"])
+            except BenchmarkMissing as e:
+                skipped[key] = str(e)
+                continue
+        labels_of.setdefault(name, []).append(label)
     for name, note in skipped.items():
         log.warning("zeroshot/%s skipped: %s", name, note)
     if not results:
@@ -193,21 +203,44 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
     summary, chance = {}, {}
     outcomes = Outcomes("index of the image in the dataset")
     for name, r in results.items():
-        short = name[len("folder:"):] if name.startswith("folder:") else name
         hits = r.pop("hits")
         metrics = ["acc1"] + (["acc5"] if r["acc5"] == r["acc5"] else [])
-        for m in metrics:
-            summary[f"{short}/{m}"] = r[m]
-            chance[f"{short}/{m}"] = min(1.0, (1 if m == "acc1" else 5) / r["num_classes"])
-            outcomes.add_group(f"{short}/{m}", range(len(hits[m])), hits[m])
-            outcomes.add_metric(f"{short}/{m}", [f"{short}/{m}"])
-    return {"datasets": results, "skipped": skipped, "summary": summary, "chance": chance,
+        for short in labels_of[name]:
+            for m in metrics:
+                summary[f"{short}/{m}"] = r[m]
+                chance[f"{short}/{m}"] = min(1.0, (1 if m == "acc1" else 5) / r["num_classes"])
+                outcomes.add_group(f"{short}/{m}", range(len(hits[m])), hits[m])
+                outcomes.add_metric(f"{short}/{m}", [f"{short}/{m}"])
+    suite_records = {}
+    for suite, tasks in suites.items():
+        done = [t for t in tasks if f"{t}/acc1" in summary]
+        missing = [t for t in tasks if t not in done]
+        suite_records[suite] = {"tasks": tasks,
+                                "datasets": {t: n for n in results for t in labels_of[n] if t in tasks},
+                                "missing": missing,
+                                "mean_of_present": mean(summary[f"{t}/acc1"] for t in done) if done else None}
+        if tasks and not missing:
+            summary[f"{suite}/avg"] = mean(summary[f"{t}/acc1"] for t in tasks)
+            chance[f"{suite}/avg"] = mean(chance[f"{t}/acc1"] for t in tasks)
+            outcomes.add_metric(f"{suite}/avg", [f"{t}/acc1" for t in tasks])
+        else:
+            log.warning("zeroshot: %s/avg left out: %d of its %d tasks not evaluated (%s)", suite, len(missing),
+                        len(tasks), ", ".join(missing) or "clip_benchmark is not installed")
+    return {"datasets": results, "skipped": skipped, "suites": suite_records, "summary": summary, "chance": chance,
             "outcomes": outcomes.to_json()}
+
+
+def _suite_protocol(datasets) -> Dict:
+    """The tasks (and candidate datasets) of every suite asked for, for the protocol record."""
+    suites = {d: [list(c) for c in suites_mod.suite_tasks(d)] for d in datasets if suites_mod.suite_tasks(d) is not None}
+    return {"zeroshot_suites": suites} if suites else {}
 
 
 def _add_arguments(group) -> None:
     group.add_argument("--zeroshot-datasets", default="imagenet1k,cifar10,cifar100",
-                       help="comma-separated clip_benchmark dataset names or folder:NAME, under DATA_ROOT/zeroshot/")
+                       help="comma-separated clip_benchmark dataset names, folder:NAME, or a suite ("
+                            + ", ".join(suites_mod.suite_names()) + ": every task of it and <suite>/avg), "
+                            "under DATA_ROOT/zeroshot/")
     group.add_argument("--zeroshot-backend", choices=("auto", "clip_benchmark", "builtin"), default="auto")
 
 
@@ -219,5 +252,6 @@ BENCHMARK = Benchmark(
     add_arguments=_add_arguments,
     options=lambda args: {"datasets": tuple(s.strip() for s in args.zeroshot_datasets.split(",") if s.strip()),
                           "backend": args.zeroshot_backend},
-    protocol=lambda cfg: {"zeroshot_datasets": list(cfg["datasets"]), "zeroshot_backend": cfg["backend"]},
+    protocol=lambda cfg: {"zeroshot_datasets": list(cfg["datasets"]), "zeroshot_backend": cfg["backend"],
+                          **_suite_protocol(cfg["datasets"])},
 )
