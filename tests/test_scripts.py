@@ -148,3 +148,16 @@ def test_mixture_factors_and_bad_shares(tmp_path):
     for bad in ("1:x", "1", "1:0"):
         proc = mixture("--mix", bad, *folders)
         assert proc.returncode == 2 and proc.stderr.strip() == f"mixture: error: --mix needs 2 positive shares, got {bad!r}"
+
+
+def test_check_train_step_gpu_smoke(tmp_path):
+    """The prepared GPU check runs through every step on a CPU with tiny sizes and writes its figures."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "check_train_step_gpu.py"), "--out", str(tmp_path), "--smoke"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fig = json.loads((tmp_path / "train_step_gpu.json").read_text())
+    assert fig["finished"] and all(fig[k]["rc"] == 0 for k in ("bench_8", "train_ce_clip", "train_clip", "probe"))
+    assert set(fig["bench_8"]["variants"]) == {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-trim)"}
+    assert fig["train_ce_clip"]["steps"] == 4 and fig["train_clip"]["steps"] == 4  # 2 epochs of 2 batches
+    assert (tmp_path / "train_ce_clip.png").exists() and (tmp_path / "probe" / "probe.png").exists()
+    assert set(fig["probe"]["summary"]) == {"ce_clip fp32", "ce_clip amp_bf16", "clip fp32", "clip amp_bf16"}
