@@ -26,8 +26,8 @@ SUBCOMMANDS = {
     "make-shards": ("openclip_ce.shards.command", "write hard negatives (neg.json) next to every caption of WebDataset shards"),
     "eval": ("openclip_ce.evaluate.command", "compositional benchmarks + zero-shot retention for an open_clip model"),
     "compare": ("openclip_ce.evaluate.compare", "table and chart comparing `openclip-ce eval` result files"),
-    "interpolate": ("openclip_ce.evaluate.interpolate", "WiSE-FT: write (1 - a) * base + a * fine-tuned weights as a checkpoint"),
-    "sweep": ("openclip_ce.evaluate.sweep", "evaluate a series of interpolation alphas; zero-shot vs compositional trade-off"),
+    "interpolate": ("openclip_ce.wiseft.interpolate", "WiSE-FT: write (1 - a) * base + a * fine-tuned weights as a checkpoint"),
+    "sweep": ("openclip_ce.wiseft.sweep", "evaluate a series of interpolation alphas; zero-shot vs compositional trade-off"),
     "analyze": ("openclip_ce.evaluate.analyze", "intra-modal similarity / cross-modal gap analysis with bootstrap CIs (paper Fig. 8)"),
     "train": ("openclip_ce.train", "run open_clip_train.main with the CE-CLIP plugin loaded explicitly"),
 }

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openclip_ce.cli import main
-from openclip_ce.evaluate.interpolate import (METADATA_KEY, first_mismatch, interpolate_state_dicts,
+from openclip_ce.wiseft.interpolate import (METADATA_KEY, first_mismatch, interpolate_state_dicts,
                                               pair_quick_gelu)
 from openclip_ce.evaluate.models import load_model
 from openclip_ce.errors import UserError

@@ -15,12 +15,12 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from openclip_ce.cli import main
-from openclip_ce.evaluate import interpolate, reuse, sweep
+from openclip_ce.wiseft import interpolate, reuse, sweep
 from openclip_ce.evaluate.common import Case, ImageRef
 from openclip_ce.evaluate.models import load_model
-from openclip_ce.evaluate.reuse import ReusingScorer
+from openclip_ce.wiseft.reuse import ReusingScorer
 from openclip_ce.evaluate.scorer import ClipScorer
-from openclip_ce.evaluate.tradeoff import figure, markdown, tradeoff
+from openclip_ce.wiseft.tradeoff import figure, markdown, tradeoff
 from openclip_ce.plotting import save_figure
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 

@@ -78,3 +78,24 @@ def test_our_plugin_follows_the_contract_and_a_broken_one_is_described():
     assert any("open_clip's own objective" in p for p in problems)
     assert any(p.startswith("add_arguments() cannot be called with 1 argument") for p in problems)
     assert "no method create_loss()" in problems and "no method load_state_dict()" in problems
+
+
+def test_wiseft_builds_on_evaluate_one_way():
+    """openclip_ce.wiseft uses openclip_ce.evaluate; no module of evaluate imports wiseft."""
+    import ast
+    from pathlib import Path
+
+    import openclip_ce
+
+    root = Path(openclip_ce.__file__).parent
+
+    def imports(path):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        return names
+
+    evaluate = [imp for p in (root / "evaluate").rglob("*.py") for imp in imports(p)]
+    wiseft = [imp for p in (root / "wiseft").rglob("*.py") for imp in imports(p)]
+    assert evaluate and not [i for i in evaluate if "wiseft" in i]
+    assert any("evaluate" in i for i in wiseft)

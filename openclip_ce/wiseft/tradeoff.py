@@ -24,8 +24,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from ..plotting import pyplot, save_figure
-from . import registry
-from .report import fmt_percent
+from ..evaluate import registry
+from ..evaluate.report import fmt_percent
 
 ZEROSHOT = "zeroshot"
 EPS = 1e-12  # accuracies are ratios of counts: an alpha exactly at the threshold qualifies

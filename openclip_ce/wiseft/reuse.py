@@ -28,8 +28,8 @@ from PIL import Image
 from torchvision.transforms import Compose, Normalize, ToTensor
 from torchvision.transforms.functional import pil_to_tensor
 
-from .common import ImageRef, progress
-from .scorer import ClipScorer, load_image
+from ..evaluate.common import ImageRef, progress
+from ..evaluate.scorer import ClipScorer, load_image
 
 log = logging.getLogger("openclip_ce.evaluate")
 

@@ -27,11 +27,11 @@ from typing import Dict, List
 
 from ..errors import UserError
 from ..fileio import write_atomic
-from . import registry
-from .command import add_protocol_arguments, data_root, evaluate_all, options_from_args, protocol_record
-from .common import json_dumps
+from ..evaluate import registry
+from ..evaluate.command import add_protocol_arguments, data_root, evaluate_all, options_from_args, protocol_record
+from ..evaluate.common import json_dumps
 from .interpolate import add_pair_arguments, alpha_value, load_pair
-from .models import default_device
+from ..evaluate.models import default_device
 from .reuse import ReusingScorer
 from .tradeoff import ZEROSHOT, markdown, tradeoff, write_chart
 

@@ -51,7 +51,7 @@ import torch
 from .. import __version__
 from ..errors import UserError
 from ..fileio import write_atomic
-from .models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu, require_device,
+from ..evaluate.models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu, require_device,
                      read_params_txt, resolve_quick_gelu, training_run_quick_gelu)
 
 log = logging.getLogger("openclip_ce.evaluate")
