@@ -75,7 +75,7 @@ def run(model0, batches, loss_name, precision, args, device):
 
     model = copy.deepcopy(model0).to(device)
     spec = adapt_model(model) if loss_name == "ce_clip" else None
-    loss = CeClipLoss().to(device) if loss_name == "ce_clip" else open_clip.ClipLoss()
+    loss = CeClipLoss(alpha=args.ce_alpha, beta=args.ce_beta).to(device) if loss_name == "ce_clip" else open_clip.ClipLoss()
     named = list(model.named_parameters())
     exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
     opt = torch.optim.AdamW([
@@ -169,6 +169,8 @@ def main(argv=None):
     p.add_argument("--wd", type=float, default=0.2)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--grad-clip-norm", type=float, default=None)
+    p.add_argument("--ce-alpha", type=float, default=0.2)
+    p.add_argument("--ce-beta", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--print-every", type=int, default=10)

@@ -3,16 +3,14 @@
 import argparse
 import copy
 import logging
-import random
 
-import numpy as np
 import pytest
 import torch
 
 from openclip_ce.training.adapter import adapt_model, pack_spec_of
 from openclip_ce.training.loss import CeClipLoss
 from openclip_ce.training.packing import (PLACEHOLDER_TOKEN, CeTextBatch, PackSpec, RowCapacity, TextLayoutCollate,
-                                          dense_text_batch, layout_text_batch)
+                                          layout_text_batch)
 from openclip_ce.training.plugin import plugin
 from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG
 from tests._text_batches import SOT, EOT, text_batch

@@ -61,8 +61,8 @@ class TrainingPlugin(Protocol):
 
 # method -> the positional arguments the trainer passes (after self)
 CALLS: Dict[str, int] = {
-    "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_collate": 2, "train_sample_stage": 2,
-    "csv_dataset": 1, "adapt_model": 2, "metrics": 1, "state_dict": 1, "load_state_dict": 2,
+    "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_collate": 2,
+    "train_sample_stage": 2, "csv_dataset": 1, "adapt_model": 2, "metrics": 1, "state_dict": 1, "load_state_dict": 2,
 }
 
 

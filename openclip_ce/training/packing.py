@@ -145,14 +145,6 @@ CAPACITY = RowCapacity()
 
 
 # ----------------------------------------------------------------------------- layouts
-def split_slots(tokens: torch.Tensor):
-    """``[B, 1 + K, L]`` -> ``(flat rows [B * (1 + K), L], valid [B, K])``; positives must not be placeholders."""
-    if tokens.dim() != 3:
-        raise ValueError(f"expected a [B, 1 + K, L] token batch, got shape {tuple(tokens.shape)}")
-    valid = tokens[:, 1:, 0] != PLACEHOLDER_TOKEN
-    return tokens.reshape(-1, tokens.shape[-1]), valid
-
-
 def layout_text_batch(tokens: torch.Tensor, spec: Optional[PackSpec]) -> CeTextBatch:
     """The layout of one batch ``[B, 1 + K, L]`` (CPU): packed for ``spec``, one caption per row if None."""
     b, slots, width = tokens.shape
@@ -210,8 +202,10 @@ def _best_fit_decreasing(lengths: np.ndarray, width: int):
 def dense_text_batch(tokens: torch.Tensor) -> CeTextBatch:
     """Every slot of ``[B, 1 + K, L]`` as a row (on the tokens' device, no host read): a placeholder
     is encoded as a copy of its positive, and its feature discarded."""
-    flat, valid = split_slots(tokens)
+    if tokens.dim() != 3:
+        raise ValueError(f"expected a [B, 1 + K, L] token batch, got shape {tuple(tokens.shape)}")
     b, slots, width = tokens.shape
+    valid = tokens[:, 1:, 0] != PLACEHOLDER_TOKEN
     rows = torch.where(tokens[:, :, :1] == PLACEHOLDER_TOKEN, tokens[:, :1], tokens).reshape(-1, width)
     index = torch.arange(b * slots, device=tokens.device).reshape(b, slots)
     return CeTextBatch(rows, index, valid)
