@@ -141,6 +141,46 @@ def field_of(entry: Any, key: str, kind: type | Tuple[type, ...], where: str) ->
     return value
 
 
+def parquet_rows(paths: Sequence[Path], required: Sequence[str], optional: Sequence[str],
+                 benchmark: str) -> Iterator[Tuple[Path, int, str, Dict[str, Any]]]:
+    """Every row of the parquet shards ``paths``, in shard then row order: ``(path, row, where, values)``.
+
+    Reads ``required`` and whichever of ``optional`` a shard has. A shard without a required column,
+    or that is not a readable parquet file, is a :class:`BenchmarkDataError` naming it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise BenchmarkDataError(f"{paths[0]}: reading {benchmark}'s parquet files needs pyarrow "
+                                 f"(pip install pyarrow, or openclip-ce[eval])") from e
+    for path in paths:
+        try:
+            pf = pq.ParquetFile(path)
+            names = pf.schema_arrow.names
+            missing = [c for c in required if c not in names]
+            if missing:
+                raise BenchmarkDataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
+                                         f"(has {', '.join(names)})")
+            batches = pf.iter_batches(batch_size=64, columns=[c for c in (*required, *optional) if c in names])
+            row = 0
+            for batch in batches:
+                for values in batch.to_pylist():
+                    yield path, row, f"{path} row {row}", values
+                    row += 1
+        except BenchmarkDataError:
+            raise
+        except Exception as e:  # not a parquet file, truncated, unreadable
+            raise BenchmarkDataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
+                                     f"{' '.join(str(e).split())[:300]})") from e
+
+
+def embedded_image(value: Any, where: str, column: str) -> bytes:
+    """The encoded image of a parquet cell: Hugging Face's Image struct ``{bytes, path}`` or plain bytes."""
+    data = value.get("bytes") if isinstance(value, dict) else value
+    if not isinstance(data, (bytes, bytearray)) or not data:
+        raise BenchmarkDataError(f"{where}: column {column!r} holds no embedded image bytes")
+    return bytes(data)
+
+
 def _kind_name(kind) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(k.__name__ for k in kinds)

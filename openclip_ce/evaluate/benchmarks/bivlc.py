@@ -19,11 +19,12 @@ C1 the negative caption, I0 the image and I1 the negative image, strict inequali
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
-from ..common import BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, field_of
+from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, embedded_image, field_of,
+                      parquet_rows)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
@@ -43,47 +44,15 @@ def find_shards(root: Path) -> List[Path]:
     raise BenchmarkMissing(f"expected data/test-*.parquet (the Hugging Face layout of imirandam/BiVLC) in {base}")
 
 
-def _image_bytes(value: Any, where: str, column: str) -> bytes:
-    data = value.get("bytes") if isinstance(value, dict) else value
-    if not isinstance(data, (bytes, bytearray)) or not data:
-        raise BenchmarkDataError(f"{where}: column {column!r} holds no embedded image bytes")
-    return bytes(data)
-
-
 def read_instances(paths: Sequence[Path]) -> List[Dict]:
     """Every row of the shards, in shard then row order: ``{"id", "type", "subtype", "captions", "images"}``."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise BenchmarkDataError(f"{paths[0]}: reading BiVLC's parquet files needs pyarrow "
-                                 f"(pip install pyarrow, or openclip-ce[eval])") from e
     out: List[Dict] = []
-    for path in paths:
-        try:
-            pf = pq.ParquetFile(path)
-            names = pf.schema_arrow.names
-            missing = [c for c in COLUMNS if c not in names]
-            if missing:
-                raise BenchmarkDataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
-                                         f"(has {', '.join(names)})")
-            columns = [c for c in (*COLUMNS, "subtype") if c in names]
-            row = 0
-            for batch in pf.iter_batches(batch_size=64, columns=columns):
-                for e in batch.to_pylist():
-                    where = f"{path} row {row}"
-                    kind = field_of(e, "type", str, where)
-                    images = tuple(ImageRef(f"{path}#row={row}/{col}", None, where, _image_bytes(e[col], where, col))
-                                   for col in ("image", "negative_image"))
-                    out.append({"id": len(out), "type": kind, "subtype": e.get("subtype") or "",
-                                "captions": (field_of(e, "caption", str, where),
-                                             field_of(e, "negative_caption", str, where)),
-                                "images": images})
-                    row += 1
-        except BenchmarkDataError:
-            raise
-        except Exception as e:  # not a parquet file, truncated, unreadable
-            raise BenchmarkDataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
-                                     f"{' '.join(str(e).split())[:300]})") from e
+    for path, row, where, e in parquet_rows(paths, COLUMNS, ("subtype",), "BiVLC"):
+        images = tuple(ImageRef(f"{path}#row={row}/{col}", None, where, embedded_image(e[col], where, col))
+                       for col in ("image", "negative_image"))
+        out.append({"id": len(out), "type": field_of(e, "type", str, where), "subtype": e.get("subtype") or "",
+                    "captions": (field_of(e, "caption", str, where), field_of(e, "negative_caption", str, where)),
+                    "images": images})
     return out
 
 

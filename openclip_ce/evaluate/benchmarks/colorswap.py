@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images, field_of,
-                      load_json_list)
+                      embedded_image, load_json_list, parquet_rows)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
-from .winoground import _embedded_image, winoground_scores
+from .winoground import winoground_scores
 
 NAME = "colorswap"
 SPLIT = "test"
@@ -53,36 +53,12 @@ def read_json(path: Path, image_dir: Path) -> List[Dict]:
 
 
 def read_parquet(paths: Sequence[Path]) -> List[Dict]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise BenchmarkDataError(f"{paths[0]}: reading ColorSwap's parquet files needs pyarrow "
-                                 f"(pip install pyarrow, or openclip-ce[eval])") from e
     out = []
-    for path in paths:
-        try:
-            pf = pq.ParquetFile(path)
-            names = pf.schema_arrow.names
-            missing = [c for c in COLUMNS if c not in names]
-            if missing:
-                raise BenchmarkDataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
-                                         f"(has {', '.join(names)})")
-            columns = [c for c in (*COLUMNS, "image_source", "caption_source") if c in names]
-            row = 0
-            for batch in pf.iter_batches(batch_size=64, columns=columns):
-                for e in batch.to_pylist():
-                    where = f"{path} row {row}"
-                    out.append({"id": _id(e, where), "sources": (e.get("image_source"), e.get("caption_source")),
-                                "captions": (field_of(e, "caption_1", str, where), field_of(e, "caption_2", str, where)),
-                                "images": tuple(ImageRef(f"{path}#row={row}/image_{k}", None, where,
-                                                         _embedded_image(e[f"image_{k}"], where, f"image_{k}"))
-                                                for k in (1, 2))})
-                    row += 1
-        except BenchmarkDataError:
-            raise
-        except Exception as e:  # not a parquet file, truncated, unreadable
-            raise BenchmarkDataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
-                                     f"{' '.join(str(e).split())[:300]})") from e
+    for path, row, where, e in parquet_rows(paths, COLUMNS, ("image_source", "caption_source"), "ColorSwap"):
+        out.append({"id": _id(e, where), "sources": (e.get("image_source"), e.get("caption_source")),
+                    "captions": (field_of(e, "caption_1", str, where), field_of(e, "caption_2", str, where)),
+                    "images": tuple(ImageRef(f"{path}#row={row}/image_{k}", None, where,
+                                             embedded_image(e[f"image_{k}"], where, f"image_{k}")) for k in (1, 2))})
     return out
 
 

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     field_of, load_jsonl)
+                     embedded_image, field_of, load_jsonl, parquet_rows)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
@@ -76,48 +76,14 @@ def read_examples(path: Path, image_dir: Path) -> List[Dict]:
 PARQUET_COLUMNS = ("caption_0", "caption_1", "image_0", "image_1")
 
 
-def _embedded_image(value: Any, where: str, column: str) -> bytes:
-    """The encoded image of a parquet cell: Hugging Face's Image struct ``{bytes, path}`` or plain bytes."""
-    data = value.get("bytes") if isinstance(value, dict) else value
-    if not isinstance(data, (bytes, bytearray)) or not data:
-        raise BenchmarkDataError(f"{where}: column {column!r} holds no embedded image bytes")
-    return bytes(data)
-
-
 def read_parquet_examples(paths: Sequence[Path]) -> List[Dict]:
     """The examples of the parquet layout, in shard then row order, with each image's bytes in memory."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as e:
-        raise BenchmarkDataError(f"{paths[0]}: reading Winoground's parquet files needs pyarrow "
-                                 f"(pip install pyarrow, or openclip-ce[eval])") from e
     out = []
-    for path in paths:
-        try:
-            pf = pq.ParquetFile(path)
-            names = pf.schema_arrow.names
-            missing = [c for c in PARQUET_COLUMNS if c not in names]
-            if missing:
-                raise BenchmarkDataError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
-                                         f"(has {', '.join(names)})")
-            columns = [c for c in ("id", "collapsed_tag", *PARQUET_COLUMNS) if c in names]
-            batches = pf.iter_batches(batch_size=64, columns=columns)
-            row = 0
-            for batch in batches:
-                for e in batch.to_pylist():
-                    where = f"{path} row {row}"
-                    ex = {"id": _example_id(e, len(out), where), "tag": e.get("collapsed_tag"),
-                          "captions": (field_of(e, "caption_0", str, where), field_of(e, "caption_1", str, where)),
-                          "images": tuple(ImageRef(f"{path}#row={row}/image_{k}", None, where,
-                                                   _embedded_image(e[f"image_{k}"], where, f"image_{k}"))
-                                          for k in (0, 1))}
-                    out.append(ex)
-                    row += 1
-        except BenchmarkDataError:
-            raise
-        except Exception as e:  # not a parquet file, truncated, unreadable
-            raise BenchmarkDataError(f"{path}: not a readable parquet file ({type(e).__name__}: "
-                                     f"{' '.join(str(e).split())[:300]})") from e
+    for path, row, where, e in parquet_rows(paths, PARQUET_COLUMNS, ("id", "collapsed_tag"), "Winoground"):
+        out.append({"id": _example_id(e, len(out), where), "tag": e.get("collapsed_tag"),
+                    "captions": (field_of(e, "caption_0", str, where), field_of(e, "caption_1", str, where)),
+                    "images": tuple(ImageRef(f"{path}#row={row}/image_{k}", None, where,
+                                             embedded_image(e[f"image_{k}"], where, f"image_{k}")) for k in (0, 1))})
     return out
 
 
