@@ -7,6 +7,8 @@ import random
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .tagging import Tagged, Tok
 from .words import VariantCheck, is_fill_word, is_sentence_initial, is_word, swap_case
 
@@ -105,3 +107,62 @@ def choose_fill(candidates: Sequence[str], original: str, tok: Tok, rng: random.
         if is_fill_word(c) and known(c, tok.pos) and not variants(orig_forms, c, tok.pos):
             return c
     return None
+
+
+class RankedChooser:
+    """:func:`choose_fill` for a whole chunk of ranked masked-LM answers given as vocabulary columns
+    (``cols``: (slots, k) int32, best first, -1 for none), with the same result slot by slot.
+
+    The filters that depend on the candidate alone (a whole word of three letters or more; lowercase
+    when the original is; a dictionary word of the slot's POS) are table lookups over the chunk at
+    once; the dictionary table is filled lazily, column by column, as candidates first appear. Only
+    the filters that depend on the original word (variants) and the de-duplication stay per slot.
+    """
+
+    def __init__(self, words: Sequence[str], fill_word: np.ndarray, is_lower: np.ndarray, variants: VariantCheck,
+                 known=lambda word, pos: True):
+        self.words, self.lower = list(words), [w.lower() for w in words]
+        self.fill_word, self.is_lower = fill_word, is_lower
+        self.variants, self.known = variants, known
+        self._known: Dict[str, np.ndarray] = {}  # pos -> int8 per column: -1 not yet looked up, 0 / 1
+
+    def _known_table(self, pos: str, cols: np.ndarray) -> np.ndarray:
+        table = self._known.setdefault(pos, np.full(len(self.words), -1, dtype=np.int8))
+        todo = np.unique(cols[table[cols] < 0])
+        for c in todo.tolist():
+            table[c] = bool(self.known(self.words[c], pos))
+        return table
+
+    def choose_all(self, cols: np.ndarray, originals: Sequence[str], toks: Sequence[Tok],
+                   rngs: Sequence[random.Random], top_k: int) -> List[Optional[str]]:
+        if not len(originals):
+            return []
+        valid = cols >= 0
+        c = np.where(valid, cols, 0)
+        lowercase_only = np.fromiter((o == o.lower() for o in originals), bool, len(originals))
+        ok = valid & self.fill_word[c] & (self.is_lower[c] | ~lowercase_only[:, None])
+        poses = np.asarray([t.pos for t in toks])
+        for pos in set(poses.tolist()):
+            rows = poses == pos
+            ok[rows] &= self._known_table(pos, c[rows][ok[rows]])[c[rows]] == 1
+        out: List[Optional[str]] = []
+        words, lower, variants = self.words, self.lower, self.variants
+        for row_ok, row, original, tok, rng in zip(ok.tolist(), c.tolist(), originals, toks, rngs):
+            orig_forms = variants.forms(original, tok.pos, tok.lemma)
+            pool, seen = [], set()
+            for good, col in zip(row_ok, row):
+                if not good:
+                    continue
+                low = lower[col]
+                if low in seen or variants(orig_forms, words[col], tok.pos):
+                    continue
+                seen.add(low)
+                pool.append(words[col])
+                if len(pool) == top_k:
+                    break
+            if not pool:
+                out.append(None)
+                continue
+            pool.sort()  # membership, not rank order, decides: robust to float noise between batches
+            out.append(pool[rng.randrange(len(pool))])
+        return out
