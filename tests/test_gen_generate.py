@@ -220,6 +220,27 @@ def test_ranked_chooser_equals_choose_fill_slot_by_slot(tagger, models):
     assert sum(w is not None for w in fast) > len(reqs) // 2 and any("Small" == o for o in originals)
 
 
+def test_byte_level_piece_cache_tokenizes_as_the_tokenizer(models):
+    """The cache of byte-level pieces (plain-ASCII captions) gives the backend's ids and offsets exactly;
+    whatever it cannot do (accents, emoji, control characters, ``<mask>`` typed in a caption) goes to
+    the backend, in place."""
+    from openclip_ce.generation.mlm_tokens import MLMEncoder
+
+    tok = MLMFiller(models["random"]).tokenizer
+    fast, slow = MLMEncoder(tok, 128), MLMEncoder(tok, 128, fast_pieces=False)
+    assert fast._pieces is not None and slow._pieces is None
+    rng = random.Random(0)
+    alphabet = list("abcXYZ019 .,;:'-!?\t\n\r\x0b\x0c\"()&/") + ["'s", "'ll", "n't", "  ", "é", "ü", "\x85", "\u00a0",
+                                                                    "\x1c", "\x00", "<mask>", "<s>", "🙂", "\u2009"]
+    texts = SAMPLE_CAPTIONS + ["", " ", "Don't!", "I'M 'S 's", "x" * 300] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40))) for _ in range(2000)]
+    for i in range(0, len(texts), 500):  # the cache fills up across calls
+        got, want = fast.tokenize(texts[i:i + 500]), slow.tokenize(texts[i:i + 500])
+        for g, w in zip(got, want):
+            assert g.tolist() == w.tolist()
+    assert len(fast._pieces._index) > 100  # the cache was used
+
+
 def test_long_context_is_windowed_around_the_mask(models):
     filler = MLMFiller(models["random"], max_length=32)
     left = "a dog and a cat " * 40

@@ -113,56 +113,96 @@ class RankedChooser:
     """:func:`choose_fill` for a whole chunk of ranked masked-LM answers given as vocabulary columns
     (``cols``: (slots, k) int32, best first, -1 for none), with the same result slot by slot.
 
-    The filters that depend on the candidate alone (a whole word of three letters or more; lowercase
-    when the original is; a dictionary word of the slot's POS) are table lookups over the chunk at
-    once; the dictionary table is filled lazily, column by column, as candidates first appear. Only
-    the filters that depend on the original word (variants) and the de-duplication stay per slot.
+    Every filter is an array operation over the chunk: the ones that depend on the candidate alone (a
+    whole word of three letters or more; lowercase when the original is; a dictionary word of the
+    slot's POS) are table lookups; "a variant of the original" compares the candidate's forms (word,
+    lemma, stems: :class:`~.words.VariantCheck`) with the original's as integer ids; "the same word
+    as a better candidate" keeps the first of each lowercase word per slot. The pool (the first
+    ``top_k`` survivors) is sorted by a precomputed alphabetical rank. Tables are filled lazily, per
+    column, the first time a column is a candidate. What is left per slot is one draw.
     """
+
+    MAX_FORMS = 2_000_000  # distinct forms kept as ids; beyond, the ids start over (memory stays bounded)
 
     def __init__(self, words: Sequence[str], fill_word: np.ndarray, is_lower: np.ndarray, variants: VariantCheck,
                  known=lambda word, pos: True):
-        self.words, self.lower = list(words), [w.lower() for w in words]
+        self.words = list(words)
         self.fill_word, self.is_lower = fill_word, is_lower
         self.variants, self.known = variants, known
+        lower_ids: Dict[str, int] = {}
+        self.lower_id = np.fromiter((lower_ids.setdefault(w.lower(), len(lower_ids)) for w in self.words), np.int64,
+                                    len(self.words))
+        self.n_lower = len(lower_ids)
+        by_alpha = sorted(range(len(self.words)), key=self.words.__getitem__)  # str order, as pool.sort()
+        self.alpha_rank = np.empty(len(self.words), dtype=np.int64)
+        self.alpha_rank[by_alpha] = np.arange(len(self.words))
+        self.by_alpha = [self.words[c] for c in by_alpha]
         self._known: Dict[str, np.ndarray] = {}  # pos -> int8 per column: -1 not yet looked up, 0 / 1
+        self._forms: Dict[str, np.ndarray] = {}  # pos -> (columns, 4) form ids; -1 rows: not yet computed
+        self._form_id: Dict[str, int] = {}       # a form (word, lemma or stem) -> its id
+        self._orig: Dict[tuple, Tuple[int, ...]] = {}  # (original, pos, lemma in context) -> its 6 form ids
 
-    def _known_table(self, pos: str, cols: np.ndarray) -> np.ndarray:
-        table = self._known.setdefault(pos, np.full(len(self.words), -1, dtype=np.int8))
-        todo = np.unique(cols[table[cols] < 0])
-        for c in todo.tolist():
-            table[c] = bool(self.known(self.words[c], pos))
-        return table
+    def _id(self, form: str) -> int:
+        return self._form_id.setdefault(form, len(self._form_id))
+
+    def _orig_ids(self, original: str, pos: str, lemma: str) -> Tuple[int, ...]:
+        ids = [self._id(f) for f in self.variants.forms(original, pos, lemma)]
+        return tuple(ids + [-1] * (6 - len(ids)))  # -1: no form (never equal to a candidate's)
+
+    def _tables(self, pos: str, cols: np.ndarray):
+        known = self._known.setdefault(pos, np.full(len(self.words), -1, dtype=np.int8))
+        forms = self._forms.setdefault(pos, np.full((len(self.words), 4), -1, dtype=np.int64))
+        for c in np.unique(cols[known[cols] < 0]).tolist():
+            known[c] = bool(self.known(self.words[c], pos))
+        for c in np.unique(cols[forms[cols, 0] < 0]).tolist():
+            ids = [self._id(f) for f in self.variants.forms(self.words[c], pos)]
+            forms[c] = ids + [-2] * (4 - len(ids))  # -2: no form (never equal to an original's)
+        return known, forms
 
     def choose_all(self, cols: np.ndarray, originals: Sequence[str], toks: Sequence[Tok],
                    rngs: Sequence[random.Random], top_k: int) -> List[Optional[str]]:
-        if not len(originals):
+        n = len(originals)
+        if not n:
             return []
+        if len(self._form_id) > self.MAX_FORMS:
+            self._form_id.clear(), self._orig.clear()
+            for forms in self._forms.values():
+                forms[:] = -1
         valid = cols >= 0
         c = np.where(valid, cols, 0)
-        lowercase_only = np.fromiter((o == o.lower() for o in originals), bool, len(originals))
+        lowercase_only = np.fromiter((o == o.lower() for o in originals), bool, n)
         ok = valid & self.fill_word[c] & (self.is_lower[c] | ~lowercase_only[:, None])
+        # the candidates left so far, one entry each (row-major: by slot, then rank)
         poses = np.asarray([t.pos for t in toks])
-        for pos in set(poses.tolist()):
-            rows = poses == pos
-            ok[rows] &= self._known_table(pos, c[rows][ok[rows]])[c[rows]] == 1
+        row, rank = np.nonzero(ok)
+        col = c[row, rank]
+        keep = np.zeros(len(row), dtype=bool)
+        cand_forms = np.empty((len(row), 4), dtype=np.int64)
+        for pos in np.unique(poses).tolist():
+            sel = poses[row] == pos
+            known, forms = self._tables(pos, col[sel])
+            keep[sel] = known[col[sel]] == 1
+            cand_forms[sel] = forms[col[sel]]
+        # not a variant of the original: none of the candidate's forms is one of the original's
+        cache, orig_ids = self._orig, self._orig_ids
+        orig = np.array([cache.get(k) or cache.setdefault(k, orig_ids(*k))
+                         for k in zip(originals, poses.tolist(), [t.lemma for t in toks])], dtype=np.int64)
+        orig = orig[row]
+        for a in range(4):
+            fa = cand_forms[:, a]
+            for b in range(6):
+                keep &= fa != orig[:, b]
+        # not the same word (any case) as a better candidate kept for this slot
+        kept = np.flatnonzero(keep)
+        _, first = np.unique(row[kept] * self.n_lower + self.lower_id[col[kept]], return_index=True)
+        pool = np.zeros_like(ok)
+        pool[row[kept[first]], rank[kept[first]]] = True
+        pool &= np.cumsum(pool, axis=1) <= top_k  # the first top_k of them
+        # the pool in str order (as sorted() would), and one draw per slot
+        k = min(top_k, pool.shape[1])
+        alpha = np.sort(np.where(pool, self.alpha_rank[c], len(self.words)), axis=1)[:, :k].ravel().tolist()
         out: List[Optional[str]] = []
-        words, lower, variants = self.words, self.lower, self.variants
-        for row_ok, row, original, tok, rng in zip(ok.tolist(), c.tolist(), originals, toks, rngs):
-            orig_forms = variants.forms(original, tok.pos, tok.lemma)
-            pool, seen = [], set()
-            for good, col in zip(row_ok, row):
-                if not good:
-                    continue
-                low = lower[col]
-                if low in seen or variants(orig_forms, words[col], tok.pos):
-                    continue
-                seen.add(low)
-                pool.append(words[col])
-                if len(pool) == top_k:
-                    break
-            if not pool:
-                out.append(None)
-                continue
-            pool.sort()  # membership, not rank order, decides: robust to float noise between batches
-            out.append(pool[rng.randrange(len(pool))])
+        by_alpha = self.by_alpha
+        for i, (size, rng) in enumerate(zip(pool.sum(axis=1).tolist(), rngs)):
+            out.append(by_alpha[alpha[i * k + rng.randrange(size)]] if size else None)
         return out

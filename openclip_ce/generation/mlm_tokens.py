@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from . import GenerationSetupError
+from . import GenerationSetupError, bpe_pieces
 from .words import is_fill_word, is_word
 
 
@@ -157,7 +157,7 @@ class MLMEncoder:
     """Masked token sequences of a chunk's slots: one batched tokenizer call for its distinct captions
     (offsets included), then the windowing of every slot at once with numpy."""
 
-    def __init__(self, tokenizer, max_length: int):
+    def __init__(self, tokenizer, max_length: int, fast_pieces: bool = True):
         from tokenizers import Tokenizer
 
         # a private copy of the fast tokenizer's backend, without truncation or padding: the call the
@@ -170,15 +170,34 @@ class MLMEncoder:
         self.bos, self.eos = _bos_eos(tokenizer)
         self.mask_id = tokenizer.mask_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self._pieces = bpe_pieces.for_tokenizer(self._backend) if fast_pieces else None
 
-    def tokenize(self, texts: Sequence[str]):
-        """``(ids, starts, ends, lengths)`` of ``texts`` tokenized without special tokens, concatenated."""
+    def _backend_tokenize(self, texts: Sequence[str]):
         encs = self._backend.encode_batch(list(texts), add_special_tokens=False)
         lengths = np.fromiter((len(e.ids) for e in encs), np.int64, len(encs))
         total = int(lengths.sum())
         ids = np.fromiter(chain.from_iterable(e.ids for e in encs), np.int64, total)
         offs = np.fromiter(chain.from_iterable(chain.from_iterable(e.offsets for e in encs)), np.int64, 2 * total)
         return ids, offs[0::2], offs[1::2], lengths
+
+    def tokenize(self, texts: Sequence[str]):
+        """``(ids, starts, ends, lengths)`` of ``texts`` tokenized without special tokens, concatenated:
+        plain-ASCII captions through the cache of byte-level pieces when the tokenizer allows it
+        (:mod:`.bpe_pieces`, the same result), the others through the backend."""
+        if self._pieces is None:
+            return self._backend_tokenize(texts)
+        done, *fast = self._pieces.tokenize(texts)
+        if done.all():
+            return tuple(fast)
+        rest = [t for t, d in zip(texts, done.tolist()) if not d]
+        slow = self._backend_tokenize(rest)
+        lengths = np.empty(len(texts), dtype=np.int64)
+        lengths[done], lengths[~done] = fast[3], slow[3]
+        src_start = np.empty(len(texts), dtype=np.int64)  # where each text's tokens are in fast + slow
+        src_start[done] = _starts(fast[3])
+        src_start[~done] = len(fast[0]) + _starts(slow[3])
+        gather = np.arange(int(lengths.sum())) + np.repeat(src_start - _starts(lengths), lengths)
+        return tuple(np.concatenate([f, s])[gather] for f, s in zip(fast[:3], slow[:3])) + (lengths,)
 
     def encode(self, slots: FillSlots) -> FillBatch:
         n = len(slots)
