@@ -97,7 +97,7 @@ class MLMScorer:
             with torch.no_grad():  # the admissible rows, gathered once (the same values every batch used)
                 self._transform, self._weight = transform, weight[self._union].detach()
                 self._bias = bias[self._union].detach() if bias is not None else None
-        self.fills = self.batches = 0
+        self.requests = self.fills = self.batches = 0
         self.busy_s = 0.0
 
     def describe(self) -> Dict[str, object]:
@@ -153,6 +153,7 @@ class MLMScorer:
             if pending is not None:
                 pending[2].synchronize()
                 out[pending[0]] = pending[1].numpy()
+        self.requests += 1
         self.fills += len(batch)
         self.busy_s += time.perf_counter() - t0
         return out

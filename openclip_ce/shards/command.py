@@ -18,7 +18,7 @@ from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
 from .plan import is_complete, plan_jobs, record_settings, state_path, verify_settings
-from .process import build_vocab
+from .process import build_vocab, resolve_tagging
 from .progress import Progress
 from .stats import aggregate
 
@@ -58,6 +58,7 @@ def run_config(cfg: ShardsConfig) -> int:
         try:
             if todo:
                 engine.start()
+                resolve_tagging(cfg)
             record_settings(cfg.out, cfg, cfg.overwrite)
             if cfg.filler == "vocab" and todo and cfg.needs_filler:
                 load_or_build_vocab(jobs, cfg)
@@ -71,7 +72,7 @@ def run_config(cfg: ShardsConfig) -> int:
             engine.close()
         wall = time.perf_counter() - t0
         run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
-                    "fp16": is_cuda(cfg.device) and not cfg.fp32, **details}
+                    "fp16": is_cuda(cfg.device) and not cfg.fp32, "tagging_ops": cfg.tagging, **details}
         stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
         write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
