@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from itertools import chain
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,8 +30,11 @@ def noun_units(text: str, toks: Tagged) -> List[Tuple[int, int]]:
     return units
 
 
-def make_rel(text: str, toks: Tagged, rng: random.Random) -> Optional[str]:
-    """Swap two different nouns; ``None`` when the caption has fewer than two different ones."""
+def make_rel(text: str, toks: Tagged, rng) -> Optional[str]:
+    """Swap two different nouns; ``None`` when the caption has fewer than two different ones.
+
+    ``rng``: a ``random.Random``, or a function returning one, called only when there is a choice
+    to make (seeding a stream costs microseconds, and most captions of a chunk need few)."""
     units = noun_units(text, toks)
     # "different" nouns: compare the head's lemma, so "dog"/"dogs" or "man"/"men" are not swapped
     head_lemma = {t.end: t.lemma.lower() for t in toks}
@@ -43,7 +47,7 @@ def make_rel(text: str, toks: Tagged, rng: random.Random) -> Optional[str]:
     pairs = [(i, j) for i in range(len(units)) for j in range(i + 1, len(units)) if keys[i] != keys[j]]
     if not pairs:
         return None
-    i, j = pairs[rng.randrange(len(pairs))]
+    i, j = pairs[(rng() if callable(rng) else rng).randrange(len(pairs))]
     (s1, e1), (s2, e2) = units[i], units[j]
     w1, w2 = text[s1:e1], text[s2:e2]
     init1, init2 = is_sentence_initial(text, s1), is_sentence_initial(text, s2)
@@ -69,8 +73,13 @@ class FillRequest:
 
 
 
+def fill_candidates(text: str, toks: Tagged, pos: str) -> List[Tok]:
+    """The words of ``pos`` that a fill may replace."""
+    return [t for t in toks if t.pos == pos and is_word(text[t.start:t.end])]
+
+
 def pick_fill_token(text: str, toks: Tagged, pos: str, rng: random.Random) -> Optional[Tok]:
-    cands = [t for t in toks if t.pos == pos and is_word(text[t.start:t.end])]
+    cands = fill_candidates(text, toks, pos)
     return cands[rng.randrange(len(cands))] if cands else None
 
 
@@ -151,7 +160,7 @@ class RankedChooser:
 
     def _tables(self, pos: str, cols: np.ndarray):
         known = self._known.setdefault(pos, np.full(len(self.words), -1, dtype=np.int8))
-        forms = self._forms.setdefault(pos, np.full((len(self.words), 4), -1, dtype=np.int64))
+        forms = self._forms.setdefault(pos, np.full((len(self.words), 4), -1, dtype=np.int32))
         for c in np.unique(cols[known[cols] < 0]).tolist():
             known[c] = bool(self.known(self.words[c], pos))
         for c in np.unique(cols[forms[cols, 0] < 0]).tolist():
@@ -173,21 +182,25 @@ class RankedChooser:
         lowercase_only = np.fromiter((o == o.lower() for o in originals), bool, n)
         ok = valid & self.fill_word[c] & (self.is_lower[c] | ~lowercase_only[:, None])
         # the candidates left so far, one entry each (row-major: by slot, then rank)
-        poses = np.asarray([t.pos for t in toks])
+        pos_names = [t.pos for t in toks]
+        codes = {p: i for i, p in enumerate(dict.fromkeys(pos_names))}
+        pos_code = np.fromiter((codes[p] for p in pos_names), np.int64, n)
         row, rank = np.nonzero(ok)
         col = c[row, rank]
+        row_code = pos_code[row]
         keep = np.zeros(len(row), dtype=bool)
-        cand_forms = np.empty((len(row), 4), dtype=np.int64)
-        for pos in np.unique(poses).tolist():
-            sel = poses[row] == pos
-            known, forms = self._tables(pos, col[sel])
-            keep[sel] = known[col[sel]] == 1
-            cand_forms[sel] = forms[col[sel]]
+        cand_forms = np.empty((len(row), 4), dtype=np.int32)
+        for pos, code in codes.items():
+            sel = np.flatnonzero(row_code == code)
+            col_sel = col[sel]
+            known, forms = self._tables(pos, col_sel)
+            keep[sel] = known[col_sel] == 1
+            cand_forms[sel] = forms[col_sel]
         # not a variant of the original: none of the candidate's forms is one of the original's
         cache, orig_ids = self._orig, self._orig_ids
-        orig = np.array([cache.get(k) or cache.setdefault(k, orig_ids(*k))
-                         for k in zip(originals, poses.tolist(), [t.lemma for t in toks])], dtype=np.int64)
-        orig = orig[row]
+        orig = np.fromiter(chain.from_iterable(cache.get(k) or cache.setdefault(k, orig_ids(*k))
+                                               for k in zip(originals, pos_names, [t.lemma for t in toks])),
+                           np.int32, 6 * n).reshape(n, 6)[row]
         for a in range(4):
             fa = cand_forms[:, a]
             for b in range(6):

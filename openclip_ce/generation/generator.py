@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..negatives import NEG_TYPES, Negatives, empty_negatives
-from .edits import FILL_POS, make_rel, pick_fill_token
+from .edits import FILL_POS, fill_candidates, make_rel
 from .fillers import Filler
 from .mlm_tokens import FillSlots
 from .tagging import SpacyTagger, Tok
@@ -73,12 +73,12 @@ class NegativeGenerator:
         seed = self.seed
         for i, ((key, text), toks) in enumerate(zip(items, tagged)):
             if rel:
-                out[i]["rel"] = make_rel(text, toks, sample_rng(seed, key, "rel"))
+                out[i]["rel"] = make_rel(text, toks, lambda: sample_rng(seed, key, "rel"))
             for kind in fill_kinds:
-                rng = sample_rng(seed, key, kind)
-                tok = pick_fill_token(text, toks, FILL_POS[kind], rng)
-                if tok is not None:
-                    pending.append((i, kind, tok, rng))
+                cands = fill_candidates(text, toks, FILL_POS[kind])
+                if cands:  # a stream is seeded only when there is a draw to make: the same draws as ever
+                    rng = sample_rng(seed, key, kind)
+                    pending.append((i, kind, cands[rng.randrange(len(cands))], rng))
         handle = None
         if pending:
             n = len(pending)

@@ -136,7 +136,7 @@ class MLMScorer:
             for rows, ids, att, at in padded_batches(batch, self.batch_size, self.pad_id, self.mask_id):
                 scores = self.scores(self._to_device(ids), self._to_device(att), self._to_device(at)).float()
                 allow = self._allow[self._to_device(batch.row[rows])]
-                top = scores.masked_fill(~allow, float("-inf")).topk(self.k, dim=1)
+                top = scores.masked_fill_(~allow, float("-inf")).topk(self.k, dim=1)
                 cols = torch.where(top.values == float("-inf"), -1, top.indices).to(torch.int32)
                 if cuda:  # one copy per batch, collected after the next batch is queued
                     host = torch.empty(cols.shape, dtype=torch.int32, pin_memory=True)
