@@ -281,6 +281,24 @@ def test_fast_tagging_equals_the_full_spacy_pipeline(tagger):
             [t.lemma for t in slow_toks if t.pos in ("NOUN", "VERB", "ADJ")], c
 
 
+def test_every_tagging_ops_gives_the_default_tags():
+    """The matrix multiplies --tagging-ops may choose (numpy's, torch's) give the tags thinc's default
+    (blis) gives, token for token, and choose_ops keeps only such ops and leaves the tagger on one."""
+    from openclip_ce.generation.tagging_ops import OPS, choose_ops, probe_captions
+
+    caps = list(probe_captions(400)) + ["I can't believe it's not butter, he said while they were going.",
+                                        "Ünïcödé café with a naïve waiter near a chair.", "  two  spaces\tand a tab\n",
+                                        "RED DOUBLE-DECKER BUS PARKED BY 3 TALL BUILDINGS"]
+    tagger = SpacyTagger(SPACY_MODEL, ops="blis")
+    reference = tagger.tag(caps)
+    for ops in OPS[1:]:
+        tagger.set_ops(ops)
+        assert tagger.tag(caps) == reference, ops
+    info = choose_ops(tagger, texts=caps[:64], rounds=1)
+    assert info["ops"] in OPS and all(info["same_tags"].values()) and set(info["captions_per_s"]) == set(OPS)
+    assert tagger.ops == info["ops"] and tagger.tag(caps) == reference
+
+
 def test_two_letter_fills_are_rejected_but_two_letter_words_can_still_be_edited(tagger):
     variants = VariantCheck(tagger.lemma)
     tok = Tok(6, 11, "NOUN", "NN", "table")

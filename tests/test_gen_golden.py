@@ -71,15 +71,50 @@ def golden_input(tmp_path_factory):
     return root
 
 
+def _run(golden_input, out, filler="mlm", **kw):
+    model = tiny_filler(golden_input, []) if filler == "mlm" else "/unused"
+    cfg = config_for([str(golden_input / "in")], str(out), spacy_model=SPACY_MODEL, filler=filler,
+                     filler_model=model, seed=3, top_k=5, chunk_size=16, batch_size=8, vocab_per_tag=50, **kw)
+    assert command.run_config(cfg) == 0
+    return tree_bytes(out)
+
+
 @pytest.mark.parametrize("filler", ["mlm", "vocab"])
 def test_output_bytes_are_the_pinned_ones(golden_input, filler, tmp_path):
-    model = tiny_filler(golden_input, []) if filler == "mlm" else "/unused"
-    cfg = config_for([str(golden_input / "in")], str(tmp_path / "out"), spacy_model=SPACY_MODEL, filler=filler,
-                     filler_model=model, seed=3, top_k=5, chunk_size=16, batch_size=8, vocab_per_tag=50)
-    assert command.run_config(cfg) == 0
-    tree = tree_bytes(tmp_path / "out")
+    tree = _run(golden_input, tmp_path / "out", filler)
     assert sorted(tree) == ["00000.tar", "00001.tar", "00002.tar"]
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["problems"] == {"empty_caption": 3, "no_caption": 3, "non_utf8_caption": 3}
     assert min(stats["negatives"].values()) > 80  # every type made for most of the 128 captions
     assert digest(tree) == GOLDEN[filler], f"{filler}: {digest(tree)}"
+
+
+def test_every_tagging_ops_gives_the_pinned_bytes_and_none_blocks_a_resume(golden_input, tmp_path):
+    """blis (thinc's default), numpy and torch multiplies: the same tags, so the same bytes. The choice is
+    recorded in config.json, and a rerun that would choose otherwise still resumes (it is not an output
+    setting)."""
+    for ops in ("blis", "numpy", "torch"):
+        assert digest(_run(golden_input, tmp_path / ops, tagging_ops=ops)) == GOLDEN["mlm"], ops
+    recorded = json.loads((tmp_path / "blis" / ".make-shards" / "config.json").read_text())
+    assert recorded["tagging_ops"] == {"ops": "blis", "chosen_by": "--tagging-ops"}
+    (tmp_path / "blis" / "00001.tar").unlink()  # one shard to redo, now with another multiply
+    assert digest(_run(golden_input, tmp_path / "blis", tagging_ops="torch")) == GOLDEN["mlm"]
+    recorded = json.loads((tmp_path / "blis" / ".make-shards" / "config.json").read_text())
+    assert recorded["tagging_ops"]["ops"] == "torch"
+    stats = json.loads((tmp_path / "blis" / "stats.json").read_text())
+    assert stats["shards"]["written_this_run"] == 1 and stats["run"]["tagging_ops"]["ops"] == "torch"
+
+
+@pytest.mark.slow
+def test_the_gpu_process_path_gives_the_pinned_bytes(golden_input, tmp_path, monkeypatch):
+    """--device cuda: the workers tag, a separate masked-LM process fills (here on the CPU, test hook),
+    two chunks in flight per worker; the bytes are the pinned ones, and stats.json says who did what."""
+    from openclip_ce.shards.devices import FAKE_GPUS_ENV
+
+    monkeypatch.setenv(FAKE_GPUS_ENV, "1")
+    assert digest(_run(golden_input, tmp_path / "out", device="cuda")) == GOLDEN["mlm"]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    fillers, th = stats["run"]["fillers"], stats["throughput"]
+    assert [f["device"] for f in fillers] == ["cuda:0"] and fillers[0]["fills"] == th["fills"] > 0
+    assert fillers[0]["requests"] >= 3 and fillers[0]["busy_s"] > 0
+    assert 0 <= th["wait_s"] <= th["fill_s"] and th["limited_by"] in ("tagging (CPU)", "filling (masked LM)")
