@@ -211,7 +211,9 @@ def test_ranked_chooser_equals_choose_fill_slot_by_slot(tagger, models):
                 toks.append(t)
                 originals.append(c[t.start:t.end])
     cols = filler.collect(filler.submit(FillSlots.from_requests(reqs)))
-    for top_k in (1, 3, 10, 40):
+    for top_k, twins in ((1, False), (3, False), (10, False), (40, False), (10, True)):
+        filler.choose_all(cols[:0], [], [], [], top_k, variants, tagger.known)  # builds the chooser
+        filler._chooser.lower_twins = twins  # True: the general de-duplication, on every slot
         fast = filler.choose_all(cols, originals, toks, [random.Random(i) for i in range(len(reqs))], top_k, variants,
                                  tagger.known)
         slow = [choose_fill(filler.words_of(cols, i), o, t, random.Random(i), top_k, True, variants, tagger.known)

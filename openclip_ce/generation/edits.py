@@ -118,6 +118,10 @@ def choose_fill(candidates: Sequence[str], original: str, tok: Tok, rng: random.
     return None
 
 
+def _twins(words: Sequence[str]) -> bool:
+    return len(set(words)) != len(words)
+
+
 class RankedChooser:
     """:func:`choose_fill` for a whole chunk of ranked masked-LM answers given as vocabulary columns
     (``cols``: (slots, k) int32, best first, -1 for none), with the same result slot by slot.
@@ -134,7 +138,7 @@ class RankedChooser:
     MAX_FORMS = 2_000_000  # distinct forms kept as ids; beyond, the ids start over (memory stays bounded)
 
     def __init__(self, words: Sequence[str], fill_word: np.ndarray, is_lower: np.ndarray, variants: VariantCheck,
-                 known=lambda word, pos: True):
+                 known=lambda word, pos: True, allow: Optional[np.ndarray] = None):
         self.words = list(words)
         self.fill_word, self.is_lower = fill_word, is_lower
         self.variants, self.known = variants, known
@@ -142,6 +146,8 @@ class RankedChooser:
         self.lower_id = np.fromiter((lower_ids.setdefault(w.lower(), len(lower_ids)) for w in self.words), np.int64,
                                     len(self.words))
         self.n_lower = len(lower_ids)
+        self.lower_twins = any(_twins([w for w, a in zip(self.words, row) if a and w == w.lower()])
+                               for row in (allow if allow is not None else [[True] * len(self.words)]))
         by_alpha = sorted(range(len(self.words)), key=self.words.__getitem__)  # str order, as pool.sort()
         self.alpha_rank = np.empty(len(self.words), dtype=np.int64)
         self.alpha_rank[by_alpha] = np.arange(len(self.words))
@@ -205,11 +211,19 @@ class RankedChooser:
             fa = cand_forms[:, a]
             for b in range(6):
                 keep &= fa != orig[:, b]
-        # not the same word (any case) as a better candidate kept for this slot
+        # not the same word (any case) as a better candidate kept for this slot: only possible where the
+        # original has capitals, as other slots take lowercase words only, and a vocabulary row (``allow``)
+        # has each lowercase word in one column (checked at start: else every slot is checked)
         kept = np.flatnonzero(keep)
-        _, first = np.unique(row[kept] * self.n_lower + self.lower_id[col[kept]], return_index=True)
+        if not self.lower_twins:
+            kept_any = kept[~lowercase_only[row[kept]]]
+            _, first = np.unique(row[kept_any] * self.n_lower + self.lower_id[col[kept_any]], return_index=True)
+            kept = np.concatenate([kept[lowercase_only[row[kept]]], kept_any[first]])
+        else:
+            _, first = np.unique(row[kept] * self.n_lower + self.lower_id[col[kept]], return_index=True)
+            kept = kept[first]
         pool = np.zeros_like(ok)
-        pool[row[kept[first]], rank[kept[first]]] = True
+        pool[row[kept], rank[kept]] = True
         pool &= np.cumsum(pool, axis=1) <= top_k  # the first top_k of them
         # the pool in str order (as sorted() would), and one draw per slot
         k = min(top_k, pool.shape[1])

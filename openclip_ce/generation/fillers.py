@@ -100,7 +100,8 @@ class MLMTokens(Filler):
     def choose_all(self, candidates, originals, toks, rngs, top_k, variants, known):
         key = (id(variants), id(known))
         if self._chooser is None or self._chooser_key != key:
-            self._chooser = RankedChooser(self.vocab.words, self.vocab.fill_word, self.vocab.is_lower, variants, known)
+            self._chooser = RankedChooser(self.vocab.words, self.vocab.fill_word, self.vocab.is_lower, variants, known,
+                                          self.vocab.allow)
             self._chooser_key = key
         return self._chooser.choose_all(candidates, originals, toks, rngs, top_k)
 

@@ -115,6 +115,18 @@ class MLMScorer:
         logits = self._transform(hidden) @ self._weight.T
         return logits + self._bias if self._bias is not None else logits
 
+    def _mask(self, scores, row: np.ndarray):
+        """-inf at the columns a slot may not take (row 0 of ``allow`` after a space, row 1 without):
+        row 0, the common case, broadcast over the batch in place; the few rows of row 1 apart."""
+        ones = np.flatnonzero(row)
+        if len(ones):
+            sel = self._to_device(ones)
+            apart = scores[sel].masked_fill_(~self._allow[1], float("-inf"))  # indexing copies
+        scores.masked_fill_(~self._allow[0], float("-inf"))
+        if len(ones):
+            scores[sel] = apart
+        return scores
+
     def _to_device(self, array: np.ndarray):
         import torch
 
@@ -135,8 +147,7 @@ class MLMScorer:
         with torch.inference_mode():
             for rows, ids, att, at in padded_batches(batch, self.batch_size, self.pad_id, self.mask_id):
                 scores = self.scores(self._to_device(ids), self._to_device(att), self._to_device(at)).float()
-                allow = self._allow[self._to_device(batch.row[rows])]
-                top = scores.masked_fill_(~allow, float("-inf")).topk(self.k, dim=1)
+                top = self._mask(scores, batch.row[rows]).topk(self.k, dim=1)
                 cols = torch.where(top.values == float("-inf"), -1, top.indices).to(torch.int32)
                 if cuda:  # one copy per batch, collected after the next batch is queued
                     host = torch.empty(cols.shape, dtype=torch.int32, pin_memory=True)
