@@ -207,7 +207,7 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
         ray_fillers=args.ray_fillers, ray_gpus_per_filler=args.ray_gpus_per_filler,
         ray_placement_timeout=args.ray_placement_timeout,
         overwrite=args.overwrite, skip_bad=args.skip_bad, log_every=args.log_every,
-        progress=not args.no_progress, log_level=getattr(args, "log_level", "INFO"),
+        progress=not args.no_progress, log_level=getattr(args, "log_level", default("log_level")),
     )
 
 
