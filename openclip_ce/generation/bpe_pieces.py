@@ -36,7 +36,7 @@ _SELF_CHECK = ["A gray cat sits on top of a wooden chair.", "  two  dogs\tand a 
 class BytePieces:
     """``tokenize(texts) -> (ids, starts, ends, lengths) or None`` for the texts it can do (see module)."""
 
-    MAX_PIECES = 1_000_000  # cached pieces; beyond, the cache starts over (memory stays bounded)
+    MAX_PIECES = 500_000  # cached pieces; beyond, the cache starts over (memory stays bounded)
 
     def __init__(self, backend, added: Sequence[str]):
         self.backend = backend

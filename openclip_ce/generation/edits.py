@@ -135,7 +135,7 @@ class RankedChooser:
     column, the first time a column is a candidate. What is left per slot is one draw.
     """
 
-    MAX_FORMS = 2_000_000  # distinct forms kept as ids; beyond, the ids start over (memory stays bounded)
+    MAX_FORMS = 1_000_000  # distinct forms kept as ids; beyond, the ids start over (memory stays bounded)
 
     def __init__(self, words: Sequence[str], fill_word: np.ndarray, is_lower: np.ndarray, variants: VariantCheck,
                  known=lambda word, pos: True, allow: Optional[np.ndarray] = None):
@@ -179,7 +179,7 @@ class RankedChooser:
         n = len(originals)
         if not n:
             return []
-        if len(self._form_id) > self.MAX_FORMS:
+        if len(self._form_id) > self.MAX_FORMS or len(self._orig) > self.MAX_FORMS:
             self._form_id.clear(), self._orig.clear()
             for forms in self._forms.values():
                 forms[:] = -1

@@ -106,7 +106,7 @@ class SpacyTagger:
 
         attrs = [IDX, LENGTH, TAG, LOWER, IS_SPACE]
         known = self._word_cache
-        if len(known) > 1_000_000:
+        if len(known) > 500_000:  # bounded memory per worker
             known.clear()
         word = self._word
         out = []
