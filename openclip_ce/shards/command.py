@@ -77,10 +77,12 @@ def run_config(cfg: ShardsConfig) -> int:
         write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
     log.info("done: %d samples in %d complete shards (%d written now, %d skipped), %d failed; coverage %s; "
-             "%.1f samples/s; stats in %s", stats["samples"], stats["shards"]["complete"],
+             "%.1f samples/s%s; stats in %s", stats["samples"], stats["shards"]["complete"],
              stats["shards"]["written_this_run"], skipped, len(failed),
              " ".join(f"{t}={c:.3f}" for t, c in stats["coverage"].items()),
-             stats["throughput"]["samples_per_s"] or 0.0, os.path.join(cfg.out, "stats.json"))
+             stats["throughput"]["samples_per_s"] or 0.0,
+             f", limited by {stats['throughput']['limited_by']}" if stats["throughput"]["limited_by"] else "",
+             os.path.join(cfg.out, "stats.json"))
     if failed:
         for f in failed:
             print(f"{PROG}: failed shard: {f['error']}", file=sys.stderr)
