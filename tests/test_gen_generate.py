@@ -1,6 +1,7 @@
 """Negative generation on captions whose answers are known (tiny MLMs with biased LM heads)."""
 
 import random
+import re
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from openclip_ce.generation.edits import FillRequest, choose_fill
 from openclip_ce.generation.fillers import MLMFiller, VocabFiller
 from openclip_ce.generation.generator import NegativeGenerator
+from openclip_ce.generation.mlm_tokens import FillSlots
 from openclip_ce.generation.tagging import SpacyTagger, Tok
 from openclip_ce.generation.words import VariantCheck, crude_stem, sample_rng
 from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS
@@ -138,29 +140,113 @@ def test_seed_and_key_decide_the_output(tagger, models):
     assert sample_rng(1, "k", "att").random() != sample_rng(1, "k", "obj").random()
 
 
+def _encode(filler, requests):
+    return filler.encoder.sequences(filler.encoder.encode(FillSlots.from_requests(requests)))
+
+
 def test_masked_position_projection_equals_full_model_logits(models):
     filler = MLMFiller(models["random"])
     reqs = [FillRequest("A ", " chair near the window.", "ADJ", "JJ", "wooden"),
             FillRequest("", " dogs play.", "ADJ", "JJ", "Small"), FillRequest("The cat is ", ".", "VERB", "VBG", "sleeping")]
-    seqs = filler._encode(reqs)
+    seqs = _encode(filler, reqs)
     width = max(map(len, seqs))
     ids = torch.tensor([s + [filler.tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
     att = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
     at = (ids == filler.tokenizer.mask_token_id).int().argmax(1)
     with torch.no_grad():
-        fast = filler._masked_scores(ids, att, at)
-        full = filler.model(input_ids=ids, attention_mask=att).logits[torch.arange(3), at][:, filler._union]
+        fast = filler.scorer.scores(ids, att, at)
+        full = filler.model(input_ids=ids, attention_mask=att).logits[torch.arange(3), at][:, filler.vocab.union]
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
     # the mask sits where the word was, between the tokens of the left and right context
     tok = filler.tokenizer
     assert tok.decode(seqs[0], skip_special_tokens=False).replace("<s>", "").replace("</s>", "") == \
         "A<mask> chair near the window."
+    # the answer is the model's own top-k over the admissible columns, best first
+    cols = filler.collect(filler.submit(FillSlots.from_requests(reqs)))
+    allow = torch.from_numpy(filler.vocab.allow)[torch.tensor([0, 1, 0])]
+    want = fast.masked_fill(~allow, float("-inf")).topk(cols.shape[1], dim=1).indices
+    assert cols.tolist() == want.tolist()
+
+
+def _reference_encode(tok, requests, max_length):
+    """The per-request loop the numpy encoder replaced (kept here as its specification)."""
+    texts = list(dict.fromkeys(r.left + r.word + r.right for r in requests))
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    by_text = {t: (ids, offs) for t, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"])}
+    budget, out = max_length - 3, []
+    for r in requests:
+        ids, offs = by_text[r.left + r.word + r.right]
+        start, end = len(r.left), len(r.left) + len(r.word)
+        left = [i for i, (a, b) in zip(ids, offs) if b <= start]
+        right = [i for i, (a, b) in zip(ids, offs) if a >= end and b > a]
+        nl = min(len(left), max(budget // 2, budget - len(right)))
+        nr = min(len(right), budget - nl)
+        out.append([tok.cls_token_id] + left[len(left) - nl:] + [tok.mask_token_id] + right[:nr] + [tok.sep_token_id])
+    return out
+
+
+@pytest.mark.parametrize("max_length", [12, 32, 128])
+def test_numpy_encoder_equals_the_per_request_loop(models, max_length):
+    filler = MLMFiller(models["random"], max_length=max_length)
+    rng = random.Random(0)
+    caps = SAMPLE_CAPTIONS + ["  two  dogs\tand a cat\n", "Ünïcödé café, naïve waiter.", "a <mask> of dogs and cats",
+                              " ".join(SAMPLE_CAPTIONS[:12]), "dog"]
+    reqs = []
+    for c in caps:  # every word of every caption, in a shuffled order, several requests per caption
+        spans = [(m.start(), m.end()) for m in re.finditer(r"[^\W\d_]+", c)]
+        for s, e in rng.sample(spans, min(4, len(spans))):
+            reqs.append(FillRequest(c[:s], c[e:], "NOUN", "NN", c[s:e]))
+    assert _encode(filler, reqs) == _reference_encode(filler.tokenizer, reqs, filler.max_length)
+
+
+def test_ranked_chooser_equals_choose_fill_slot_by_slot(tagger, models):
+    """The table-driven chooser of masked-LM answers picks what :func:`choose_fill` picks from the words."""
+    filler = MLMFiller(models["random"], n_candidates=40)
+    variants = VariantCheck(tagger.lemma)
+    reqs, toks, originals = [], [], []
+    for c, tagged in zip(SAMPLE_CAPTIONS, tagger.tag(SAMPLE_CAPTIONS)):
+        for t in tagged:
+            if t.pos in ("ADJ", "VERB", "NOUN"):
+                reqs.append(FillRequest(c[:t.start], c[t.end:], t.pos, t.tag, c[t.start:t.end]))
+                toks.append(t)
+                originals.append(c[t.start:t.end])
+    cols = filler.collect(filler.submit(FillSlots.from_requests(reqs)))
+    for top_k, twins in ((1, False), (3, False), (10, False), (40, False), (10, True)):
+        filler.choose_all(cols[:0], [], [], [], top_k, variants, tagger.known)  # builds the chooser
+        filler._chooser.lower_twins = twins  # True: the general de-duplication, on every slot
+        fast = filler.choose_all(cols, originals, toks, [random.Random(i) for i in range(len(reqs))], top_k, variants,
+                                 tagger.known)
+        slow = [choose_fill(filler.words_of(cols, i), o, t, random.Random(i), top_k, True, variants, tagger.known)
+                for i, (o, t) in enumerate(zip(originals, toks))]
+        assert fast == slow
+    assert sum(w is not None for w in fast) > len(reqs) // 2 and any("Small" == o for o in originals)
+
+
+def test_byte_level_piece_cache_tokenizes_as_the_tokenizer(models):
+    """The cache of byte-level pieces (plain-ASCII captions) gives the backend's ids and offsets exactly;
+    whatever it cannot do (accents, emoji, control characters, ``<mask>`` typed in a caption) goes to
+    the backend, in place."""
+    from openclip_ce.generation.mlm_tokens import MLMEncoder
+
+    tok = MLMFiller(models["random"]).tokenizer
+    fast, slow = MLMEncoder(tok, 128), MLMEncoder(tok, 128, fast_pieces=False)
+    assert fast._pieces is not None and slow._pieces is None
+    rng = random.Random(0)
+    alphabet = list("abcXYZ019 .,;:'-!?\t\n\r\x0b\x0c\"()&/") + ["'s", "'ll", "n't", "  ", "é", "ü", "\x85", "\u00a0",
+                                                                    "\x1c", "\x00", "<mask>", "<s>", "🙂", "\u2009"]
+    texts = SAMPLE_CAPTIONS + ["", " ", "Don't!", "I'M 'S 's", "x" * 300] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40))) for _ in range(2000)]
+    for i in range(0, len(texts), 500):  # the cache fills up across calls
+        got, want = fast.tokenize(texts[i:i + 500]), slow.tokenize(texts[i:i + 500])
+        for g, w in zip(got, want):
+            assert g.tolist() == w.tolist()
+    assert len(fast._pieces._index) > 100  # the cache was used
 
 
 def test_long_context_is_windowed_around_the_mask(models):
     filler = MLMFiller(models["random"], max_length=32)
     left = "a dog and a cat " * 40
-    seq = filler._encode([FillRequest(left, " chair " + "near the window " * 40, "ADJ", "JJ", "red")])[0]
+    seq = _encode(filler, [FillRequest(left, " chair " + "near the window " * 40, "ADJ", "JJ", "red")])[0]
     assert len(seq) <= 32 and seq.count(filler.tokenizer.mask_token_id) == 1
     tok = filler.tokenizer
     assert "a cat<mask> chair near the window" in tok.decode(seq)
@@ -195,6 +281,24 @@ def test_fast_tagging_equals_the_full_spacy_pipeline(tagger):
         assert [(t.start, t.end, t.pos, t.tag) for t in fast_toks] == [(t.start, t.end, t.pos, t.tag) for t in slow_toks]
         assert [t.lemma for t in fast_toks if t.pos in ("NOUN", "VERB", "ADJ")] == \
             [t.lemma for t in slow_toks if t.pos in ("NOUN", "VERB", "ADJ")], c
+
+
+def test_every_tagging_ops_gives_the_default_tags():
+    """The matrix multiplies --tagging-ops may choose (numpy's, torch's) give the tags thinc's default
+    (blis) gives, token for token, and choose_ops keeps only such ops and leaves the tagger on one."""
+    from openclip_ce.generation.tagging_ops import OPS, choose_ops, probe_captions
+
+    caps = list(probe_captions(400)) + ["I can't believe it's not butter, he said while they were going.",
+                                        "Ünïcödé café with a naïve waiter near a chair.", "  two  spaces\tand a tab\n",
+                                        "RED DOUBLE-DECKER BUS PARKED BY 3 TALL BUILDINGS"]
+    tagger = SpacyTagger(SPACY_MODEL, ops="blis")
+    reference = tagger.tag(caps)
+    for ops in OPS[1:]:
+        tagger.set_ops(ops)
+        assert tagger.tag(caps) == reference, ops
+    info = choose_ops(tagger, texts=caps[:64], rounds=1)
+    assert info["ops"] in OPS and all(info["same_tags"].values()) and set(info["captions_per_s"]) == set(OPS)
+    assert tagger.ops == info["ops"] and tagger.tag(caps) == reference
 
 
 def test_two_letter_fills_are_rejected_but_two_letter_words_can_still_be_edited(tagger):

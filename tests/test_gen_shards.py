@@ -319,3 +319,22 @@ def test_the_default_spacy_model_is_the_first_installed(monkeypatch):
         cfg = shards_config.config_for(["x.tar"], "out")
         assert cfg.spacy_model == want and cfg.output_settings()["spacy_model"] == want
     assert shards_config.config_for(["x.tar"], "out", spacy_model="my_model").spacy_model == "my_model"
+
+
+def test_every_default_is_written_once_in_the_typed_config():
+    """The command line's defaults are the dataclass's: a config from no flags equals the dataclass's own
+    defaults, field by field, and --help shows them (issue 19: a default written twice drifts)."""
+    import argparse
+    import dataclasses
+
+    from openclip_ce.shards.config import ShardsConfig, add_arguments
+
+    from_cli = shards_config.config_for(["x.tar"], "out")
+    plain = ShardsConfig(inputs=("x.tar",), out="out")
+    for f in dataclasses.fields(ShardsConfig):
+        assert getattr(from_cli, f.name) == getattr(plain, f.name), f.name
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    shown = {a.dest: a.default for a in parser._actions}  # what --help prints as "(default: ...)"
+    for name in ("seed", "top_k", "chunk_size", "batch_size", "max_caption_chars", "tagging_ops", "workers", "log_every"):
+        assert shown[name] == getattr(plain, name), name

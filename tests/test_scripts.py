@@ -77,27 +77,48 @@ def test_vg_to_wds_crops_regions_filters_and_excludes(tmp_path):
 
 @pytest.mark.slow
 def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
-    """The GPU device check, in its CPU smoke mode: every step (filler alone, local and Ray make-shards
-    runs, output comparison) runs and writes its figures, so a lent GPU's minutes are not lost to a bug."""
+    """The GPU device check, in its CPU smoke mode: every step (filler alone as the GPU process and in one
+    process, local runs with several workers feeding a masked-LM process, the Ray run, output comparison)
+    runs through the code paths of the GPU run and writes its figures, so a lent GPU's minutes are not
+    lost to a bug."""
     pytest.importorskip("ray")
     from tests._gen_helpers import env
 
     out = tmp_path / "figures.json"
     cmd = [sys.executable, str(SCRIPTS / "check_make_shards_gpu.py"), "--json", str(out), "--device", "cpu", "--tiny",
-           "--shards", "2", "--captions", "8", "--workers", "1", "--ray-workers", "1", "--workdir", str(tmp_path / "w")]
+           "--shards", "2", "--captions", "8", "--workers", "1,2", "--ray-workers", "1", "--batch-sizes", "8,256",
+           "--chunk-size", "2", "--workdir", str(tmp_path / "w")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = json.loads(out.read_text())
     assert fig["mode"] == "tiny" and fig["model"]["parameters"] > 0
-    assert fig["filler"]["best_fills_per_s"] > 0 and set(fig["filler"]["fills_per_s"]) == {"256", "1024"}
+    filler = fig["filler"]
+    assert set(filler["gpu_process"]) == set(filler["in_process"]) == {"8", "256"}
+    assert filler["best_fills_per_s"] == max(filler["gpu_process"].values()) > 0
     runs = fig["end_to_end"]
-    assert set(runs) == {"local_workers1", "ray_workers1_1actor"}
+    assert set(runs) == {"local_workers1", "local_workers2", "ray_workers1_1actor"}
     for run in runs.values():
         assert run["captions"] == 8 and run["captions_per_s"] > 0 and run["fills"] > 0
-        assert run["workers_detail"] and run["limited_by"]
-    assert runs["local_workers1"]["workers_detail"][0]["device"] == "cpu"
+        assert run["workers_detail"] and run["limited_by"] and run["tagging_ops"]["ops"]
+        assert run["fillers"] and sum(f["fills"] for f in run["fillers"]) == run["fills"]
+    assert {w["device"] for w in runs["local_workers2"]["workers_detail"]} == {"cuda:0"}  # both feed the one GPU
+    assert runs["local_workers2"]["fillers"][0]["device"] == "cuda:0"
     assert runs["ray_workers1_1actor"]["fillers"][0]["requests"] > 0
     assert fig["identical_outputs"] is True
+
+
+def test_bench_make_shards_measures_the_filler_and_tagging_against_their_baselines():
+    """The CPU benchmark's first two parts (issue 18's goals) run and print their figures."""
+    import re
+
+    cmd = [sys.executable, str(SCRIPTS / "bench_make_shards.py"), "--no-naive", "--no-cli", "--overhead-captions", "64",
+           "--tag-captions", "64", "--rounds", "1", "--overhead-batch", "16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = re.search(r"filler  : +([\d.]+) us/fill vs the tiny model's bare forward +([\d.]+) us/fill", proc.stdout)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, proc.stdout
+    m = re.search(r"tagging : +(\d+) captions/s vs bare spaCy .* +(\d+) captions/s -> ([\d.]+)x", proc.stdout)
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, proc.stdout
 
 
 @pytest.mark.parametrize("compile_", [False, True])

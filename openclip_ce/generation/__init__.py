@@ -22,10 +22,17 @@ the tests; in fp16 on a GPU, such boundary ties are more frequent, so outputs ma
 device types can differ for a small fraction of samples (documented in the README).
 
 
+Everything works on a chunk of captions at once: one spaCy ``pipe``, one tokenizer call, numpy
+arrays for the masked sequences and the word filters, one model request per chunk; the model side can
+run in another process (a GPU process, a Ray actor) while the caller tags the next chunk.
+
 Modules, in dependency order: :mod:`.words` (what a word is, variants, casing, seeding),
-:mod:`.tagging` (spaCy POS tags and lemmas), :mod:`.edits` (the noun swap and the fill protocol),
-:mod:`.fillers` (masked LM and vocabulary fillers), :mod:`.generator` (the four negatives of a
-chunk of captions). The shard job that runs it over WebDataset shards is :mod:`openclip_ce.shards`.
+:mod:`.tagging` (spaCy POS tags and lemmas) with :mod:`.tagging_ops` (which matrix multiply it runs
+on), :mod:`.edits` (the noun swap, the fill protocol, its chunk-wide chooser), :mod:`.mlm_tokens`
+(the masked LM's tokenizer side) with :mod:`.bpe_pieces` (cached byte-level BPE), :mod:`.mlm_model`
+(its model side), :mod:`.fillers` (masked LM and vocabulary fillers), :mod:`.generator` (the four
+negatives of a chunk of captions). The shard job that runs it over WebDataset shards is
+:mod:`openclip_ce.shards`.
 """
 
 from ..errors import UserError

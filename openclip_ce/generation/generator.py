@@ -7,27 +7,46 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from ..negatives import NEG_TYPES, Negatives, empty_negatives
-from .edits import FILL_POS, FillRequest, choose_fill, make_rel, pick_fill_token
+from .edits import FILL_POS, fill_candidates, make_rel
 from .fillers import Filler
+from .mlm_tokens import FillSlots
 from .tagging import SpacyTagger, Tok
 from .words import VariantCheck, is_sentence_initial, recase, sample_rng
 
 
 @dataclass
 class Timings:
+    """Seconds of one generator: ``tag_s`` tagging, swapping, picking and encoding the masked words (CPU);
+    ``fill_s`` getting and choosing the fills, of which ``wait_s`` waiting for the filler's answer (a
+    masked LM in this process computes during it; a remote one was computing meanwhile)."""
+
     tag_s: float = 0.0
     fill_s: float = 0.0
+    wait_s: float = 0.0
     captions: int = 0
     fills: int = 0
 
     def as_dict(self) -> Dict[str, float]:
-        return {"tag_s": round(self.tag_s, 3), "fill_s": round(self.fill_s, 3), "captions": self.captions,
-                "fills": self.fills}
+        return {"tag_s": round(self.tag_s, 3), "fill_s": round(self.fill_s, 3), "wait_s": round(self.wait_s, 3),
+                "captions": self.captions, "fills": self.fills}
+
+
+class Prepared:
+    """A chunk between :meth:`NegativeGenerator.prepare` and :meth:`NegativeGenerator.finish`."""
+
+    __slots__ = ("items", "out", "pending", "handle")
+
+    def __init__(self, items, out, pending, handle):
+        self.items, self.out, self.pending, self.handle = items, out, pending, handle
 
 
 class NegativeGenerator:
-    """``generate([(key, caption), ...]) -> [neg dict, ...]`` for one chunk of captions."""
+    """``generate([(key, caption), ...]) -> [neg dict, ...]`` for one chunk of captions; or in two steps,
+    ``finish(prepare(items))``, so that a caller can tag the next chunk while a remote masked LM fills
+    this one (``prepare`` sends the fills, ``finish`` waits for them)."""
 
     def __init__(self, tagger: SpacyTagger, filler: Optional[Filler], seed: int = 0,
                  types: Sequence[str] = NEG_TYPES, top_k: int = 10):
@@ -40,43 +59,58 @@ class NegativeGenerator:
         self.timings = Timings()
 
     def generate(self, items: Sequence[Tuple[str, str]]) -> List[Negatives]:
+        return self.finish(self.prepare(items))
+
+    def prepare(self, items: Sequence[Tuple[str, str]]) -> Prepared:
+        """Tag the chunk, make its swaps, pick its masked words and send them to the filler."""
         t0 = time.perf_counter()
-        tagged = self.tagger.tag([text for _, text in items])
-        t1 = time.perf_counter()
+        texts = [text for _, text in items]
+        tagged = self.tagger.tag(texts)
         out = [empty_negatives() for _ in items]
         pending: List[Tuple[int, str, Tok, random.Random]] = []
-        requests: List[FillRequest] = []
+        fill_kinds = [k for k in self.types if k in FILL_POS]
+        rel = "rel" in self.types
+        seed = self.seed
         for i, ((key, text), toks) in enumerate(zip(items, tagged)):
-            if "rel" in self.types:
-                out[i]["rel"] = make_rel(text, toks, sample_rng(self.seed, key, "rel"))
-            for kind in self.types:
-                if kind not in FILL_POS:
-                    continue
-                rng = sample_rng(self.seed, key, kind)
-                tok = pick_fill_token(text, toks, FILL_POS[kind], rng)
-                if tok is None:
-                    continue
-                pending.append((i, kind, tok, rng))
-                requests.append(FillRequest(text[:tok.start], text[tok.end:], tok.pos, tok.tag,
-                                            text[tok.start:tok.end]))
-        t2 = time.perf_counter()
-        filled = self.filler.fill(requests) if requests else []
-        t3 = time.perf_counter()
-        for (i, kind, tok, rng), cands in zip(pending, filled):
-            text = items[i][1]
-            original = text[tok.start:tok.end]
-            word = choose_fill(cands, original, tok, rng, self.top_k, self.filler.ranked, self.variants,
-                               self.tagger.known)
-            if word is not None:
-                new = recase(word, original, is_sentence_initial(text, tok.start))
-                out[i][kind] = text[:tok.start] + new + text[tok.end:]
+            if rel:
+                out[i]["rel"] = make_rel(text, toks, lambda: sample_rng(seed, key, "rel"))
+            for kind in fill_kinds:
+                cands = fill_candidates(text, toks, FILL_POS[kind])
+                if cands:  # a stream is seeded only when there is a draw to make: the same draws as ever
+                    rng = sample_rng(seed, key, kind)
+                    pending.append((i, kind, cands[rng.randrange(len(cands))], rng))
+        handle = None
+        if pending:
+            n = len(pending)
+            slots = FillSlots(texts, np.fromiter((p[0] for p in pending), np.int64, n),
+                              np.fromiter((p[2].start for p in pending), np.int64, n),
+                              np.fromiter((p[2].end for p in pending), np.int64, n),
+                              [p[2].pos for p in pending], [p[2].tag for p in pending])
+            handle = self.filler.submit(slots)
+        self.timings.tag_s += time.perf_counter() - t0
+        return Prepared(items, out, pending, handle)
+
+    def finish(self, prep: Prepared) -> List[Negatives]:
+        """Wait for the chunk's fills, choose a word per slot, and return the chunk's negatives."""
+        t0 = time.perf_counter()
+        items, out, pending = prep.items, prep.out, prep.pending
+        if pending:
+            cands = self.filler.collect(prep.handle)
+            t1 = time.perf_counter()
+            self.timings.wait_s += t1 - t0
+            originals = [items[i][1][tok.start:tok.end] for i, _, tok, _ in pending]
+            words = self.filler.choose_all(cands, originals, [p[2] for p in pending], [p[3] for p in pending],
+                                           self.top_k, self.variants, self.tagger.known)
+            for (i, kind, tok, _), original, word in zip(pending, originals, words):
+                if word is not None:
+                    text = items[i][1]
+                    new = recase(word, original, is_sentence_initial(text, tok.start))
+                    out[i][kind] = text[:tok.start] + new + text[tok.end:]
         for negs, (_, text) in zip(out, items):
             for k, v in negs.items():
                 if v is not None and (v == text or not v.strip()):
                     negs[k] = None
-        t4 = time.perf_counter()
-        self.timings.tag_s += (t1 - t0) + (t2 - t1)
-        self.timings.fill_s += (t3 - t2) + (t4 - t3)
+        self.timings.fill_s += time.perf_counter() - t0
         self.timings.captions += len(items)
-        self.timings.fills += len(requests)
+        self.timings.fills += len(pending)
         return out

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import GenerationSetupError
 
@@ -31,8 +30,7 @@ def default_spacy_model() -> str:
     return DEFAULT_SPACY_MODEL
 
 
-@dataclass(frozen=True)
-class Tok:
+class Tok(NamedTuple):
     """One spaCy token as character offsets into the caption (``text[start:end]``)."""
 
     start: int
@@ -48,7 +46,7 @@ Tagged = Tuple[Tok, ...]
 class SpacyTagger:
     """spaCy with only what POS tags and lemmas need (no parser, no NER), batched with ``nlp.pipe``."""
 
-    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = 256):
+    def __init__(self, model: str = DEFAULT_SPACY_MODEL, batch_size: int = 256, ops: Optional[str] = None):
         import spacy
 
         try:
@@ -63,14 +61,25 @@ class SpacyTagger:
         if missing and "morphologizer" not in self.nlp.pipe_names:
             raise GenerationSetupError(f"spaCy model {model!r} has no POS tagger (pipes {self.nlp.pipe_names})")
         self.batch_size = batch_size
+        self.ops = "blis"
+        if ops is not None:
+            self.set_ops(ops)
         self._lemmatizer = self.nlp.get_pipe("lemmatizer") if "lemmatizer" in self.nlp.pipe_names else None
         self.lemma = lru_cache(maxsize=200_000)(self._lemma)
         self._pos_table = self._attribute_table()
         self._fast_disable = [p for p in ("attribute_ruler", "lemmatizer") if p in self.nlp.pipe_names]
         self._index = self._dictionary()
+        self._word_cache: Dict[Tuple[int, int, int], Tuple[str, str, str]] = {}
         self.known = lru_cache(maxsize=200_000)(self._known)
         if self._index is None:
             log.warning("spaCy model %s has no lemma index: fills are not checked against a dictionary", model)
+
+    def set_ops(self, name: str) -> None:
+        """Run the pipeline's matrix multiplies on ``name`` (:mod:`.tagging_ops`: blis, numpy, torch)."""
+        from .tagging_ops import apply_ops
+
+        apply_ops(self.nlp, name)
+        self.ops = name
 
     def _dictionary(self):
         """The lemmatizer's per-POS word lists (WordNet-derived ``lemma_index``), if the model has them."""
@@ -93,18 +102,32 @@ class SpacyTagger:
                 tuple(Tok(t.idx, t.idx + len(t.text), t.pos_, t.tag_, t.lemma_.lower()) for t in doc)
                 for doc in self.nlp.pipe(texts, batch_size=self.batch_size)
             ]
+        from spacy.attrs import IDX, IS_SPACE, LENGTH, LOWER, TAG
+
+        attrs = [IDX, LENGTH, TAG, LOWER, IS_SPACE]
+        known = self._word_cache
+        if len(known) > 500_000:  # bounded memory per worker
+            known.clear()
+        word = self._word
         out = []
-        table = self._pos_table
         for doc in self.nlp.pipe(texts, batch_size=self.batch_size, disable=self._fast_disable):
             toks = []
-            for t in doc:
-                tag = t.tag_
-                pos = "SPACE" if t.is_space else table.get((tag, t.lower_)) or table.get((tag, None)) or "X"
-                inflected = pos in ("NOUN", "VERB", "ADJ") and tag not in _BASE_FORM_TAGS
-                lemma = self.lemma(t.lower_, pos) if inflected else t.lower_
-                toks.append(Tok(t.idx, t.idx + len(t.text), pos, tag, lemma))
+            for idx, length, tag, low, space in doc.to_array(attrs).tolist():
+                info = known.get((tag, low, space)) or word(tag, low, space)
+                toks.append(Tok(idx, idx + length, *info))
             out.append(tuple(toks))
         return out
+
+    def _word(self, tag_hash: int, lower_hash: int, space: int) -> Tuple[str, str, str]:
+        """(pos, tag, lemma) of a token from its tag and lowercase form (cached: they decide it)."""
+        strings = self.nlp.vocab.strings
+        tag, lower = strings[tag_hash], strings[lower_hash]
+        table = self._pos_table
+        pos = "SPACE" if space else table.get((tag, lower)) or table.get((tag, None)) or "X"
+        inflected = pos in ("NOUN", "VERB", "ADJ") and tag not in _BASE_FORM_TAGS
+        info = (pos, tag, self.lemma(lower, pos) if inflected else lower)
+        self._word_cache[(tag_hash, lower_hash, space)] = info
+        return info
 
     def _attribute_table(self):
         """The attribute ruler's TAG (+ LOWER) -> POS rules as a dict, when that is all it does for POS.

@@ -18,7 +18,7 @@ from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
 from .plan import is_complete, plan_jobs, record_settings, state_path, verify_settings
-from .process import build_vocab
+from .process import build_vocab, resolve_tagging
 from .progress import Progress
 from .stats import aggregate
 
@@ -58,6 +58,7 @@ def run_config(cfg: ShardsConfig) -> int:
         try:
             if todo:
                 engine.start()
+                resolve_tagging(cfg)
             record_settings(cfg.out, cfg, cfg.overwrite)
             if cfg.filler == "vocab" and todo and cfg.needs_filler:
                 load_or_build_vocab(jobs, cfg)
@@ -71,15 +72,17 @@ def run_config(cfg: ShardsConfig) -> int:
             engine.close()
         wall = time.perf_counter() - t0
         run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
-                    "fp16": is_cuda(cfg.device) and not cfg.fp32, **details}
+                    "fp16": is_cuda(cfg.device) and not cfg.fp32, "tagging_ops": cfg.tagging, **details}
         stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
         write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
     log.info("done: %d samples in %d complete shards (%d written now, %d skipped), %d failed; coverage %s; "
-             "%.1f samples/s; stats in %s", stats["samples"], stats["shards"]["complete"],
+             "%.1f samples/s%s; stats in %s", stats["samples"], stats["shards"]["complete"],
              stats["shards"]["written_this_run"], skipped, len(failed),
              " ".join(f"{t}={c:.3f}" for t, c in stats["coverage"].items()),
-             stats["throughput"]["samples_per_s"] or 0.0, os.path.join(cfg.out, "stats.json"))
+             stats["throughput"]["samples_per_s"] or 0.0,
+             f", limited by {stats['throughput']['limited_by']}" if stats["throughput"]["limited_by"] else "",
+             os.path.join(cfg.out, "stats.json"))
     if failed:
         for f in failed:
             print(f"{PROG}: failed shard: {f['error']}", file=sys.stderr)

@@ -4,10 +4,11 @@ Why a module of its own: the assignment is a pure function (:func:`assign_device
 tested without a GPU, and the checks that a job's GPUs exist must run first, in seconds, for both
 engines; a job that asked for 8 GPUs and found 2 must not start writing shards on the wrong ones.
 
-Rules (local engine): ``--device cuda`` gives worker ``i`` the GPU ``cuda:<gpus[i % len(gpus)]>``,
-where ``gpus`` is ``--devices`` or every visible GPU; ``--device cuda:N`` is ``--devices N``. Several
-workers share a GPU only when ``--workers-per-gpu`` allows it, so that ``--workers 16`` on an 8-GPU
-node is an error rather than 16 models silently stacked two by two.
+Rules (local engine): with ``--device cuda`` every GPU in use holds one masked-LM process, and worker
+``i`` sends its fills to the one of ``cuda:<gpus[i % n]>``, where ``gpus`` is ``--devices`` or every
+visible GPU and ``n = min(workers, len(gpus))`` (a GPU no worker feeds is left alone, with a warning);
+``--device cuda:N`` is ``--devices N``. Workers hold no model, so any number of them may share a GPU:
+``--workers`` is sized to the CPU cores, not to the GPUs.
 
 Test hook: the environment variable :data:`FAKE_GPUS_ENV` (``OPENCLIP_CE_FAKE_GPUS=N``) makes this
 machine report ``N`` visible GPUs and makes every masked LM that was assigned a ``cuda`` device run
@@ -64,7 +65,7 @@ def parse_devices(spec: Optional[str]) -> Optional[Tuple[int, ...]]:
     if not ids or any(i < 0 for i in ids):
         raise UserError(f"--devices {spec!r}: expected GPU indices such as 0,1,2")
     if len(set(ids)) != len(ids):
-        raise UserError(f"--devices {spec!r} names a GPU twice; use --workers-per-gpu to share a GPU")
+        raise UserError(f"--devices {spec!r} names a GPU twice")
     return ids
 
 
@@ -87,12 +88,11 @@ def no_gpu_message(flag: str = "--device cuda") -> str:
             f"or use --device cpu")
 
 
-def assign_devices(device: str, workers: int, visible: int, devices: Optional[Sequence[int]] = None,
-                   workers_per_gpu: int = 1) -> List[str]:
-    """The device of each of ``workers`` local workers (pure: ``visible`` is the GPU count).
+def assign_devices(device: str, workers: int, visible: int, devices: Optional[Sequence[int]] = None) -> List[str]:
+    """The masked-LM device of each of ``workers`` local workers (pure: ``visible`` is the GPU count).
 
     Raises :class:`UserError` when the GPUs asked for are not there (no GPU, an index beyond the
-    visible ones) or when the workers would have to share GPUs beyond ``workers_per_gpu``.
+    visible ones).
     """
     kind, index = parse_device(device)
     if kind != "cuda":
@@ -111,13 +111,12 @@ def assign_devices(device: str, workers: int, visible: int, devices: Optional[Se
         asked = f"--device {device}" if index is not None else f"--devices {','.join(map(str, gpus))}"
         raise UserError(f"{asked}: GPU {', '.join(map(str, missing))} not visible; this machine has "
                         f"{visible} GPU(s), 0..{visible - 1}")
-    slots = len(gpus) * workers_per_gpu
-    if workers > slots:
-        share = -(-workers // len(gpus))
-        raise UserError(f"--workers {workers} on {len(gpus)} GPU(s) with --workers-per-gpu {workers_per_gpu} "
-                        f"has only {slots} GPU slot(s); pass --workers-per-gpu {share} to let workers share "
-                        f"a GPU, or --workers {slots}")
     return [f"cuda:{gpus[i % len(gpus)]}" for i in range(workers)]
+
+
+def filler_devices(assignment: Sequence[str]) -> List[str]:
+    """The devices that get a masked-LM process: each GPU of the assignment once, in order of first use."""
+    return list(dict.fromkeys(d for d in assignment if is_cuda(d)))
 
 
 def idle_gpus(assignment: Sequence[str], visible: int, devices: Optional[Sequence[int]] = None) -> List[int]:

@@ -1,10 +1,14 @@
-"""The local engine: shards in ``--workers`` processes of this machine, each with its own generator and
-its own masked-LM device (:func:`openclip_ce.shards.devices.assign_devices`: one GPU per worker
-round-robin, shared only with ``--workers-per-gpu``).
+"""The local engine: shards in ``--workers`` processes of this machine (read, tag, encode, choose, write),
+and the masked LM where ``--device`` says.
 
-Why a device per worker: every worker building its model on ``cuda`` put all of them on GPU 0 of an
-8-GPU node. Each spawned worker takes the next ``(index, device)`` slot from a queue filled by the
-parent, so the assignment logged at start is the one the workers really use.
+* ``--device cpu``: each worker has its own masked LM and fills its chunks itself.
+* ``--device cuda``: each GPU in use holds one masked-LM process (:mod:`.fill_server`) that every
+  worker assigned to it feeds through a bounded queue, with two chunks in flight per worker, so the GPU
+  computes while the workers tag (:func:`openclip_ce.shards.devices.assign_devices`: worker ``i`` ->
+  GPU ``i mod n``). Workers hold no model: ``--workers`` is the number of CPU cores to use.
+
+Each spawned worker takes the next ``(index, device)`` slot from a queue filled by the parent, so the
+assignment logged at start is the one the workers really use.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..logconfig import configure_logging
 from .config import ShardsConfig
-from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, gpu_peak_mib, idle_gpus, is_cuda, parse_device,
-                      visible_gpu_count)
+from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, filler_devices, gpu_peak_mib, idle_gpus, is_cuda,
+                      parse_device, visible_gpu_count)
+from .fill_server import FillLinks, FillServers
 from .plan import ShardJob
-from .process import build_generator, log_result, run_job
+from .process import build_generator, log_result, remote_filler, run_job
 from .progress import Progress
 from .stats import workers_summary
 
@@ -38,6 +43,12 @@ class LocalEngine:
     def __init__(self, cfg: ShardsConfig):
         self.cfg = cfg
         self.devices: List[str] = []
+        self.fillers: List[Dict] = []
+
+    @property
+    def gpu_fillers(self) -> bool:
+        """Masked LMs in GPU processes fed by the workers (``--device cuda``), not in the workers."""
+        return self.cfg.filler == "mlm" and self.cfg.needs_filler and is_cuda(self.cfg.device)
 
     def start(self) -> None:
         cfg = self.cfg
@@ -47,9 +58,11 @@ class LocalEngine:
                 log.info("--device %s unused: no masked LM in this run (--filler vocab or --types)", cfg.device)
             return
         visible = visible_gpu_count() if is_cuda(cfg.device) else 0
-        self.devices = assign_devices(cfg.device, cfg.workers, visible, cfg.devices, cfg.workers_per_gpu)
+        self.devices = assign_devices(cfg.device, cfg.workers, visible, cfg.devices)
         log.info("local engine: %s", ", ".join(f"worker {i} -> {d}" for i, d in enumerate(self.devices)))
         if is_cuda(cfg.device):
+            log.info("local engine: one masked-LM process on each of %s, fed by the workers",
+                     ", ".join(filler_devices(self.devices)))
             index = parse_device(cfg.device)[1]  # cuda:N: the user chose that one GPU, the others are not idle
             idle = idle_gpus(self.devices, visible, cfg.devices or ((index,) if index is not None else None))
             if idle:
@@ -58,58 +71,86 @@ class LocalEngine:
                 log.warning("%s is set (test hook): the masked LMs run on the CPU", FAKE_GPUS_ENV)
 
     def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, progress: Progress) -> List[Dict]:
-        return run_local(jobs, cfg, self.devices, progress)
+        if not self.gpu_fillers:
+            return run_local(jobs, cfg, self.devices, progress)
+        ctx = mp.get_context("spawn")  # no fork after torch / spaCy state
+        servers = FillServers(ctx, cfg, filler_devices(self.devices), cfg.workers)
+        try:
+            servers.start()
+            results = run_local(jobs, cfg, self.devices, progress, servers)
+            self.fillers = servers.stop()
+            return results
+        finally:
+            servers.kill()
 
     def describe(self, results: Sequence[Dict]) -> Dict[str, object]:
-        return {"workers_detail": workers_summary(results)}
+        out: Dict[str, object] = {"workers_detail": workers_summary(results)}
+        if self.fillers:
+            out["fillers"] = self.fillers
+        return out
 
     def close(self) -> None:
         pass
 
 
-def _annotate(res: Dict, index: int, device: str) -> Dict:
-    res.update(worker=index, device=device, peak_gpu_mib=gpu_peak_mib(device))
+def _annotate(res: Dict, index: int, device: str, gpu_fillers: bool) -> Dict:
+    res.update(worker=index, device=device, peak_gpu_mib=None if gpu_fillers else gpu_peak_mib(device))
     return res
 
 
-def _worker_init(cfg: ShardsConfig, queue, slots) -> None:
+def _worker_init(cfg: ShardsConfig, queue, slots, servers: Optional[FillLinks]) -> None:
     # one BLAS / OpenMP pool per worker sized to its share of the cores (numpy is not imported yet)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(cfg.threads or 1)
     index, device = slots.get()
-    _WORKER.update(cfg=cfg, queue=queue, gen=None, index=index, device=device)
+    _WORKER.update(cfg=cfg, queue=queue, gen=None, index=index, device=device, servers=servers)
     configure_logging(cfg.log_level)  # a spawned process starts with no logging configuration
 
 
+def _generator(cfg: ShardsConfig, index: int, device: str, servers: Optional[FillLinks], check=None):
+    if servers is None:
+        return build_generator(cfg, device=device)
+    link = servers.link(index, check)
+    return build_generator(cfg, filler=remote_filler(cfg, link.send, link.receive))
+
+
 def _worker_run(job: ShardJob) -> Dict:
-    cfg, queue = _WORKER["cfg"], _WORKER["queue"]
+    cfg, queue, servers = _WORKER["cfg"], _WORKER["queue"], _WORKER["servers"]
     if _WORKER["gen"] is None:
-        log.info("worker %d (pid %d): masked LM on %s", _WORKER["index"], os.getpid(), _WORKER["device"])
-        _WORKER["gen"] = build_generator(cfg, device=_WORKER["device"])
-    return _annotate(run_job(job, _WORKER["gen"], cfg, queue.put), _WORKER["index"], _WORKER["device"])
+        log.info("worker %d (pid %d): masked LM on %s%s", _WORKER["index"], os.getpid(), _WORKER["device"],
+                 " (its GPU's process)" if servers is not None else "")
+        _WORKER["gen"] = _generator(cfg, _WORKER["index"], _WORKER["device"], servers)
+    return _annotate(run_job(job, _WORKER["gen"], cfg, queue.put), _WORKER["index"], _WORKER["device"],
+                     servers is not None)
 
 
-def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str], progress: Progress) -> List[Dict]:
+def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str], progress: Progress,
+              servers: Optional[FillServers] = None) -> List[Dict]:
     workers = cfg.workers
     results = []
+    links = servers.links() if servers is not None else None
     if workers == 1:
-        gen = build_generator(cfg, device=devices[0])
+        gen = _generator(cfg, 0, devices[0], links, servers.check if servers is not None else None)
         for job in jobs:
-            results.append(_annotate(run_job(job, gen, cfg, progress.add_captions), 0, devices[0]))
+            results.append(_annotate(run_job(job, gen, cfg, progress.add_captions), 0, devices[0], servers is not None))
             log_result(results[-1])
             progress.shard_done(results[-1]["status"] == "ok")
+            if servers is not None:
+                servers.check()
         return results
     ctx = mp.get_context("spawn")  # no fork after torch / spaCy state
     queue, slots = ctx.Queue(), ctx.Queue()
     for slot in enumerate(devices):
         slots.put(slot)
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                initargs=(cfg, queue, slots)) as ex:
+                                initargs=(cfg, queue, slots, links)) as ex:
         pending = {ex.submit(_worker_run, job) for job in jobs}
         try:
             while pending:
                 done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
                 drain(queue, progress)
+                if servers is not None:
+                    servers.check()
                 for fut in done:
                     res = fut.result()  # setup errors (GenerationSetupError) propagate: the run stops
                     results.append(res)
@@ -118,6 +159,8 @@ def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str
         except BaseException:
             for f in pending:
                 f.cancel()
+            if servers is not None:
+                servers.abort.set()  # workers waiting on a filler process give up
             raise
         drain(queue, progress)
     return results

@@ -1,8 +1,9 @@
 """The plan of a make-shards run: which shards (inputs expanded), where each goes, and the resume state.
 
 Resume state lives in ``--out/.make-shards/``: ``config.json`` holds the output settings of the run
-that started the directory (a rerun with other settings is refused unless ``--overwrite``) and
-``done/<shard>.json`` the statistics of each complete shard. A shard counts as complete when both
+that started the directory (a rerun with other settings is refused unless ``--overwrite``), plus what
+the last run chose for speed alone (:data:`RECORDED_ONLY`: never compared), and ``done/<shard>.json``
+the statistics of each complete shard. A shard counts as complete when both
 its file and its ``done`` record exist.
 """
 
@@ -26,6 +27,9 @@ from .tario import GZ_SUFFIXES
 log = logging.getLogger("openclip_ce.shards")
 
 STATE_DIR = ".make-shards"
+# in config.json, recorded but not compared on resume: choices that do not change the output bytes
+# (the tagging ops keep the default's tags, checked at start; another machine may choose otherwise)
+RECORDED_ONLY = ("tagging_ops",)
 SHARD_SUFFIXES = (".tar",) + GZ_SUFFIXES
 
 
@@ -128,7 +132,7 @@ def verify_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
     want = cfg.output_settings()
     if os.path.exists(path) and not overwrite:
         with open(path, encoding="utf-8") as f:
-            have = json.load(f)
+            have = {k: v for k, v in json.load(f).items() if k not in RECORDED_ONLY}
         diff = {k: (have.get(k), want.get(k)) for k in set(have) | set(want) if have.get(k) != want.get(k)}
         if diff:
             details = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
@@ -147,4 +151,11 @@ def record_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
         # and the vocabulary of --filler vocab, which the old settings decided (a resumed run reuses it)
         if os.path.exists(state_path(out, "vocab.json")):
             os.remove(state_path(out, "vocab.json"))
-    write_json_atomic(path, want)
+    recorded = cfg.tagging
+    if recorded is None and os.path.exists(path):  # a run with nothing to do keeps what the last one chose
+        try:
+            with open(path, encoding="utf-8") as f:
+                recorded = json.load(f).get("tagging_ops")
+        except (OSError, ValueError):
+            recorded = None
+    write_json_atomic(path, {**want, "tagging_ops": recorded})

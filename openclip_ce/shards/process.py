@@ -1,5 +1,9 @@
 """One shard: read it, generate the negatives of its captions chunk by chunk, write the output shard.
 
+Chunks are pipelined: chunk *i + 1* is tagged and its fills sent before the fills of chunk *i* are
+collected (:data:`IN_FLIGHT` chunks in flight), so a remote masked LM (a GPU process, a Ray actor)
+computes while this worker tags. The samples are still written in input order.
+
 Every input member is copied byte for byte (headers included); after each sample's members comes
 ``<key>.neg.json``. A sample without a usable caption passes through with all-null negatives and is
 counted by kind (:data:`PROBLEM_KINDS`). The output is written under a temporary name and renamed
@@ -13,12 +17,14 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..fileio import write_json_atomic
-from ..generation.fillers import MLMFiller, VocabFiller
+from ..generation.fillers import MLMFiller, RemoteMLMFiller, VocabFiller
 from ..generation.generator import NegativeGenerator
 from ..generation.tagging import SpacyTagger
+from ..generation.tagging_ops import cache_path, cached_choice, choose_ops, machine_key, store_choice
 from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
 from .config import ShardsConfig
 from .devices import bind_process_gpu, filler_device
@@ -26,6 +32,8 @@ from .plan import ShardJob, sidecar_path
 from .tario import ShardFormatError, ShardWriter, read_samples, remove_stale_partials
 
 log = logging.getLogger("openclip_ce.shards")
+
+IN_FLIGHT = 2  # chunks of one worker between tagging and writing
 
 PROBLEM_KINDS = ("no_caption", "empty_caption", "non_utf8_caption", "caption_too_long", "bad_caption_json",
                  "replaced_neg_json")
@@ -102,23 +110,30 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
     stats = ShardStats(job)
     writer = ShardWriter(job.target)
     pending: List[Tuple[Optional[str], List, Optional[str]]] = []  # (key, members, caption)
+    in_flight: Deque = deque()  # (samples, prepared chunk or None, number of captions)
 
-    def flush():
-        items = [(k, c) for k, _, c in pending if c is not None]
-        negs = iter(gen.generate(items) if items and gen is not None else [])
-        for key, members, caption in pending:
+    def write(samples, prep, n):
+        negs = iter(gen.finish(prep) if prep is not None else [])
+        for key, members, caption in samples:
             for m in members:
                 writer.write_raw(m.raw)
             if key is None:
                 continue
-            n = next(negs) if caption is not None else empty_negatives()
+            neg = next(negs) if caption is not None else empty_negatives()
             for t in NEG_TYPES:
-                stats.negatives[t] += n[t] is not None
-            if caption is not None and len(stats.examples) < 3 and any(v is not None for v in n.values()):
-                stats.examples.append({"key": key, "caption": caption, "neg": n})
-            writer.add(f"{key}.{NEG_MEMBER}", encode_negatives(n), members[-1].mtime if members else 0)
-        progress(len(items))
-        pending.clear()
+                stats.negatives[t] += neg[t] is not None
+            if caption is not None and len(stats.examples) < 3 and any(v is not None for v in neg.values()):
+                stats.examples.append({"key": key, "caption": caption, "neg": neg})
+            writer.add(f"{key}.{NEG_MEMBER}", encode_negatives(neg), members[-1].mtime if members else 0)
+        progress(n)
+
+    def flush(last=False):
+        items = [(k, c) for k, _, c in pending if c is not None]
+        if pending:
+            in_flight.append((list(pending), gen.prepare(items) if items and gen is not None else None, len(items)))
+            pending.clear()
+        while in_flight and (last or len(in_flight) >= IN_FLIGHT):
+            write(*in_flight.popleft())
 
     try:
         n_captions = 0
@@ -145,7 +160,7 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
             if n_captions >= cfg.chunk_size:
                 flush()
                 n_captions = 0
-        flush()
+        flush(last=True)
         result = stats.as_dict(time.perf_counter() - t0, _timing_delta(gen, before))
         # the shard first, its ``done`` record second: a crash in between leaves a shard without a
         # record, which the next run redoes. The other order could leave the record of a new shard
@@ -160,33 +175,97 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
 
 def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
     if gen is None:
-        return {"tag_s": 0.0, "fill_s": 0.0, "fills": 0}
+        return {"tag_s": 0.0, "fill_s": 0.0, "wait_s": 0.0, "fills": 0}
     now = gen.timings.as_dict()
-    return {k: round(now[k] - before.get(k, 0), 3) for k in ("tag_s", "fill_s", "fills")}
+    return {k: round(now[k] - before.get(k, 0), 3) for k in ("tag_s", "fill_s", "wait_s", "fills")}
 
 
 
 def make_mlm_filler(cfg: ShardsConfig, device: str) -> MLMFiller:
-    """The masked LM of one worker or Ray actor, on ``device`` (the one place a filler is built, so the
-    GPU binding and the CPU test hook of :mod:`.devices` apply to both engines alike)."""
+    """The masked LM of one worker (``--device cpu``), in the worker (the GPU binding and the CPU test
+    hook of :mod:`.devices` apply as for the GPU processes)."""
     bind_process_gpu(device)
     return MLMFiller(cfg.filler_model, device=filler_device(device), batch_size=cfg.batch_size,
                      n_candidates=cfg.n_candidates, half=cfg.half)
 
 
+def make_mlm_scorer(cfg: ShardsConfig, device: str):
+    """The model side of a masked LM that serves other processes (a local GPU process, a Ray actor)."""
+    from ..generation.mlm_model import MLMScorer
+    from ..generation.mlm_tokens import MLMVocab, load_tokenizer
+
+    bind_process_gpu(device)
+    tok = load_tokenizer(cfg.filler_model)
+    return MLMScorer(cfg.filler_model, MLMVocab(tok, cfg.filler_model),
+                     tok.pad_token_id if tok.pad_token_id is not None else 0, tok.mask_token_id,
+                     device=filler_device(device), batch_size=cfg.batch_size, n_candidates=cfg.n_candidates,
+                     half=cfg.half)
+
+
+def remote_filler(cfg: ShardsConfig, send, receive) -> RemoteMLMFiller:
+    """The tokenizer side of a masked LM that runs in another process: ``send(batch)``, ``receive(handle)``."""
+    return RemoteMLMFiller(cfg.filler_model, send, receive)
+
+
+_TAGGERS: Dict[Tuple[str, int], SpacyTagger] = {}
+
+
+def tagger_for(cfg: ShardsConfig) -> SpacyTagger:
+    """This process's spaCy tagger for ``cfg`` (loaded once: the command's tagging probe, the vocabulary
+    and a worker in the same process share it), on the run's tagging ops."""
+    key = (cfg.spacy_model, min(cfg.chunk_size, 1024))
+    if key not in _TAGGERS:
+        _TAGGERS.clear()
+        _TAGGERS[key] = SpacyTagger(cfg.spacy_model, batch_size=key[1])
+    tagger = _TAGGERS[key]
+    if tagger.ops != cfg.ops:
+        tagger.set_ops(cfg.ops)
+    return tagger
+
+
+def _set_threads(cfg: ShardsConfig) -> None:
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+
+
+def resolve_tagging(cfg: ShardsConfig) -> None:
+    """Decide the run's tagging ops once and put the decision in ``cfg.tagging`` for every worker:
+    ``--tagging-ops auto`` takes this machine's last measurement, or measures now
+    (:func:`~openclip_ce.generation.tagging_ops.choose_ops`, on the threads a worker will have)."""
+    if cfg.tagging_ops != "auto":
+        cfg.tagging = {"ops": cfg.tagging_ops, "chosen_by": "--tagging-ops"}
+        return
+    key = machine_key(cfg.spacy_model, cfg.threads)
+    info = cached_choice(key)
+    if info is not None:
+        log.info("tagging ops: %s (measured on this machine before, %s)", info["ops"], cache_path())
+        cfg.tagging = {**info, "chosen_by": "--tagging-ops auto", "measured": f"before ({cache_path()})"}
+        return
+    tagger = tagger_for(cfg)
+    _set_threads(cfg)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: the probe then runs with the BLAS's own thread count
+        info = choose_ops(tagger)
+    else:
+        with threadpool_limits(cfg.threads or None):
+            info = choose_ops(tagger)
+    store_choice(key, info)
+    cfg.tagging = {**info, "chosen_by": "--tagging-ops auto", "measured": "now"}
+
+
 def build_generator(cfg: ShardsConfig, filler=None, device: Optional[str] = None):
     """The negative generator of one worker (loads spaCy and the filler; may raise GenerationSetupError).
-    ``filler``: one made elsewhere (the Ray engine's remote filler); ``device``: this worker's masked-LM
-    device (default ``cfg.device``)."""
-    tagger = SpacyTagger(cfg.spacy_model, batch_size=min(cfg.chunk_size, 1024))
+    ``filler``: one made elsewhere (a link to a masked LM in another process); ``device``: this worker's
+    masked-LM device (default ``cfg.device``)."""
+    _set_threads(cfg)
+    tagger = tagger_for(cfg)
     if filler is None and cfg.needs_filler:
         if cfg.filler == "vocab":
             filler = VocabFiller(cfg.vocab or {})
         else:
-            if cfg.threads:  # only a local masked LM uses torch; Ray shard tasks need not import it
-                import torch
-
-                torch.set_num_threads(cfg.threads)
             filler = make_mlm_filler(cfg, device or cfg.device)
     return NegativeGenerator(tagger, filler, seed=cfg.seed, types=cfg.types, top_k=cfg.top_k)
 
@@ -209,7 +288,7 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[s
                         break
         except (ShardFormatError, OSError) as e:
             log.warning("vocabulary: skipping %s (%s)", job.src, e)
-    vocab = VocabFiller.from_captions(SpacyTagger(cfg.spacy_model), captions, per_tag=cfg.vocab_per_tag).vocab
+    vocab = VocabFiller.from_captions(tagger_for(cfg), captions, per_tag=cfg.vocab_per_tag).vocab
     log.info("vocabulary filler: %d captions -> %s", len(captions),
              ", ".join(f"{t}:{len(w)}" for t, w in vocab.items()))
     return vocab
@@ -218,8 +297,12 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[s
 
 def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:
     """:func:`process_shard`, turning a failure of this shard into a ``failed`` result (others go on)."""
+    from .fill_server import FillerDied
+
     try:
         return process_shard(job, gen, cfg, progress)
+    except FillerDied:  # not this shard's fault: the run stops (one line), a rerun resumes
+        raise
     except Exception as e:  # noqa: BLE001 - one bad shard must not stop the others
         msg = str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {type(e).__name__}: {e}"
         if not isinstance(e, (ShardFormatError, OSError)):

@@ -31,7 +31,7 @@ from .devices import FAKE_GPUS_ENV, fake_gpus, is_cuda, no_gpu_message, visible_
 from .plan import ShardJob
 from .process import build_generator, log_result, run_job
 from .progress import Progress
-from .ray_pool import FillerActor, FillerRouter, RemoteFiller
+from .ray_pool import FillerActor, FillerRouter, bind_router, remote_filler
 from .ray_resources import (TASK_CPUS, FillerPlan, describe_missing, describe_plan, filler_plan,
                             local_ray_resources, missing_resources, uses_actors)
 from .stats import workers_summary
@@ -217,7 +217,8 @@ _TASK_GEN: Dict[str, object] = {}
 def _generator_key(cfg: ShardsConfig, remote: bool) -> str:
     """A task process keeps its generator between tasks of the same settings (loading spaCy per shard
     would dominate); anything that changes the generator changes this key."""
-    return json.dumps([cfg.output_settings(), cfg.chunk_size, remote, cfg.vocab], sort_keys=True, default=str)
+    return json.dumps([cfg.output_settings(), cfg.chunk_size, remote, cfg.vocab, cfg.ops], sort_keys=True,
+                      default=str)
 
 
 def _ray_shard(job: ShardJob, cfg: ShardsConfig, router) -> Dict:
@@ -225,9 +226,9 @@ def _ray_shard(job: ShardJob, cfg: ShardsConfig, router) -> Dict:
     gen = _TASK_GEN.get(key)
     if gen is None:
         _TASK_GEN.clear()
-        gen = _TASK_GEN[key] = build_generator(cfg, filler=RemoteFiller() if router is not None else None)
+        gen = _TASK_GEN[key] = build_generator(cfg, filler=remote_filler(cfg, router) if router is not None else None)
     if router is not None:
-        gen.filler.router = router
+        bind_router(gen.filler, router)
     res = run_job(job, gen, cfg, lambda n: None)
     res["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return res

@@ -3,8 +3,9 @@
 Why a router: shard tasks used to be bound to actor ``shard_index % n_actors``, so a task could queue
 behind a busy actor while another sat idle (shards differ in length; tasks start and end at different
 times). Every fill request now goes to the router, which forwards it to the actor with the fewest
-requests in flight (:class:`LeastBusy`). Each request is one whole chunk of one shard, filled by one
-actor exactly as a local filler would fill it, so which actor serves it does not change the output.
+requests in flight (:class:`LeastBusy`). Each request is one whole chunk of one shard (its masked
+token sequences; the task tokenizes and chooses), filled by one actor exactly as a local filler would
+fill it, so which actor serves it does not change the output. A task keeps two chunks in flight.
 
 The router is an async actor holding no CPU (``num_cpus=0``): it only forwards, and a CPU reserved
 for it could be the one a shard task needs.
@@ -42,13 +43,15 @@ class LeastBusy:
 
 
 class FillerActor:
-    """One masked LM (on the GPU Ray gave this actor, or the CPU). A load failure is kept and
-    reported by :meth:`ready` so that the driver can print it as one line."""
+    """One masked LM (on the GPU Ray gave this actor, or the CPU): the model side only, answering a
+    chunk's :class:`~openclip_ce.generation.mlm_tokens.FillBatch` with its top-k vocabulary columns
+    (the shard task tokenizes and chooses). A load failure is kept and reported by :meth:`ready` so
+    that the driver can print it as one line."""
 
     def __init__(self, cfg: ShardsConfig, index: int):
         import ray
 
-        from .process import make_mlm_filler
+        from .process import make_mlm_scorer
 
         self.index = index
         # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s): "cuda" is that GPU
@@ -57,21 +60,22 @@ class FillerActor:
         self.requests = self.fills = 0
         self.error: Optional[str] = None
         try:
-            self.filler = make_mlm_filler(cfg, self.device)
+            self.scorer = make_mlm_scorer(cfg, self.device)
         except GenerationSetupError as e:
             self.error = str(e)
 
     def ready(self) -> Optional[str]:
         return self.error
 
-    def fill(self, requests):
+    def fill(self, batch):
         self.requests += 1
-        self.fills += len(requests)
-        return self.filler.fill(requests)
+        self.fills += len(batch)
+        return self.scorer.topk(batch)
 
     def stats(self) -> Dict[str, object]:
+        busy = getattr(getattr(self, "scorer", None), "busy_s", 0.0)
         return {"actor": self.index, "node": socket.gethostname(), "pid": os.getpid(), "device": self.device,
-                "gpu_ids": self.gpu_ids, "requests": self.requests, "fills": self.fills,
+                "gpu_ids": self.gpu_ids, "requests": self.requests, "fills": self.fills, "busy_s": round(busy, 3),
                 "peak_gpu_mib": gpu_peak_mib(self.device)}
 
 
@@ -96,17 +100,17 @@ class FillerRouter:
         return list(self.policy.in_flight)
 
 
-class RemoteFiller:
-    """The filler interface a shard task's generator sees, in front of the :class:`FillerRouter`
-    (one call per chunk, so the batch composition is the same as a local filler's)."""
+def remote_filler(cfg: ShardsConfig, router):
+    """A shard task's filler: tokenizer side here, each chunk's fills one request to the router (several
+    in flight: the task tags its next chunk while an actor fills this one)."""
+    import ray
 
-    ranked = True
-    name = "mlm"
+    from .process import remote_filler as make
 
-    def __init__(self, router=None):
-        self.router = router
+    filler = make(cfg, None, ray.get)
+    bind_router(filler, router)
+    return filler
 
-    def fill(self, requests):
-        import ray
 
-        return ray.get(self.router.fill.remote(list(requests)))
+def bind_router(filler, router) -> None:
+    filler.send = router.fill.remote

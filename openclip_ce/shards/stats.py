@@ -33,6 +33,7 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
     captions = sum(r["samples"] for r in this_run)
     tag_s = sum(r.get("tag_s", 0) for r in this_run)
     fill_s = sum(r.get("fill_s", 0) for r in this_run)
+    wait_s = sum(r.get("wait_s", 0) for r in this_run)
     return {
         "samples": samples,
         "shards": {"total": len(jobs), "complete": len(per_shard), "written_this_run": len(this_run),
@@ -46,13 +47,21 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
         "throughput": {
             "seconds": round(wall, 3), "samples_this_run": captions,
             "samples_per_s": round(captions / wall, 2) if wall > 0 else None,
-            "tag_s": round(tag_s, 3), "fill_s": round(fill_s, 3),
+            "tag_s": round(tag_s, 3), "fill_s": round(fill_s, 3), "wait_s": round(wait_s, 3),
             "fills": sum(r.get("fills", 0) for r in this_run),
+            "limited_by": limited_by(tag_s, fill_s, wait_s) if this_run else None,
         },
         "examples": [e for s in per_shard for e in s["examples"]][:8],
         "settings": cfg.output_settings(),
         "run": run_info,
     }
+
+
+def limited_by(tag_s: float, fill_s: float, wait_s: float) -> str:
+    """Which side limits the run, from the workers' summed seconds: ``wait_s`` is time spent waiting for
+    fills (a masked LM in the worker computing them, or a remote one not done yet), the rest (tagging,
+    encoding, choosing) is the workers' own CPU work. The side with more seconds is the limit."""
+    return "filling (masked LM)" if wait_s > tag_s + (fill_s - wait_s) else "tagging (CPU)"
 
 
 def workers_summary(results: Sequence[Dict]) -> List[Dict]:
