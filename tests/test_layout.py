@@ -9,7 +9,7 @@ from openclip_ce.cli import main
 from openclip_ce.evaluate import registry
 from openclip_ce.evaluate.benchmarks import __path__ as benchmarks_path
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
-from openclip_ce.training.contract import TrainingPlugin, contract_problems
+from openclip_ce.contract import TrainingPlugin, contract_problems
 from openclip_ce.training.plugin import plugin
 
 TOY_BENCHMARK = '''

@@ -112,11 +112,16 @@ def attach_negatives(samples: Iterable[dict], strict: bool = False, caption_key:
                      member: str = NEG_MEMBER) -> Iterator[dict]:
     """Webdataset stage: fold ``neg.json`` into the caption member as a bundle (bytes in, bytes out).
 
-    Samples without a caption are passed through untouched (the trainer's own filter drops them);
-    a caption that is not UTF-8 is passed through untouched too, for the trainer's decoder to report.
+    ``caption_key`` may list alternatives, ``"txt;caption"`` (open_clip 4's ``--text-key``): the first
+    one the sample has is the caption, as the trainer's own ``rename`` picks it. Samples without a
+    caption are passed through untouched (the trainer's own filter drops them); a caption that is not
+    UTF-8 is passed through untouched too, for the trainer's decoder to report, and an empty one
+    (without its negatives), for the trainer's empty-caption filter.
     """
+    keys = [k.strip() for k in caption_key.split(";") if k.strip()]
     for sample in samples:
-        caption = sample.get(caption_key)
+        key = next((k for k in keys if k in sample), None)
+        caption = None if key is None else sample[key]
         if caption is None:
             yield sample
             continue
@@ -127,7 +132,10 @@ def attach_negatives(samples: Iterable[dict], strict: bool = False, caption_key:
         except UnicodeDecodeError:
             yield sample
             continue
-        sample[caption_key] = encode_bundle(text, negatives).encode("utf-8")
+        if not text.strip():  # left as it is: a trainer that drops empty captions (open_clip 4) still sees one
+            yield sample
+            continue
+        sample[key] = encode_bundle(text, negatives).encode("utf-8")
         yield sample
 
 

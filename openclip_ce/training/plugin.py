@@ -2,9 +2,10 @@
 
 A training plugin is selected with ``--loss NAME`` and supplies, through the methods below, its
 extra flags, its loss, its training data stage, a model adapter, extra metrics and resumable
-state (the contract: :mod:`openclip_ce.training.contract`). The same object serves the bootstrap
-wiring (:mod:`openclip_ce.integration`) and an open_clip patched with ``patches/`` (which calls
-these methods itself). Nothing here imports open_clip.
+state (the contract: :mod:`openclip_ce.contract`). The same object serves the bootstrap wirings
+(:mod:`openclip_ce.integration`) and an open_clip patched with ``patches/`` (which calls these
+methods itself). Its metrics also go to ``train_metrics.jsonl`` (:mod:`openclip_ce.metrics_file`), whichever
+way it is wired. Nothing here imports open_clip.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .adapter import adapt_model
 from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
+from ..metrics_file import MetricsWriter
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
 
 log = logging.getLogger("openclip_ce.training")
@@ -58,6 +60,7 @@ class CeClipPlugin:
 
     def __init__(self):
         self._pack_spec: Optional[PackSpec] = None  # this process's run: set by adapt_model, read by train_collate
+        self._metrics_file: Optional[MetricsWriter] = None  # this process's run: set by create_loss
 
     # ------------------------------------------------------------------ flags
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -106,6 +109,7 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
+        self._metrics_file = MetricsWriter(args)
         return CeClipLoss(
             neg_types=args.ce_neg_types,
             alpha=args.ce_alpha,
@@ -136,7 +140,8 @@ class CeClipPlugin:
 
     def train_sample_stage(self, args: argparse.Namespace, tarfile_to_samples: Callable) -> Callable:
         """Wrap the trainer's tar -> samples stage so each sample's ``neg.json`` rides with its caption."""
-        stage = functools.partial(attach_negatives, strict=args.ce_strict)
+        stage = functools.partial(attach_negatives, strict=args.ce_strict,
+                                  caption_key=getattr(args, "text_key", None) or "txt")  # open_clip 4: --text-key
         return functools.partial(_compose, stage, tarfile_to_samples)
 
     def csv_dataset(self, args: argparse.Namespace) -> Callable:
@@ -152,9 +157,13 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ reporting / state
     def metrics(self, loss: CeClipLoss) -> Dict[str, float]:
-        """Called at open_clip's log steps (the reads from the device happen there, not every step)."""
+        """Called at open_clip's log steps (the reads from the device happen there, not every step); also
+        appends the step's record (with the loss terms) to ``train_metrics.jsonl``."""
         self._warn_if_collapsed(loss)
-        return loss.metrics()
+        out = loss.metrics()
+        if self._metrics_file is not None:
+            self._metrics_file.write(loss.optimizer_steps(), {**loss.loss_terms(), **out})
+        return out
 
     def _warn_if_collapsed(self, loss: CeClipLoss) -> None:
         steps = loss.steps_at_chance()
@@ -171,9 +180,10 @@ class CeClipPlugin:
                 "with --loss clip first and fine-tune with --loss ce_clip (README: 'Training from scratch')", steps)
 
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
-        return {"thresholds": loss.threshold_dict()}
+        return {"thresholds": loss.threshold_dict(), "steps": loss.optimizer_steps()}
 
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
+        loss.steps_offset = int(state.get("steps", 0))  # the metrics file's step count goes on
         if not loss.load_threshold_dict(state.get("thresholds", {})):
             log.info(
                 "resume: thresholds of the checkpoint not restored; --ce-fixed-threshold %g is used", loss.fixed_threshold)
