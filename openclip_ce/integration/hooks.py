@@ -232,19 +232,27 @@ log_filter = TrainLogFilter()
 
 
 class TensorBoardProxy:
-    """Forwards to a SummaryWriter; writes the plugin metrics once for every new step it sees."""
+    """Stands in for open_clip's TensorBoard writer in a plugin run: forwards to the real one (if the run
+    has one) and reads the plugin metrics once for every new train step it sees, writing them there too.
+    Given to open_clip even without TensorBoard, so that the metrics (and the plugin's metrics file)
+    are read at every step open_clip logs scalars, whichever reporters are on."""
 
     def __init__(self, writer, source):
         self._writer, self._source, self._step = writer, source, None
 
     def add_scalar(self, name, value, step=None, *a, **kw):
-        self._writer.add_scalar(name, value, step, *a, **kw)
+        if self._writer is not None:
+            self._writer.add_scalar(name, value, step, *a, **kw)
         if name.startswith("train/") and not name.endswith("_epoch_avg") and step != self._step:
             self._step = step
-            for k, v in self._source().items():
-                self._writer.add_scalar(f"train/{k}", v, step)
+            metrics = self._source()
+            if self._writer is not None:
+                for k, v in metrics.items():
+                    self._writer.add_scalar(f"train/{k}", v, step)
 
     def __getattr__(self, item):
+        if self._writer is None:
+            return lambda *a, **kw: None
         return getattr(self._writer, item)
 
 
@@ -341,7 +349,7 @@ def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], 
         return plugin.metrics(loss)
 
     log_filter.source = source
-    writer = TensorBoardProxy(tb_writer, source) if tb_writer is not None else None
+    writer = TensorBoardProxy(tb_writer, source)
     with contextlib.ExitStack() as stack:
         for name in wandb_names:
             module = getattr(oc_train, name, None)
