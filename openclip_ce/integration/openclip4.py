@@ -9,9 +9,9 @@ in the same two stages as on 3.3 (:mod:`.openclip33`), at these places:
 ==============================  ==========================================================
 hook                            how it is reached on open_clip main / 4.x
 ==============================  ==========================================================
-``check_args``                  ``open_clip_train.params.parse_args`` wrapped; also refused here:
-                                ``--use-naflex`` (and the GenLIP / GenLAP models that imply it),
-                                ``--json-text-key``, ``--fsdp``, the audio dataset types
+``check_args``                  ``open_clip_train.params.parse_args`` wrapped (the plugin refuses what
+                                it cannot take on main: ``--use-naflex`` and the GenLIP / GenLAP
+                                models that imply it, ``--json-text-key``, ``--fsdp``, audio data)
 ``adapt_model``                 ``open_clip_train.main.create_model_and_transforms`` wrapped
 the loss, in the task           ``open_clip_train.main.create_task`` wrapped: a :class:`CLIPTask` (or
                                 ``SigLIPTask`` with ``--siglip``) subclass built with
@@ -24,8 +24,8 @@ train data stage, collate       ``open_clip_train.data.get_dataset_fn`` wrapped 
                                 (main's ``TokenizeText`` wraps it), the collate function (main's
                                 ``default_collate``, for webdataset, csv and synthetic data) and
                                 ``CsvDataset`` (the plugin's, with dict samples). A batch is
-                                ``{"image": images, "text": the plugin's text batch}``; variable-length
-                                text (and so ``--length-bucketing``) is refused
+                                ``{"image": images, "text": the plugin's text batch}``; a text tower
+                                of variable-length batches (so ``--length-bucketing``) is refused
 metrics, state for              ``open_clip_train.main.train_one_epoch`` wrapped: a filter on the
 ``--resume``, stop              ``open_clip_train.train`` logger (main's console line), TensorBoard and
                                 W&B / trackio proxies, the state file next to the checkpoints
@@ -49,6 +49,7 @@ import logging
 
 import torch
 
+from ..errors import UserError
 from . import hooks
 from .discovery import Discovered
 from .hooks import active_plugin, refuse, swapped
@@ -109,20 +110,6 @@ def install_parser_hook(found: Discovered) -> None:
     hooks.install_parser_hook(found, lambda args, plugin: install_training_hooks(args), install_record_hook)
 
 
-def _refused_here(args) -> str:
-    """What this wiring cannot give a plugin run (empty: nothing)."""
-    for flag, name, why in (
-        ("use_naflex", "--use-naflex", "NaFlex batches (also implied by GenLIP / GenLAP models)"),
-        ("json_text_key", "--json-text-key", "captions read from a .json member"),
-        ("fsdp", "--fsdp", "FSDP2 (untested with the plugin's packed text encoding)"),
-    ):
-        if getattr(args, flag, None):
-            return f"{name} ({why}) is not supported with --loss {args.loss} on open_clip main / 4.x"
-    if str(getattr(args, "dataset_type", "")).endswith("-audio"):
-        return f"--dataset-type {args.dataset_type} is not supported with --loss {args.loss}"
-    return ""
-
-
 # ----------------------------------------------------------------------------- task
 def _movable(value) -> bool:
     return not isinstance(value, (torch.Tensor, dict)) and callable(getattr(value, "to", None))
@@ -159,29 +146,6 @@ def _wrap_create_task(original):
 
 
 # ----------------------------------------------------------------------------- data
-class DictSamples(torch.utils.data.Dataset):
-    """A map-style dataset of ``(image, text)`` pairs as main's dict samples ``{"image", "text"}``."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, idx):
-        image, text = self.dataset[idx]
-        return {"image": image, "text": text}
-
-
-def _csv_dataset(make):
-    """Main's ``CsvDataset`` signature (``variable_text`` too, refused when set) over the plugin's factory."""
-
-    def csv_dataset(*a, variable_text=False, **kw):
-        return DictSamples(make(*a, **kw))
-
-    return csv_dataset
-
-
 def _wrap_get_dataset_fn(oc_data, original):
     @functools.wraps(original)
     def get_dataset_fn(data_path, dataset_type):
@@ -191,15 +155,15 @@ def _wrap_get_dataset_fn(oc_data, original):
             plugin = active_plugin(args)
             if plugin is None or not is_train:
                 return fn(args, preprocess_fn, is_train=is_train, epoch=epoch, tokenizer=tokenizer, **kw)
-            if getattr(args, "variable_text", False):
-                refuse(f"--loss {args.loss} needs fixed-length text batches; this model's text tower takes "
-                       f"variable-length ones (variable_text)")
-            stage = plugin.train_sample_stage(args, oc_data.tarfile_to_samples_nothrow)
-            collate = plugin.train_collate(args, oc_data.default_collate)
-            with swapped(oc_data, "tarfile_to_samples_nothrow", stage), swapped(oc_data, "default_collate", collate), \
-                    swapped(oc_data, "CsvDataset", _csv_dataset(plugin.csv_dataset(args))):
+            try:  # the plugin may refuse what it cannot take (a UserError): one line, before any worker starts
+                stage = plugin.train_sample_stage(args, oc_data.tarfile_to_samples_nothrow)
+                collate = plugin.train_collate(args, oc_data.default_collate)
                 tok = tokenizer if fn is oc_data.get_csv_dataset else plugin.train_tokenizer(args, tokenizer)
-                return fn(args, preprocess_fn, is_train=True, epoch=epoch, tokenizer=tok, **kw)
+                with swapped(oc_data, "tarfile_to_samples_nothrow", stage), \
+                        swapped(oc_data, "default_collate", collate), swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
+                    return fn(args, preprocess_fn, is_train=True, epoch=epoch, tokenizer=tok, **kw)
+            except UserError as e:
+                refuse(e.one_line())
 
         return build
 
@@ -229,9 +193,6 @@ def install_training_hooks(args) -> None:
     global _training_hooked
     if _training_hooked:
         return
-    why = _refused_here(args)
-    if why:
-        refuse(why)
     hooks.check_requirements(REQUIRES, "the open_clip main / 4.x wiring", args)
     import open_clip_train.data as oc_data
     import open_clip_train.train as oc_train

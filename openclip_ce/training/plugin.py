@@ -19,7 +19,7 @@ import torch
 
 from ..negatives import NEG_TYPES, parse_neg_types
 from .adapter import adapt_model
-from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives
+from .data import NegativesCsvDataset, NegativesError, NegativesTokenizer, attach_negatives
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
 from ..metrics_file import MetricsWriter
@@ -52,6 +52,19 @@ def _positive_int(value: str) -> int:
 
 def _compose(stage: Callable[[Iterable], Iterator], src_fn: Callable, *args, **kwargs) -> Iterator:
     return stage(src_fn(*args, **kwargs))
+
+
+def _check_open_clip_4_args(args: argparse.Namespace) -> None:
+    """Flags of open_clip 4 (main) whose batches the plugin cannot take (absent on 3.3: nothing to refuse)."""
+    for flag, why in (
+        ("use_naflex", "--use-naflex (NaFlex batches; also implied by GenLIP / GenLAP models)"),
+        ("json_text_key", "--json-text-key (captions read from a .json member)"),
+        ("fsdp", "--fsdp (FSDP2; untested with the packed text encoding)"),
+    ):
+        if getattr(args, flag, None):
+            raise ValueError(f"{why} is not supported with --loss ce_clip")
+    if str(getattr(args, "dataset_type", "")).endswith("-audio"):
+        raise ValueError(f"--dataset-type {args.dataset_type} (audio) is not supported with --loss ce_clip")
 
 
 class CeClipPlugin:
@@ -106,6 +119,7 @@ class CeClipPlugin:
         if getattr(args, "ce_fixed_threshold", None) is not None and args.ce_fixed_threshold > args.ce_threshold_max:
             raise ValueError(
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
+        _check_open_clip_4_args(args)
 
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
@@ -130,6 +144,9 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ data
     def train_tokenizer(self, args: argparse.Namespace, tokenizer: Callable) -> NegativesTokenizer:
+        if getattr(args, "variable_text", False):  # open_clip 4 sets it from the text tower, after the model is built
+            raise NegativesError("--loss ce_clip needs fixed-length text batches; this model's text tower takes "
+                                 "variable-length ones (variable_text)")
         return NegativesTokenizer(tokenizer, args.ce_neg_types)
 
     def train_collate(self, args: argparse.Namespace, collate: Callable) -> Callable:
