@@ -123,10 +123,9 @@ class CeClipLoss(nn.Module):
         # consecutive calls whose contrastive loss sat at its chance value (every logit equal: collapsed features)
         self.register_buffer("calls_at_chance", torch.zeros((), dtype=torch.long), persistent=False)
         # the last training call's weighted loss terms (LOSS_TERMS order) and the training calls made, for
-        # the metrics record (read at log steps only); steps_offset: optimizer steps before a --resume
+        # the metrics record (read at log steps only)
         self.register_buffer("last_losses", torch.zeros(len(LOSS_TERMS), dtype=torch.float32), persistent=False)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long), persistent=False)
-        self.steps_offset = 0
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
 
     # ------------------------------------------------------------------ state / reporting
@@ -155,8 +154,8 @@ class CeClipLoss(nn.Module):
         return out
 
     def optimizer_steps(self) -> int:
-        """Optimizer steps taken in this run, counting those before a ``--resume`` (:attr:`steps_offset`)."""
-        return self.steps_offset + int(self.train_calls) // self.accum_freq
+        """Optimizer steps this loss took part in (in this process). Reads the device."""
+        return int(self.train_calls) // self.accum_freq
 
     def loss_terms(self) -> Dict[str, float]:
         """The weighted loss terms of the last training call (their sum is ``loss``). Reads the device."""

@@ -197,10 +197,12 @@ class CeClipPlugin:
                 "with --loss clip first and fine-tune with --loss ce_clip (README: 'Training from scratch')", steps)
 
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
-        return {"thresholds": loss.threshold_dict(), "steps": loss.optimizer_steps()}
+        steps, samples = (self._metrics_file or MetricsWriter(None)).position(loss.optimizer_steps())
+        return {"thresholds": loss.threshold_dict(), "steps": steps, "samples": samples}
 
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
-        loss.steps_offset = int(state.get("steps", 0))  # the metrics file's step count goes on
+        if self._metrics_file is not None:  # the metrics file counts on from the checkpoint
+            self._metrics_file.resume(int(state.get("steps", 0)), int(state.get("samples", 0)))
         if not loss.load_threshold_dict(state.get("thresholds", {})):
             log.info(
                 "resume: thresholds of the checkpoint not restored; --ce-fixed-threshold %g is used", loss.fixed_threshold)
