@@ -78,3 +78,81 @@ def test_our_plugin_follows_the_contract_and_a_broken_one_is_described():
     assert any("open_clip's own objective" in p for p in problems)
     assert any(p.startswith("add_arguments() cannot be called with 1 argument") for p in problems)
     assert "no method create_loss()" in problems and "no method load_state_dict()" in problems
+
+
+# ----------------------------------------------------------------------------- layering
+def _import_graph():
+    """Every import inside the package (module level and inside functions), module -> modules."""
+    import ast
+    from pathlib import Path
+
+    import openclip_ce
+
+    root = Path(openclip_ce.__file__).parent
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = ["openclip_ce", *p.relative_to(root).with_suffix("").parts]
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    edges = {m: set() for m in mods}
+    for m, p in mods.items():
+        package = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+                prefix = ".".join(x for x in (base, node.module or "") if x)
+                targets = [prefix, *(f"{prefix}.{a.name}" for a in node.names)]
+            else:
+                continue
+            edges[m].update(t for t in targets if t in mods and t != m)
+    return edges
+
+
+def _cycles(edges):
+    """The strongly connected components with more than one node (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_and_the_integration_imports_no_plugin_code():
+    edges = _import_graph()
+    assert _cycles(edges) == []
+    # between the package's parts (subpackages, top-level modules) too: a layering, no import goes back up
+    unit = lambda m: m.split(".")[1] if m.count(".") else "__init__"  # noqa: E731
+    parts = {}
+    for a, targets in edges.items():
+        parts.setdefault(unit(a), set()).update(unit(b) for b in targets if unit(b) != unit(a))
+    assert _cycles(parts) == [], parts
+    # the wiring knows plugins only through the contract, and reaches nothing above it
+    assert parts["integration"] <= {"contract", "errors", "fileio", "metrics_file"}, parts["integration"]
+    for leaf in ("contract", "errors", "metrics_file"):
+        assert parts.get(leaf, set()) <= {"errors"}, (leaf, parts.get(leaf))
+    switch = edges["openclip_ce.integration.switch"]
+    assert switch == set() and "openclip_ce.integration.switch" in edges["openclip_ce.integration.bootstrap"]
