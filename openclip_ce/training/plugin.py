@@ -4,8 +4,8 @@ A training plugin is selected with ``--loss NAME`` and supplies, through the met
 extra flags, its loss, its training data stage, a model adapter, extra metrics and resumable
 state (the contract: :mod:`openclip_ce.contract`). The same object serves the bootstrap wirings
 (:mod:`openclip_ce.integration`) and an open_clip patched with ``patches/`` (which calls these
-methods itself). Its metrics also go to ``train_metrics.jsonl`` (:mod:`openclip_ce.metrics_file`), whichever
-way it is wired. Nothing here imports open_clip.
+methods itself). Its metrics also go to ``train_metrics.jsonl`` (:mod:`openclip_ce.metrics_file`),
+whichever way it is wired. Nothing here imports open_clip.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 import torch
 
+from ..metrics_file import MetricsWriter
 from ..negatives import NEG_TYPES, parse_neg_types
 from .adapter import adapt_model
 from .data import NegativesCsvDataset, NegativesError, NegativesTokenizer, attach_negatives
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
-from ..metrics_file import MetricsWriter
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
 
 log = logging.getLogger("openclip_ce.training")
