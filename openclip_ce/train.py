@@ -5,6 +5,10 @@ own training main with the plugins wired explicitly, for environments that skip 
 Refuses ``--loss`` plugin values when the plugins cannot be active (``OPENCLIP_CE_DISABLE=1``, or an
 unsupported open_clip), instead of letting open_clip's parser abbreviate ``--loss`` to
 ``--loss-dist-impl`` and silently train plain CLIP.
+
+This entry point is also where the CE-CLIP plugin is known without an entry point: a source tree
+run before ``pip install`` has no ``open_clip_train.plugins`` metadata, so the plugin object is passed
+to the discovery as a built-in (the integration itself never imports :mod:`openclip_ce.training`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from typing import List, Optional
 
 from .errors import EXIT_USAGE
 from .integration.activate import activate_or_exit
-from .integration.bootstrap import DISABLE_ENV, disabled
 from .integration.discovery import asks_for_plugin, requested_loss
+from .integration.switch import DISABLE_ENV, disabled
 
 PROG = "openclip-ce train"
 
@@ -31,7 +35,9 @@ def cli_main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
     else:
-        activate_or_exit(argv, PROG)
+        from .training.plugin import plugin
+
+        activate_or_exit(argv, PROG, builtin=[plugin])
 
     from open_clip_train.main import main as open_clip_main
 

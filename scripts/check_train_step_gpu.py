@@ -84,20 +84,21 @@ def train(name, model, shards, samples, args, timeout, figures, out, extra):
            "--epochs", "2", "--lr", "5e-4", "--warmup", "10", "--workers", str(args.workers),
            "--precision", args.precision, "--logs", str(logs), "--name", name, "--log-every-n-steps", "1",
            "--seed", "0", "--save-frequency", "0", "--device", args.device, *extra]
-    rc, _ = run_step(name, cmd, timeout, figures, out)
+    # OPENCLIP_CE_METRICS=1: the plain CLIP run records its loss in train_metrics.jsonl as the plugin run does
+    rc, _ = run_step(name, cmd, timeout, figures, out, env={"OPENCLIP_CE_METRICS": "1"})
     log = logs / name / "out.log"
-    if not log.exists():
+    if not (logs / name / "train_metrics.jsonl").exists():
         return
     from openclip_ce.training.plots import parse_training_log, plot_training_log
 
-    steps, series = parse_training_log(log)
+    steps, series = parse_training_log(logs / name)
     contrastive = series.get("contrastive_loss", [])
     figures[name].update({"steps": len(steps), "contrastive_first": contrastive[:1], "contrastive_last": contrastive[-1:],
                           "collapse_warning": "collapsed to one point" in log.read_text()})
     chance = math.log(args.batch)  # plain CLIP's; CE-CLIP's lies above it (negative columns)
     figures[name]["learned"] = bool(contrastive) and contrastive[-1] < 0.9 * chance
     try:
-        plot_training_log(log, out / f"{name}.png")
+        plot_training_log(logs / name, out / f"{name}.png")
     except Exception as e:  # noqa: BLE001 - a plot must not lose the figures
         figures[name]["plot_error"] = str(e)
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import random
 import tarfile
 from pathlib import Path
 
@@ -48,3 +49,19 @@ def train_args(model, train_data, logs, name, *extra, samples=64, batch=8, epoch
         "--workers", "1", "--device", "cpu", "--precision", "fp32", "--lr", "1e-3", "--warmup", "1",
         "--logs", str(logs), "--name", name, "--log-every-n-steps", "1", "--seed", "0", *extra,
     ]
+
+
+def csv_with_negatives(tmp_path, n=16):
+    """A csv with hard-negative columns (some placeholders), captions of varied lengths."""
+    from openclip_ce.testing.toy_shards import make_sample
+
+    rng = random.Random(6)
+    rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
+    for i in range(n):
+        caption, jpg, negs = make_sample(rng)
+        if i % 3 == 0:  # longer captions, so that the batch has several length groups
+            caption += " on a wide grey table next to a window in a large and quiet room" * (1 + i % 2)
+        (tmp_path / f"n{i}.jpg").write_bytes(jpg)
+        rows.append("\t".join([str(tmp_path / f"n{i}.jpg"), caption] + [negs[t] or "" for t in ("rel", "att", "act", "obj")]))
+    (tmp_path / "neg.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "neg.csv")

@@ -16,7 +16,8 @@ def test_pth_hook_is_installed_and_costs_nothing_without_open_clip():
     assert proc.returncode == 0, proc.stderr
     hooked, modules = proc.stdout.splitlines()
     assert hooked == "True"
-    assert modules == "['openclip_ce.integration', 'openclip_ce.integration.bootstrap']"  # nothing heavy
+    # nothing heavy: the hook and its leaf of environment switches
+    assert modules == "['openclip_ce.integration', 'openclip_ce.integration.bootstrap', 'openclip_ce.integration.switch']"
     off = run([sys.executable, "-c", code], OPENCLIP_CE_DISABLE="1")
     assert off.stdout.splitlines()[0] == "False"
 
@@ -66,7 +67,7 @@ def test_a_run_without_a_plugin_loss_keeps_every_open_clip_object():
 
 
 def test_wandb_and_tensorboard_proxies_add_plugin_metrics():
-    from openclip_ce.integration.openclip33 import TensorBoardProxy, WandbProxy
+    from openclip_ce.integration.hooks import TensorBoardProxy, WandbProxy
 
     logged = []
     fake_wandb = types.SimpleNamespace(log=lambda data, step=None: logged.append((data, step)), run="RUN")

@@ -9,7 +9,7 @@ from openclip_ce.cli import main
 from openclip_ce.evaluate import registry
 from openclip_ce.evaluate.benchmarks import __path__ as benchmarks_path
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
-from openclip_ce.training.contract import TrainingPlugin, contract_problems
+from openclip_ce.contract import TrainingPlugin, contract_problems
 from openclip_ce.training.plugin import plugin
 
 TOY_BENCHMARK = '''
@@ -80,22 +80,89 @@ def test_our_plugin_follows_the_contract_and_a_broken_one_is_described():
     assert "no method create_loss()" in problems and "no method load_state_dict()" in problems
 
 
-def test_wiseft_builds_on_evaluate_one_way():
-    """openclip_ce.wiseft uses openclip_ce.evaluate; no module of evaluate imports wiseft."""
+# ----------------------------------------------------------------------------- layering
+def _import_graph():
+    """Every import inside the package (module level and inside functions), module -> modules."""
     import ast
     from pathlib import Path
 
     import openclip_ce
 
     root = Path(openclip_ce.__file__).parent
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = ["openclip_ce", *p.relative_to(root).with_suffix("").parts]
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    edges = {m: set() for m in mods}
+    for m, p in mods.items():
+        package = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+                prefix = ".".join(x for x in (base, node.module or "") if x)
+                targets = [prefix, *(f"{prefix}.{a.name}" for a in node.names)]
+            else:
+                continue
+            edges[m].update(t for t in targets if t in mods and t != m)
+    return edges
 
-    def imports(path):
-        tree = ast.parse(path.read_text())
-        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
-        names += [("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
-        return names
 
-    evaluate = [imp for p in (root / "evaluate").rglob("*.py") for imp in imports(p)]
-    wiseft = [imp for p in (root / "wiseft").rglob("*.py") for imp in imports(p)]
-    assert evaluate and not [i for i in evaluate if "wiseft" in i]
-    assert any("evaluate" in i for i in wiseft)
+def _cycles(edges):
+    """The strongly connected components with more than one node (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_and_the_integration_imports_no_plugin_code():
+    edges = _import_graph()
+    assert _cycles(edges) == []
+    # between the package's parts (subpackages, top-level modules) too: a layering, no import goes back up
+    unit = lambda m: m.split(".")[1] if m.count(".") else "__init__"  # noqa: E731
+    parts = {}
+    for a, targets in edges.items():
+        parts.setdefault(unit(a), set()).update(unit(b) for b in targets if unit(b) != unit(a))
+    assert _cycles(parts) == [], parts
+    # the wiring knows plugins only through the contract, and reaches nothing above it
+    assert parts["integration"] <= {"contract", "errors", "fileio", "metrics_file"}, parts["integration"]
+    for leaf in ("contract", "errors", "metrics_file"):
+        assert parts.get(leaf, set()) <= {"errors"}, (leaf, parts.get(leaf))
+    switch = edges["openclip_ce.integration.switch"]
+    assert switch == set() and "openclip_ce.integration.switch" in edges["openclip_ce.integration.bootstrap"]
+
+
+def test_wiseft_builds_on_evaluate_one_way():
+    """openclip_ce.wiseft uses openclip_ce.evaluate; no module of evaluate imports wiseft."""
+    edges = _import_graph()
+    evaluate = {m: t for m, t in edges.items() if m.startswith("openclip_ce.evaluate")}
+    wiseft = {m: t for m, t in edges.items() if m.startswith("openclip_ce.wiseft")}
+    assert evaluate and wiseft
+    assert not [(m, t) for m, ts in evaluate.items() for t in ts if t.startswith("openclip_ce.wiseft")]
+    assert any(t.startswith("openclip_ce.evaluate") for ts in wiseft.values() for t in ts)

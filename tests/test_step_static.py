@@ -96,10 +96,10 @@ _COMPILE_MAIN = ("import functools, runpy, sys, torch; "
 
 
 def test_open_clip_main_with_torchcompile_logs_no_graph_break_or_recompile(tmp_path):
-    from tests.test_train_e2e import _csv_with_negatives
+    from tests._train_helpers import csv_with_negatives
 
     model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)
-    data, logs = _csv_with_negatives(tmp_path), tmp_path / "logs"
+    data, logs = csv_with_negatives(tmp_path), tmp_path / "logs"
     args = train_args(model, data, logs, "compiled", "--loss", "ce_clip", "--torchcompile", "--ce-text-rows", "8",
                       samples=16, batch=4)
     args[args.index("webdataset")] = "csv"

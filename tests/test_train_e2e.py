@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
+from openclip_ce.metrics_file import read_metrics
 from tests._proc import run, torchrun
-from tests._train_helpers import demo_shards, sample_members, tiny_model, train_args, write_shard
+from tests._train_helpers import csv_with_negatives, demo_shards, sample_members, tiny_model, train_args, write_shard
 
 pytestmark = pytest.mark.slow
 
@@ -20,11 +21,14 @@ def test_torchrun_two_ranks_trains_checkpoints_logs_thresholds_and_resumes(tmp_p
     model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
     args = train_args(model, data, logs, "ce", "--loss", "ce_clip", "--ce-alpha", "0.2", "--dist-backend", "gloo",
                       "--report-to", "tensorboard", "--save-frequency", "1", "--epochs", "1")
+    # --device left at its default (cuda): without CUDA open_clip falls back to the CPU, and a ce_clip run
+    # gets the CPU DDP fix then too (DDP rejects device_ids=[cpu])
+    args[args.index("--device"):args.index("--device") + 2] = []
     # torchrun itself would take --logs as an abbreviation of its --logs-specs: hence the `--`
-    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args])
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], CUDA_VISIBLE_DEVICES="")
     assert proc.returncode == 0, proc.stderr[-5000:]
     log = (logs / "ce" / "out.log").read_text()
-    assert "world_size: 2" in log and "loss: ce_clip" in log
+    assert "world_size: 2" in log and "loss: ce_clip" in log and "device: cpu" in log
     lines = [l for l in log.splitlines() if "Train Epoch" in l]
     assert lines and all(TRAIN_LINE.search(l) for l in lines), lines
     ckpt = logs / "ce" / "checkpoints" / "epoch_1.pt"
@@ -42,7 +46,7 @@ def test_torchrun_two_ranks_trains_checkpoints_logs_thresholds_and_resumes(tmp_p
 
     # resume the same run for a second epoch: the thresholds come back from the state file
     args2 = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
-    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args2, "--resume", "latest"])
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args2, "--resume", "latest"], CUDA_VISIBLE_DEVICES="")
     assert proc.returncode == 0, proc.stderr[-5000:]
     log = (logs / "ce" / "out.log").read_text()
     assert f"resuming checkpoint '{ckpt}' (epoch 1)" in log
@@ -50,6 +54,14 @@ def test_torchrun_two_ranks_trains_checkpoints_logs_thresholds_and_resumes(tmp_p
     assert restored and eval(restored.group(1)) == state["state"]
     assert (logs / "ce" / "checkpoints" / "epoch_2.pt").exists()
     assert any(l.startswith("Train Epoch: 1") or "Train Epoch: 1 " in l for l in log.splitlines())
+
+    # the metrics route: one record per logged step (every step here), counting on across the resume
+    records, per_epoch = read_metrics(logs / "ce"), state["state"]["steps"]
+    assert per_epoch >= 2 and [r["step"] for r in records] == list(range(1, 2 * per_epoch + 1))
+    assert [r["samples"] for r in records] == [16 * r["step"] for r in records]  # batch 8 x 2 ranks
+    for r in records:
+        assert r["loss"] == pytest.approx(r["contrastive_loss"] + r["imc_loss"] + r["cmr_loss"])
+        assert {"ce_threshold_rel", "ce_valid_obj"} <= set(r)
 
 
 def test_explicit_entry_point_without_the_import_hook(tmp_path):
@@ -128,8 +140,7 @@ def test_entry_points_refuse_ce_clip_when_plugin_is_not_active(tmp_path):
 
 
 def test_unsupported_open_clip_version():
-    fake = ("import importlib.metadata as m; real = m.version;"
-            "m.version = lambda n: '3.2.0' if n == 'open_clip_torch' else real(n);")
+    fake = "import openclip_ce.integration.versions as v; v.openclip_version = lambda: '3.2.0';"
     # a run that does not ask for a plugin goes on untouched, after one warning line
     plain = run([sys.executable, "-c", fake + "import open_clip_train.main as m; from open_clip_train.params import "
                  "parse_args; ns = parse_args(['--model', 'ViT-B-32']); print(hasattr(ns, 'loss'), "
@@ -142,7 +153,8 @@ def test_unsupported_open_clip_version():
     via_hook = run([sys.executable, "-c", fake + "import open_clip_train.main", "--loss", "ce_clip"])
     assert via_hook.returncode == 2
     assert ("open_clip_train: error: --loss ce_clip: openclip-ce" in via_hook.stderr
-            and "supports open_clip_torch 3.3.x, but open_clip_torch 3.2.0 is installed" in via_hook.stderr)
+            and "supports open_clip_torch 3.3.x and 4.x from 4.2.0.dev0 (main), but open_clip_torch 3.2.0 is installed"
+            in via_hook.stderr)
     assert "Traceback" not in via_hook.stderr
     explicit = run([sys.executable, "-c", fake + "import sys; from openclip_ce.train import cli_main;"
                     "import open_clip, open_clip.factory; sys.exit(cli_main(['--loss', 'ce_clip'])"
@@ -283,28 +295,12 @@ def test_a_ce_clip_run_that_never_sees_a_negative_stops(tmp_path):
     assert (logs / "allowed" / "checkpoints" / "epoch_1.pt").exists()
 
 
-def _csv_with_negatives(tmp_path, n=16):
-    """A csv with hard-negative columns (some placeholders), captions of varied lengths."""
-    from openclip_ce.testing.toy_shards import make_sample
-
-    rng = random.Random(6)
-    rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
-    for i in range(n):
-        caption, jpg, negs = make_sample(rng)
-        if i % 3 == 0:  # longer captions, so that the batch has several length groups
-            caption += " on a wide grey table next to a window in a large and quiet room" * (1 + i % 2)
-        (tmp_path / f"n{i}.jpg").write_bytes(jpg)
-        rows.append("\t".join([str(tmp_path / f"n{i}.jpg"), caption] + [negs[t] or "" for t in ("rel", "att", "act", "obj")]))
-    (tmp_path / "neg.csv").write_text("\n".join(rows) + "\n")
-    return str(tmp_path / "neg.csv")
-
-
 def test_packed_text_batches_give_the_unpacked_first_step_loss(tmp_path):
     """open_clip's main on the deterministic csv dataset: packed text rows == --ce-no-trim."""
     from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 
     model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)  # 77-token causal tower, argmax pooling
-    data, logs = _csv_with_negatives(tmp_path), tmp_path / "logs"
+    data, logs = csv_with_negatives(tmp_path), tmp_path / "logs"
 
     def first_step(name, *extra):
         args = train_args(model, data, logs, name, "--loss", "ce_clip", *extra, samples=8, batch=8)

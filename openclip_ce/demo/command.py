@@ -151,7 +151,7 @@ def run(args) -> int:
         timings[f"train {labels[name]}"] = run_stage(
             console, f"3/5 training {labels[name]} (--loss {loss})",
             train_command(model, train_data, sizes.train_images, sizes, runs, name, loss, args.seed),
-            logs / f"train-{name}.log", progress=training_progress(runs / name / "out.log", sizes.epochs))
+            logs / f"train-{name}.log", progress=training_progress(runs / name / "out.log", sizes.train_images * sizes.epochs))
 
     for name in labels:
         checkpoint = runs / name / "checkpoints" / f"epoch_{sizes.epochs}.pt"

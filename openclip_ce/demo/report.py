@@ -1,6 +1,6 @@
 """The demo's ``report.md``: what ran, CLIP vs CE-CLIP per held-out split, the negatives make-shards wrote,
 training time and curves, and the representation analysis; every number read from the files the
-stages wrote (results JSON, ``stats.json``, ``out.log``, ``analysis.json``)."""
+stages wrote (results JSON, ``stats.json``, ``train_metrics.jsonl``, ``analysis.json``)."""
 
 from __future__ import annotations
 

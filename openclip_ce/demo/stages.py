@@ -8,7 +8,6 @@ lines of that log.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -18,8 +17,12 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 from ..errors import UserError
+from ..integration.switch import METRICS_ENV
+from ..metrics_file import metrics_path, read_metrics
 
-_TRAIN = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/(\d+) .*?Loss: ([0-9.e+-]+)")
+# every stage's environment: the training stages record their loss in train_metrics.jsonl, the plain
+# CLIP baseline too (the plugin run always does), for the progress line and the report
+STAGE_ENV = {METRICS_ENV: "1"}
 
 
 class Console:
@@ -62,8 +65,8 @@ def run_stage(console: Console, title: str, cmd: Sequence[str], log: Path,
         out.write("$ " + shlex.join(cmd) + "\n")
         out.flush()
         # its own process group, so that an interrupted demo stops the stage and everything it started
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **STAGE_ENV, **(env or {})}, start_new_session=True)
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             while proc.poll() is None:
@@ -86,20 +89,18 @@ def run_stage(console: Console, title: str, cmd: Sequence[str], log: Path,
     return seconds
 
 
-def training_progress(out_log: Path, epochs: int) -> Callable[[], Optional[str]]:
-    """Reads open_clip's ``out.log`` for its last ``Train Epoch`` line: share of the run done, and the loss."""
+def training_progress(run_file: Path, total_samples: int) -> Callable[[], Optional[str]]:
+    """The last record of a training run's ``train_metrics.jsonl`` (``run_file``: any file of the run's
+    directory, e.g. its ``out.log``): share of the run done, and the loss."""
+    path = Path(metrics_path(run_file))
 
     def note() -> Optional[str]:
-        if not out_log.exists():
-            return "starting"
-        last = None
-        with open(out_log, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                last = _TRAIN.search(line) or last
-        if last is None:
+        if not path.exists():
+            return "building the model" if path.parent.exists() else "starting"
+        records = read_metrics(path)
+        if not records:
             return "building the model"
-        epoch, seen, per_epoch, loss = int(last.group(1)), int(last.group(2)), int(last.group(3)), last.group(4)
-        done = (epoch + seen / max(1, per_epoch)) / max(1, epochs)
-        return f"{100 * done:.0f}% of {epochs} epochs, loss {float(loss):.3f}"
+        last = records[-1]
+        return f"{min(100.0, 100 * last['samples'] / max(1, total_samples)):.0f}% done, loss {last['loss']:.3f}"
 
     return note

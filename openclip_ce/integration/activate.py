@@ -1,54 +1,59 @@
-"""Turn the plugins on for one ``open_clip_train.main`` run: version check, discovery, parser hook.
+"""Turn the plugins on for one ``open_clip_train.main`` run: version table, discovery, parser hook.
 
 Called by the bootstrap when ``open_clip_train.main`` is imported, and by ``openclip-ce train``.
-On an open_clip release this package was not tested against, a run that does not ask for a plugin
-loss goes on untouched after one warning line; a run that asks for one is refused before anything
-is patched.
+The installed open_clip picks its wiring from :data:`.versions.WIRINGS`. On an open_clip no row
+covers, a run that does not ask for a plugin loss goes on untouched after one warning line; a run
+that asks for one is refused before anything is patched.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from ..errors import EXIT_USAGE
-from .discovery import (asks_for_plugin, discover_plugins, is_supported, openclip_version, requested_loss,
-                        unsupported_message, upstream_has_plugin_lookup, UnsupportedOpenClipVersion)
+from ..errors import EXIT_USAGE, UserError
+from .discovery import asks_for_plugin, discover_plugins, requested_loss, upstream_has_plugin_lookup
+from . import versions
+
+
+class UnsupportedOpenClipVersion(UserError):
+    pass
 
 
 _active: Optional[bool] = None  # the decision, once per process (the bootstrap and `openclip-ce train` both ask)
 
 
-def activate(argv: Sequence[str]) -> bool:
+def activate(argv: Sequence[str], builtin: Sequence[Any] = ()) -> bool:
     """Wire the plugins for a run with command line ``argv``; False when standing aside.
 
-    Raises :class:`UnsupportedOpenClipVersion` when ``argv`` asks for a plugin loss on an
-    unsupported open_clip."""
+    ``builtin``: plugin objects to use when no entry point announces them (see
+    :func:`.discovery.discover_plugins`). Raises :class:`UnsupportedOpenClipVersion` when ``argv``
+    asks for a plugin loss on an open_clip that no wiring supports."""
     global _active
     if _active is not None:
         return _active
     if upstream_has_plugin_lookup():
         _active = False  # open_clip looks plugins up itself (patches/ applied)
         return _active
-    version = openclip_version()
-    if not is_supported(version):
+    version = versions.openclip_version()
+    wiring = versions.wiring_for(version)
+    if wiring is None:
         if asks_for_plugin(argv):
-            raise UnsupportedOpenClipVersion(f"--loss {requested_loss(argv)}: {unsupported_message(version)}")
-        print(f"openclip-ce: warning: {unsupported_message(version)}; training plugins are off for this run",
+            raise UnsupportedOpenClipVersion(f"--loss {requested_loss(argv)}: {versions.unsupported_message(version)}")
+        print(f"openclip-ce: warning: {versions.unsupported_message(version)}; training plugins are off for this run",
               file=sys.stderr)
         _active = False
         return _active
-    from . import openclip33
-
-    openclip33.install_parser_hook(discover_plugins())
+    importlib.import_module(wiring.module).install_parser_hook(discover_plugins(builtin=builtin))
     _active = True
     return _active
 
 
-def activate_or_exit(argv: Sequence[str], prog: str) -> bool:
+def activate_or_exit(argv: Sequence[str], prog: str, builtin: Sequence[Any] = ()) -> bool:
     """:func:`activate`, turning a refusal into one line on stderr and exit code 2."""
     try:
-        return activate(argv)
+        return activate(argv, builtin)
     except UnsupportedOpenClipVersion as e:
         print(f"{prog}: error: {e.one_line()}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None

@@ -5,21 +5,17 @@ until the import system looks up ``open_clip_train.main`` (``python -m open_clip
 ``torchrun -m open_clip_train.main``, each worker being a fresh interpreter, or a plain import).
 At that moment it calls :func:`openclip_ce.integration.activate.activate` with the process's
 command line and then lets the normal import proceed. A run that does not select a plugin loss
-stays stock open_clip (see :mod:`openclip_ce.integration.openclip33`).
+stays stock open_clip (see :mod:`openclip_ce.integration.versions`).
 
-``OPENCLIP_CE_DISABLE=1`` turns it off. When open_clip has its own plugin lookup (``patches/``
-applied) the wiring stands aside. This module and its package import nothing heavy.
+``OPENCLIP_CE_DISABLE=1`` turns it off (:mod:`.switch`). When open_clip has its own plugin lookup
+(``patches/`` applied) the wiring stands aside. This module and its package import nothing heavy.
 """
 
-import os
 import sys
 
+from .switch import disabled
+
 TARGET = "open_clip_train.main"
-DISABLE_ENV = "OPENCLIP_CE_DISABLE"
-
-
-def disabled() -> bool:
-    return os.environ.get(DISABLE_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 class OpenClipPluginFinder:

@@ -1,66 +1,23 @@
-"""Which open_clip is installed, which training plugins are announced, and which ``--loss`` a run asks for.
+"""Which training plugins are announced, and which ``--loss`` a run asks for.
 
-Discovery has one behaviour, the same as the upstream patch's ``open_clip_train/plugins.py``: every
+Discovery has one behaviour, the same as the upstream patches' ``open_clip_train/plugins.py``: every
 entry point of the group ``open_clip_train.plugins`` is loaded and checked against the plugin
-contract (:mod:`openclip_ce.training.contract`); one that fails to import, breaks the contract or
-reuses a taken ``--loss`` name is left out with one warning line, and plain training goes on. Asking
-for a left-out plugin with ``--loss NAME`` is then an error that says why it was left out.
+contract (:mod:`openclip_ce.contract`); one that fails to import, breaks the contract or reuses a
+taken ``--loss`` name is left out with one warning line, and plain training goes on. Asking for a
+left-out plugin with ``--loss NAME`` is then an error that says why it was left out.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Dict, Optional, Sequence
 
-from ..errors import UserError
-from ..training.contract import LOSS_DEFAULT, contract_problems
-from .bootstrap import DISABLE_ENV
+from ..contract import LOSS_DEFAULT, contract_problems
 
 PLUGIN_GROUP = "open_clip_train.plugins"
-SUPPORTED_OPENCLIP = ((3, 3),)  # (major, minor) releases whose internals integration/openclip33.py was tested on
-SUPPORTED_TEXT = "3.3.x"
-
-
-log = logging.getLogger("openclip_ce.integration")
-
-
-class UnsupportedOpenClipVersion(UserError):
-    pass
-
-
-def openclip_version() -> str:
-    return metadata.version("open_clip_torch")
-
-
-def is_supported(version: str) -> bool:
-    try:
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) in SUPPORTED_OPENCLIP
-
-
-def _our_version() -> str:
-    try:
-        return metadata.version("openclip-ce")
-    except metadata.PackageNotFoundError:
-        return "(source tree)"
-
-
-def unsupported_message(version: str) -> str:
-    return (f"openclip-ce {_our_version()} supports open_clip_torch {SUPPORTED_TEXT}, but open_clip_torch {version} "
-            f"is installed; install a supported release (pip install 'open_clip_torch[training]=="
-            f"{SUPPORTED_TEXT[:-2]}.*') or set {DISABLE_ENV}=1 to train without plugins")
-
-
-def check_openclip_version(version: Optional[str] = None) -> None:
-    version = version or openclip_version()
-    if not is_supported(version):
-        raise UnsupportedOpenClipVersion(unsupported_message(version))
 
 
 def upstream_has_plugin_lookup() -> bool:
@@ -74,8 +31,12 @@ class Discovered:
     left_out: Dict[str, str] = field(default_factory=dict)  # --loss name (or entry point) -> why
 
 
-def discover_plugins(entry_points: Optional[Sequence[Any]] = None, warn=None) -> Discovered:
-    """Load and check the announced plugins (see module docstring); ``warn(msg)`` reports each left out."""
+def discover_plugins(entry_points: Optional[Sequence[Any]] = None, warn=None,
+                     builtin: Sequence[Any] = ()) -> Discovered:
+    """Load and check the announced plugins (see module docstring); ``warn(msg)`` reports each left out.
+
+    ``builtin``: plugin objects to use when no entry point announces their name (a source tree run
+    with ``python -m openclip_ce.train`` before ``pip install``); checked against the contract too."""
     warn = warn or (lambda msg: print(f"openclip-ce: warning: {msg}", file=sys.stderr))
     eps = list(metadata.entry_points(group=PLUGIN_GROUP) if entry_points is None else entry_points)
     found = Discovered()
@@ -96,10 +57,10 @@ def discover_plugins(entry_points: Optional[Sequence[Any]] = None, warn=None) ->
             warn(f"training plugin {key!r} left out: {found.left_out[key]}")
             continue
         found.plugins[name] = obj
-    if "ce_clip" not in found.plugins and "ce_clip" not in found.left_out:  # a source tree without `pip install`
-        from ..training.plugin import plugin
-
-        found.plugins[plugin.name] = plugin
+    for obj in builtin:
+        name = getattr(obj, "name", None)
+        if name not in found.plugins and name not in found.left_out and not contract_problems(obj):
+            found.plugins[name] = obj
     return found
 
 

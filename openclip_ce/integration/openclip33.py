@@ -1,4 +1,4 @@
-"""The only module that touches open_clip internals: wires training plugins into ``open_clip_train.main`` 3.3.
+"""The wiring into ``open_clip_train.main`` of open_clip_torch 3.3 (row ``3.3.x`` of :mod:`.versions`).
 
 open_clip_torch 3.3 has no plugin lookup. This module emulates, on an unmodified install, the hook
 points that ``patches/open_clip-3.3.0-plugins.patch`` adds to open_clip itself. It works in two
@@ -6,8 +6,9 @@ stages so that a run which does not select a plugin stays stock open_clip:
 
 1. :func:`install_parser_hook`, when ``open_clip_train.main`` is imported (the bootstrap) or by
    ``openclip-ce train``: open_clip's parser gains ``--loss`` (default ``clip``) and, only when that
-   run selects a plugin (or asks for ``--help``), that plugin's flags. Nothing else changes.
-2. :func:`install_training_hooks`, after parsing, only for a run whose ``--loss`` is a plugin:
+   run selects a plugin (or asks for ``--help``), that plugin's flags (:mod:`.hooks`).
+2. :func:`install_training_hooks`, after parsing, only for a run whose ``--loss`` is a plugin; it
+   first checks :data:`REQUIRES` (a refusal in one line if open_clip moved):
 
 ==============================  ==========================================================
 hook                            how it is reached on an unmodified open_clip 3.3
@@ -16,9 +17,14 @@ hook                            how it is reached on an unmodified open_clip 3.3
 ``adapt_model``                 ``open_clip_train.main.create_model_and_transforms`` wrapped (the
                                 run's model, as soon as it is built: before DDP, compile and the data)
 ``create_loss``                 ``open_clip_train.main.create_loss`` replaced
-train data stage, collate       ``open_clip_train.data.get_dataset_fn`` wrapped (train split only)
-metrics, state for              ``open_clip_train.main.train_one_epoch`` wrapped (log line filter,
-``--resume``                    TensorBoard / W&B proxies, state file next to the checkpoints)
+train data stage, collate       ``open_clip_train.data.get_dataset_fn`` wrapped (train split only):
+                                the sample stage, the tokenizer, ``wds.batched``'s and the csv
+                                ``DataLoader``'s collate function; batches are ``(images, texts)``
+metrics, state for              ``open_clip_train.main.train_one_epoch`` wrapped (log line filter on the
+``--resume``, stop              root logger, TensorBoard / W&B proxies, state file next to the checkpoints)
+CPU DDP fix                     ``open_clip_train.main.init_distributed_device`` wrapped: installed when
+                                the run's device resolves to the CPU (also with ``--device`` left at
+                                its default on a machine without CUDA)
 ==============================  ==========================================================
 
 Independently of plugins, a run with ``--device cpu`` gets the CPU multi-rank DDP fix (stock
@@ -28,139 +34,54 @@ without it); it is installed in that process only, after parsing, and changes no
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import functools
-import json
 import logging
-import os
-import sys
 import types
-from typing import Any, Dict, Optional
 
 from torch.utils.data import default_collate
 
-from ..errors import EXIT_USAGE
-from ..fileio import write_json_atomic
-from ..training.contract import LOSS_DEFAULT
-from ..training.loss import NoNegativesError
-from .discovery import PLUGIN_GROUP, Discovered, wants_help
+from . import hooks
+from .discovery import Discovered
+from .hooks import active_plugin, swapped
+from .requires import Needs
 
-STATE_FILE = "ce_plugin_state_epoch_{epoch}.json"
+parser_hook_installed = hooks.parser_hook_installed
 
-_found = Discovered()
-_parser_hooked = False
-_training_hooked = False
-
-
-def active_plugin(args) -> Optional[Any]:
-    name = getattr(args, "loss", LOSS_DEFAULT)
-    return None if name == LOSS_DEFAULT else _found.plugins[name]
-
-
-# ----------------------------------------------------------------------------- parser
-def _loss_value(value: str) -> str:
-    if value in _found.left_out:
-        raise argparse.ArgumentTypeError(f"training plugin {value!r} is not available: {_found.left_out[value]}")
-    return value
-
-
-def add_loss_argument(parser: argparse.ArgumentParser) -> None:
-    plugins = _found.plugins
-    parser.add_argument(
-        "--loss", default=LOSS_DEFAULT, type=_loss_value, choices=[LOSS_DEFAULT, *plugins],
-        help=f"training objective: '{LOSS_DEFAULT}' = open_clip's own (CLIP / CoCa / SigLIP / distill as selected "
-             f"by the other flags); others come from installed plugins ({PLUGIN_GROUP} entry points): "
-             + "; ".join(f"{n}: {getattr(p, 'description', '')}" for n, p in plugins.items()),
-    )
-
-
-class PluginArgumentParser(argparse.ArgumentParser):
-    """open_clip's parser plus ``--loss`` and the selected plugin's flags, added just before parsing.
-
-    A run that selects no plugin gets ``--loss`` only, so its namespace (and ``params.txt``) is
-    stock open_clip's plus ``loss: clip``. ``--help`` lists every plugin's flags."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        if not getattr(self, "_plugin_args_added", False):
-            self._plugin_args_added = True
-            add_loss_argument(self)
-            argv = list(sys.argv[1:] if args is None else args)
-            probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-            add_loss_argument(probe)
-            selected, _ = probe.parse_known_args(argv)
-            for name, plugin in _found.plugins.items():
-                if name == selected.loss or wants_help(argv):
-                    plugin.add_arguments(self)
-        return super().parse_known_args(args, namespace)
-
-
-def _argparse_proxy() -> types.ModuleType:
-    proxy = types.ModuleType("argparse")
-    proxy.__dict__.update({k: v for k, v in vars(argparse).items() if not k.startswith("__")})
-    proxy.ArgumentParser = PluginArgumentParser
-    return proxy
-
-
-def _wrap_parse_args(original):
-    @functools.wraps(original)
-    def parse_args(args):
-        parsed = original(args)
-        plugin = active_plugin(parsed)
-        if plugin is not None:
-            try:
-                plugin.check_args(parsed)
-            except ValueError as e:
-                print(f"open_clip_train: error: {e}", file=sys.stderr)
-                raise SystemExit(EXIT_USAGE) from None
-            install_training_hooks(parsed)
-        if str(getattr(parsed, "device", "")).startswith("cpu"):
-            install_cpu_ddp_fix()
-        return parsed
-
-    return parse_args
+_WHY_DATA = "swaps it while the training split's pipeline is built"
+REQUIRES = (
+    Needs("open_clip_train.params", "parse_args", "builds open_clip's parser with --loss and the plugin's flags",
+          params=("args",), looks_up=("argparse", "ArgumentParser", "parse_args")),
+    Needs("open_clip_train.main", "main", "replaces the functions main() calls by name",
+          looks_up=("parse_args", "init_distributed_device", "create_model_and_transforms", "create_loss",
+                    "get_data", "train_one_epoch")),
+    Needs("open_clip_train.distributed", "init_distributed_device", "reads the resolved args.device after it",
+          params=("args",)),
+    Needs("open_clip_train.data", "get_data", "wraps the dataset factory it looks up", looks_up=("get_dataset_fn",)),
+    Needs("open_clip_train.data", "get_dataset_fn", "wraps the factory it returns", params=("data_path", "dataset_type")),
+    Needs("open_clip_train.data", "get_wds_dataset", _WHY_DATA + " (sample stage, tokenizer, batched's collate)",
+          params=("args", "preprocess_img", "is_train"), keywords=("epoch", "tokenizer"),
+          looks_up=("tarfile_to_samples_nothrow", "wds", "batched", "to_tuple")),
+    Needs("open_clip_train.data", "get_csv_dataset", _WHY_DATA + " (CsvDataset, the DataLoader's collate_fn)",
+          params=("args", "preprocess_fn", "is_train"), looks_up=("CsvDataset", "DataLoader")),
+    Needs("open_clip_train.data", "tarfile_to_samples_nothrow", "wraps it with the plugin's sample stage"),
+    Needs("webdataset.filters", "default_collation_fn", "wraps it with the plugin's collate function"),
+    Needs("open_clip_train.train", "train_one_epoch", "wraps it (metrics, state, stop) and reads its log line",
+          params=("model", "data", "loss", "epoch", "optimizer", "scaler", "scheduler", "dist_model", "args",
+                  "tb_writer"),
+          looks_up=("wandb", "logging", "info", "add_scalar"), constants=("Train Epoch: ",)),
+    Needs("open_clip.model", "CLIP", "adapts its forward (text batches with negatives), packs its text tower",
+          fields=("forward", "encode_text", "encode_image")),
+    Needs("open_clip.model", "CustomTextCLIP", "adapts its forward, packs its text tower",
+          fields=("forward", "encode_text", "encode_image")),
+    Needs("open_clip.transformer", "Transformer.forward", "runs the text transformer on packed rows",
+          params=("self", "x"), keywords=("attn_mask",)),
+    Needs("open_clip.transformer", "TextTransformer", "packs open_clip's own text towers", fields=("forward",)),
+)
 
 
 def install_parser_hook(found: Discovered) -> None:
-    """Stage 1 (see module docstring). Idempotent; call before ``open_clip_train.main`` runs ``main``."""
-    global _parser_hooked, _found
-    _found = found
-    if _parser_hooked:
-        return
-    import open_clip_train.params as oc_params
-
-    oc_params.argparse = _argparse_proxy()
-    oc_params.parse_args = _wrap_parse_args(oc_params.parse_args)
-    for main in _main_modules():  # main imported before the hook
-        main.parse_args = oc_params.parse_args
-    _parser_hooked = True
-
-
-def _main_modules():
-    """The loaded ``open_clip_train.main`` module(s): imported by name, or running as ``__main__`` (``python -m``)."""
-    seen = []
-    for mod in (sys.modules.get("__main__"), sys.modules.get("open_clip_train.main")):
-        spec = getattr(mod, "__spec__", None)
-        if mod is not None and getattr(spec, "name", None) == "open_clip_train.main" and mod not in seen:
-            seen.append(mod)
-    return seen
-
-
-# ----------------------------------------------------------------------------- model
-def _wrap_create_model(original, args):
-    """The first model built in the run is the one trained (a distillation teacher comes second)."""
-    adapted = []
-
-    @functools.wraps(original)
-    def create_model_and_transforms(*a, **kw):
-        result = original(*a, **kw)
-        plugin = active_plugin(args)
-        if plugin is not None and not adapted:
-            adapted.append(True)
-            plugin.adapt_model(args, result[0])
-        return result
-
-    return create_model_and_transforms
+    """Stage 1 (see module docstring). Idempotent."""
+    hooks.install_parser_hook(found, lambda args, plugin: install_training_hooks(args), install_record_hook)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -174,16 +95,6 @@ def _wrap_create_loss(original):
 
 
 # ----------------------------------------------------------------------------- data
-@contextlib.contextmanager
-def _swapped(module, name, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
-
-
 class _WebdatasetProxy(types.ModuleType):
     """Stands in for the ``webdataset`` module while open_clip builds a training pipeline: its
     ``batched`` stage collates with the plugin's collate function; everything else is webdataset's."""
@@ -211,8 +122,8 @@ def _wrap_get_dataset_fn(oc_data, original):
             stage = plugin.train_sample_stage(args, oc_data.tarfile_to_samples_nothrow)
             wds = _WebdatasetProxy(oc_data.wds, plugin.train_collate(args, oc_data.wds.filters.default_collation_fn))
             loader = functools.partial(oc_data.DataLoader, collate_fn=plugin.train_collate(args, default_collate))
-            with _swapped(oc_data, "tarfile_to_samples_nothrow", stage), _swapped(oc_data, "wds", wds), \
-                    _swapped(oc_data, "DataLoader", loader), _swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
+            with swapped(oc_data, "tarfile_to_samples_nothrow", stage), swapped(oc_data, "wds", wds), \
+                    swapped(oc_data, "DataLoader", loader), swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
                 tok = tokenizer if fn is oc_data.get_csv_dataset else plugin.train_tokenizer(args, tokenizer)
                 return fn(args, preprocess_fn, is_train=True, epoch=epoch, tokenizer=tok, **kw)
 
@@ -222,115 +133,22 @@ def _wrap_get_dataset_fn(oc_data, original):
 
 
 # ----------------------------------------------------------------------------- train loop
-def _fmt_metrics(metrics: Dict[str, float]) -> str:
-    return " ".join(f"{k}: {v:.4g}" for k, v in metrics.items())
-
-
-class TrainLogFilter(logging.Filter):
-    """Appends the active plugin's metrics to open_clip's ``Train Epoch: ...`` log line."""
-
-    def __init__(self):
-        super().__init__()
-        self.source = None  # () -> metrics dict
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.source is not None and isinstance(record.msg, str) and record.msg.startswith("Train Epoch:"):
-            metrics = self.source()
-            if metrics:
-                record.msg = f"{record.msg} {_fmt_metrics(metrics)}"
-        return True
-
-
-_log_filter = TrainLogFilter()
-
-
-class TensorBoardProxy:
-    """Forwards to a SummaryWriter; writes the plugin metrics once for every new step it sees."""
-
-    def __init__(self, writer, source):
-        self._writer, self._source, self._step = writer, source, None
-
-    def add_scalar(self, name, value, step=None, *a, **kw):
-        self._writer.add_scalar(name, value, step, *a, **kw)
-        if name.startswith("train/") and step != self._step:
-            self._step = step
-            for k, v in self._source().items():
-                self._writer.add_scalar(f"train/{k}", v, step)
-
-    def __getattr__(self, item):
-        return getattr(self._writer, item)
-
-
-class WandbProxy(types.ModuleType):
-    """Stands in for the ``wandb`` module inside open_clip_train.train: ``log`` gains the plugin metrics."""
-
-    def __init__(self, wandb, source):
-        super().__init__("wandb")
-        self._wandb, self._source = wandb, source
-
-    def log(self, data, *a, **kw):
-        if any(str(k).startswith("train/") for k in data):
-            data = {**data, **{f"train/{k}": v for k, v in self._source().items()}}
-        return self._wandb.log(data, *a, **kw)
-
-    def __getattr__(self, item):
-        return getattr(self._wandb, item)
-
-
-def state_path(checkpoint_dir: str, epoch: int) -> str:
-    return os.path.join(checkpoint_dir, STATE_FILE.format(epoch=epoch))
-
-
 def _wrap_train_one_epoch(oc_train, original):
     @functools.wraps(original)
     def train_one_epoch(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=None):
         plugin = active_plugin(args)
-        if plugin is None:
-            return original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=tb_writer)
-
-        if not getattr(args, "_plugin_state_restored", False):  # once per run (args is per run)
-            args._plugin_state_restored = True
-            _restore_plugin_state(plugin, loss, args, epoch)
-
-        def source():
-            return plugin.metrics(loss)
-
-        _log_filter.source = source
-        wandb = getattr(oc_train, "wandb", None)
-        proxy = WandbProxy(wandb, source) if wandb is not None and not isinstance(wandb, WandbProxy) else None
-        writer = TensorBoardProxy(tb_writer, source) if tb_writer is not None else None
-        try:
-            with (_swapped(oc_train, "wandb", proxy) if proxy is not None else contextlib.nullcontext()):
-                result = original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args,
-                                  tb_writer=writer)
-        except NoNegativesError as e:  # same step on every rank: all stop together, with one line
-            logging.error("%s", e.one_line())
-            raise SystemExit(EXIT_USAGE) from None
-        finally:
-            _log_filter.source = None
-        if getattr(args, "save_logs", False) and getattr(args, "checkpoint_path", None):
-            write_json_atomic(
-                state_path(args.checkpoint_path, epoch + 1),
-                {"epoch": epoch + 1, "loss": args.loss, "state": plugin.state_dict(loss)}, indent=2,
-            )
-        return result
+        if plugin is None:  # a stock run with OPENCLIP_CE_METRICS=1
+            return hooks.run_recorded_epoch(args, tb_writer=tb_writer, run=lambda writer: original(
+                model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=writer))
+        return hooks.run_plugin_epoch(
+            plugin, loss, args, epoch, oc_train=oc_train, wandb_names=("wandb",), tb_writer=tb_writer,
+            run=lambda writer: original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args,
+                                        tb_writer=writer))
 
     return train_one_epoch
 
 
-def _restore_plugin_state(plugin, loss, args, start_epoch: int) -> None:
-    resume = getattr(args, "resume", None)
-    if not resume or start_epoch == 0:
-        return
-    path = state_path(os.path.dirname(str(resume)), start_epoch)
-    if not os.path.exists(path):
-        logging.warning(
-            f"{plugin.name}: no plugin state at {path}; starting its state (e.g. CE-CLIP thresholds) afresh")
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    plugin.load_state_dict(loss, saved["state"])
-    logging.info(f"{plugin.name}: restored plugin state from {path}: {saved['state']}")
+_training_hooked = False
 
 
 def install_training_hooks(args) -> None:
@@ -339,45 +157,29 @@ def install_training_hooks(args) -> None:
     global _training_hooked
     if _training_hooked:
         return
+    hooks.check_requirements(REQUIRES, "the open_clip 3.3 wiring", args)
     import open_clip_train.data as oc_data
     import open_clip_train.train as oc_train
 
-    for main in _main_modules():  # main() looks these names up in its module when it calls them
-        main.create_model_and_transforms = _wrap_create_model(main.create_model_and_transforms, args)
+    for main in hooks.main_modules():  # main() looks these names up in its module when it calls them
+        main.init_distributed_device = hooks.wrap_init_distributed_device(main.init_distributed_device)
+        main.create_model_and_transforms = hooks.wrap_create_model(main.create_model_and_transforms, args)
         main.create_loss = _wrap_create_loss(main.create_loss)
         main.train_one_epoch = _wrap_train_one_epoch(oc_train, main.train_one_epoch)
     oc_data.get_dataset_fn = _wrap_get_dataset_fn(oc_data, oc_data.get_dataset_fn)
-    logging.getLogger().addFilter(_log_filter)
+    logging.getLogger().addFilter(hooks.log_filter)  # open_clip 3.3 logs on the root logger
     _training_hooked = True
 
 
-# ----------------------------------------------------------------------------- DDP on CPU
-def install_cpu_ddp_fix() -> None:
-    """DDP with ``device_ids=None`` for CPU modules; installed only in a ``--device cpu`` training main."""
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
+def install_record_hook(args) -> None:
+    """A stock run with ``OPENCLIP_CE_METRICS=1``: only ``train_one_epoch`` is wrapped, to record its loss
+    scalars (:class:`.hooks.LossScalarRecorder`)."""
+    import open_clip_train.train as oc_train
 
-    if getattr(DistributedDataParallel, "_openclip_ce_cpu_safe", False):
-        return
-
-    class CpuSafeDistributedDataParallel(DistributedDataParallel):
-        """open_clip passes ``device_ids=[device]`` even for CPU devices, which DDP rejects; drop them there."""
-
-        _openclip_ce_cpu_safe = True
-
-        def __init__(self, module, device_ids=None, *args, **kwargs):
-            if device_ids and all(torch.device(d).type == "cpu" for d in device_ids):
-                device_ids = None
-            super().__init__(module, device_ids, *args, **kwargs)
-
-    CpuSafeDistributedDataParallel.__name__ = "DistributedDataParallel"
-    CpuSafeDistributedDataParallel.__qualname__ = "DistributedDataParallel"
-    torch.nn.parallel.DistributedDataParallel = CpuSafeDistributedDataParallel
+    for main in hooks.main_modules():
+        if not hasattr(main.train_one_epoch, "__wrapped__"):
+            main.train_one_epoch = _wrap_train_one_epoch(oc_train, main.train_one_epoch)
 
 
 def training_hooks_installed() -> bool:
     return _training_hooked
-
-
-def parser_hook_installed() -> bool:
-    return _parser_hooked

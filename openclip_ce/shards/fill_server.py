@@ -21,10 +21,10 @@ import queue as queue_mod
 import time
 from typing import Dict, List
 
-from ..errors import UserError
 from ..generation import GenerationSetupError
 from ..logconfig import configure_logging
 from .devices import gpu_peak_mib
+from .process import FillerDied, make_mlm_scorer
 
 log = logging.getLogger("openclip_ce.shards")
 
@@ -37,7 +37,6 @@ def serve(index: int, cfg, device: str, requests, replies: List, status) -> None
     worker's reply queue until ``None``. Reports ``("ready", index, error)`` and ``("stats", index, {...})``
     on ``status``."""
     configure_logging(cfg.log_level)
-    from .process import make_mlm_scorer
 
     try:
         scorer = make_mlm_scorer(cfg, device)
@@ -63,11 +62,6 @@ def serve(index: int, cfg, device: str, requests, replies: List, status) -> None
         "batches": scorer.batches, "busy_s": round(scorer.busy_s, 3),
         "utilization": round(scorer.busy_s / lifetime, 3) if lifetime > 0 else None,
         "peak_gpu_mib": gpu_peak_mib(device)}))
-
-
-class FillerDied(UserError):
-    """A masked-LM process died during the run (killed, out of memory): one line, the run stops; the
-    shards completed so far stay complete, so a rerun resumes."""
 
 
 class ServerLink:

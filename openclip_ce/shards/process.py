@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
+from ..errors import UserError
 from ..fileio import write_json_atomic
 from ..generation.fillers import MLMFiller, RemoteMLMFiller, VocabFiller
 from ..generation.generator import NegativeGenerator
@@ -70,6 +71,11 @@ def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tupl
         return None, "caption_too_long"
     return text, None
 
+
+
+class FillerDied(UserError):
+    """A masked-LM process died during the run (killed, out of memory): one line, the run stops; the
+    shards completed so far stay complete, so a rerun resumes."""
 
 
 class ShardStats:
@@ -297,8 +303,6 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[s
 
 def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:
     """:func:`process_shard`, turning a failure of this shard into a ``failed`` result (others go on)."""
-    from .fill_server import FillerDied
-
     try:
         return process_shard(job, gen, cfg, progress)
     except FillerDied:  # not this shard's fault: the run stops (one line), a rerun resumes

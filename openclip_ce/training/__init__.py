@@ -5,8 +5,8 @@
 * :mod:`.adapter`   the model adapter: one forward that also encodes the negatives
 * :mod:`.packing`   the text layout (packed rows, index tensors), decided on the CPU in the data workers
 * :mod:`.plugin`    the plugin object announced through the ``open_clip_train.plugins`` entry point
-* :mod:`.contract`  the plugin contract (a ``typing.Protocol``) checked at discovery
-* :mod:`.plots`     plots of a run's loss terms and thresholds, read back from ``out.log``
+  (it follows :mod:`openclip_ce.contract`)
+* :mod:`.plots`     plots of a run's loss terms and thresholds, from its ``train_metrics.jsonl``
 
 Nothing here imports open_clip: the wiring into it lives in :mod:`openclip_ce.integration`.
 """

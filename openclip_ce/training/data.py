@@ -112,11 +112,16 @@ def attach_negatives(samples: Iterable[dict], strict: bool = False, caption_key:
                      member: str = NEG_MEMBER) -> Iterator[dict]:
     """Webdataset stage: fold ``neg.json`` into the caption member as a bundle (bytes in, bytes out).
 
-    Samples without a caption are passed through untouched (the trainer's own filter drops them);
-    a caption that is not UTF-8 is passed through untouched too, for the trainer's decoder to report.
+    ``caption_key`` may list alternatives, ``"txt;caption"`` (open_clip 4's ``--text-key``): the first
+    one the sample has is the caption, as the trainer's own ``rename`` picks it. Samples without a
+    caption are passed through untouched (the trainer's own filter drops them); a caption that is not
+    UTF-8 is passed through untouched too, for the trainer's decoder to report, and an empty one
+    (without its negatives), for the trainer's empty-caption filter.
     """
+    keys = [k.strip() for k in caption_key.split(";") if k.strip()]
     for sample in samples:
-        caption = sample.get(caption_key)
+        key = next((k for k in keys if k in sample), None)
+        caption = None if key is None else sample[key]
         if caption is None:
             yield sample
             continue
@@ -127,7 +132,10 @@ def attach_negatives(samples: Iterable[dict], strict: bool = False, caption_key:
         except UnicodeDecodeError:
             yield sample
             continue
-        sample[caption_key] = encode_bundle(text, negatives).encode("utf-8")
+        if not text.strip():  # left as it is: a trainer that drops empty captions (open_clip 4) still sees one
+            yield sample
+            continue
+        sample[key] = encode_bundle(text, negatives).encode("utf-8")
         yield sample
 
 
@@ -173,13 +181,20 @@ class NegativesTokenizer:
 class NegativesCsvDataset(torch.utils.data.Dataset):
     """csv/tsv rows ``image path, caption, neg_rel, neg_att, neg_act, neg_obj`` -> ``(image, tokens)``.
 
-    Same constructor as open_clip's ``CsvDataset`` plus ``neg_types``. An empty cell is a
-    placeholder. Missing ``neg_*`` columns are an error naming the file and the columns.
+    The constructor of open_clip's ``CsvDataset`` plus ``neg_types``. open_clip 4's ``CsvDataset`` also
+    takes ``variable_text`` and yields dict samples: given ``variable_text`` (only False: the text
+    batches must have a fixed length), the samples are ``{"image": image, "text": tokens}``. An empty
+    cell is a placeholder. Missing ``neg_*`` columns are an error naming the file and the columns.
     """
 
     def __init__(self, input_filename, transforms, img_key, caption_key, sep="\t", tokenizer=None,
-                 neg_types: Sequence[str] = NEG_TYPES):
+                 neg_types: Sequence[str] = NEG_TYPES, variable_text: Optional[bool] = None):
         import pandas as pd  # only csv runs need pandas
+
+        if variable_text:
+            raise NegativesError("--loss ce_clip needs fixed-length text batches; this model's text tower takes "
+                                 "variable-length ones (variable_text)")
+        self.dict_samples = variable_text is not None
 
         df = pd.read_csv(input_filename, sep=sep, keep_default_na=False, dtype=str)
         wanted = [img_key, caption_key] + [f"neg_{t}" for t in neg_types]
@@ -204,4 +219,5 @@ class NegativesCsvDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx):
         image = self.transforms(Image.open(str(self.images[idx])))
-        return image, self.tokenize.tokenize_one(str(self.captions[idx]), self.negatives[idx])
+        tokens = self.tokenize.tokenize_one(str(self.captions[idx]), self.negatives[idx])
+        return {"image": image, "text": tokens} if self.dict_samples else (image, tokens)

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..contract import StopTraining
 from .gather import all_reduce_sum, gather_tensor
 
 ITC_NEGATIVE_MODES = ("global", "own")
@@ -53,7 +53,10 @@ DEFAULT_BETA = 0.4
 DEFAULT_THRESHOLD_MAX = 10.0
 
 
-class NoNegativesError(UserError):
+LOSS_TERMS = ("contrastive_loss", "imc_loss", "cmr_loss")  # the weighted terms of the returned dict, summed by the trainer
+
+
+class NoNegativesError(StopTraining):
     """No valid hard negative reached the loss in the first optimizer steps: the run would be plain CLIP."""
 
 
@@ -119,6 +122,10 @@ class CeClipLoss(nn.Module):
         self.register_buffer("seen_valid", torch.zeros((), dtype=torch.bool), persistent=False)
         # consecutive calls whose contrastive loss sat at its chance value (every logit equal: collapsed features)
         self.register_buffer("calls_at_chance", torch.zeros((), dtype=torch.long), persistent=False)
+        # the last training call's weighted loss terms (LOSS_TERMS order) and the training calls made, for
+        # the metrics record (read at log steps only)
+        self.register_buffer("last_losses", torch.zeros(len(LOSS_TERMS), dtype=torch.float32), persistent=False)
+        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long), persistent=False)
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
 
     # ------------------------------------------------------------------ state / reporting
@@ -145,6 +152,16 @@ class CeClipLoss(nn.Module):
         out.update({f"ce_valid_{t}": valid[i] / n[i] for i, t in enumerate(self.neg_types) if n[i]})
         out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
         return out
+
+    def optimizer_steps(self) -> int:
+        """Optimizer steps this loss took part in (in this process). Reads the device."""
+        return int(self.train_calls) // self.accum_freq
+
+    def loss_terms(self) -> Dict[str, float]:
+        """The weighted loss terms of the last training call (their sum is ``loss``). Reads the device."""
+        used = (True, self.use_imc, self.use_cmr)
+        terms = {k: v for k, v, on in zip(LOSS_TERMS, self.last_losses.tolist(), used) if on}
+        return {**terms, "loss": sum(terms.values())}
 
     def steps_at_chance(self) -> int:
         """Optimizer steps in a row, up to the last, whose contrastive loss sat at its chance value (every
@@ -242,11 +259,21 @@ class CeClipLoss(nn.Module):
             logit_scale = logit_scale.detach() + (logit_scale - logit_scale.detach()) / self.accum_freq
         device_type = image_features.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_fp32(
+            losses = self._forward_fp32(
                 image_features.float(), text_features.float(), logit_scale.float(),
                 neg_text_features.float(), neg_mask.bool(),
-                None if logit_bias is None else logit_bias.float(), output_dict,
+                None if logit_bias is None else logit_bias.float(), True,
             )
+        if self.training:
+            self._keep_loss_terms(losses)
+        return losses if output_dict else sum(losses.values())
+
+    @torch.no_grad()
+    def _keep_loss_terms(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Device ops only (no host read): the record of :meth:`loss_terms` and :meth:`optimizer_steps`."""
+        zero = self.last_losses.new_zeros(())
+        self.last_losses.copy_(torch.stack([losses.get(k, zero).detach().float() for k in LOSS_TERMS]))
+        self.train_calls.add_(1)
 
     def _forward_fp32(self, img, txt, scale, neg, mask, bias, output_dict):
         b = img.shape[0]

@@ -212,7 +212,8 @@ def dense_text_batch(tokens: torch.Tensor) -> CeTextBatch:
 
 
 class TextLayoutCollate:
-    """A collate function that lays out the text column (index 1) of what ``collate`` returns.
+    """A collate function that lays out the text of what ``collate`` returns: the ``"text"`` entry of a
+    dict batch (open_clip 4's), or column 1 of a tuple batch ``(images, texts)`` (open_clip 3's).
 
     Picklable (data workers). ``spec``: pack for this pooling rule; None: one caption per row."""
 
@@ -220,6 +221,9 @@ class TextLayoutCollate:
         self.collate, self.spec = collate, spec
 
     def __call__(self, samples):
-        batch = list(self.collate(samples))
+        batch = self.collate(samples)
+        if isinstance(batch, dict):
+            return {**batch, "text": layout_text_batch(batch["text"], self.spec)}
+        batch = list(batch)
         batch[1] = layout_text_batch(batch[1], self.spec)
         return batch

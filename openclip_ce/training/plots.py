@@ -1,41 +1,32 @@
-"""Plots of a training run's loss terms and CE-CLIP thresholds, read back from open_clip's ``out.log``."""
+"""Plots of a training run's loss terms and CE-CLIP thresholds, from its ``train_metrics.jsonl``
+(:mod:`openclip_ce.metrics_file`)."""
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Dict, List, Tuple
 
 from ..plotting import pyplot, save_figure
-
-_LINE = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/(\d+)")
-_PAIR = re.compile(r"([A-Za-z_]+): (-?[0-9][0-9.e+-]*)")
+from ..metrics_file import metrics_path, read_metrics
 
 
-def parse_training_log(path: str | os.PathLike) -> Tuple[List[int], Dict[str, List[float]]]:
-    """``(samples seen, {metric: values})`` for every ``Train Epoch`` line of an open_clip log."""
-    xs: List[int] = []
-    series: Dict[str, List[float]] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            m = _LINE.search(line)
-            if not m:
-                continue
-            epoch, seen, per_epoch = (int(g) for g in m.groups())
-            xs.append(epoch * per_epoch + seen)
-            tail = line[m.end():]
-            for key, val in _PAIR.findall(tail):
-                if key.endswith("_loss") or key == "Loss" or key.startswith("ce_"):
-                    series.setdefault(key.lower(), []).append(float(val))
-    n = len(xs)
-    return xs, {k: v for k, v in series.items() if len(v) == n}
+def parse_training_log(run: str | os.PathLike) -> Tuple[List[int], Dict[str, List[float]]]:
+    """``(samples seen, {metric: values})`` of a run: the loss terms (``loss``, ``*_loss``) and the ``ce_*``
+    metrics of every logged step. ``run``: the run's directory, its metrics file or another file in the
+    run's directory (e.g. open_clip's ``out.log``): the metrics are read from ``train_metrics.jsonl``."""
+    records = read_metrics(run)
+    keys = [k for k in dict.fromkeys(k for r in records for k in r)
+            if k == "loss" or k.endswith("_loss") or k.startswith("ce_")]
+    xs = [int(r["samples"]) for r in records]
+    return xs, {k: [float(r.get(k, float("nan"))) for r in records] for k in keys}
 
 
-def plot_training_log(log_path: str | os.PathLike, png_path: str | os.PathLike) -> str:
+def plot_training_log(run: str | os.PathLike, png_path: str | os.PathLike) -> str:
+    """Draw a run's loss terms, thresholds, gaps and valid shares (``run`` as for :func:`parse_training_log`)."""
     plt = pyplot()
-    xs, series = parse_training_log(log_path)
+    xs, series = parse_training_log(run)
     if not xs:
-        raise ValueError(f"{log_path}: no 'Train Epoch' lines to plot")
+        raise ValueError(f"{metrics_path(run)}: no training records to plot")
     panels = [
         ("loss terms (weighted, as summed)", [k for k in series if k.endswith("_loss") or k == "loss"]),
         ("CMR thresholds Th_k", [k for k in series if k.startswith("ce_threshold_")]),
@@ -52,6 +43,6 @@ def plot_training_log(log_path: str | os.PathLike, png_path: str | os.PathLike) 
         ax.set_xlabel("samples seen")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(str(log_path), fontsize=8)
+    fig.suptitle(str(metrics_path(run)), fontsize=8)
     fig.tight_layout()
     return save_figure(fig, png_path, dpi=110)

@@ -2,9 +2,10 @@
 
 A training plugin is selected with ``--loss NAME`` and supplies, through the methods below, its
 extra flags, its loss, its training data stage, a model adapter, extra metrics and resumable
-state (the contract: :mod:`openclip_ce.training.contract`). The same object serves the bootstrap
-wiring (:mod:`openclip_ce.integration`) and an open_clip patched with ``patches/`` (which calls
-these methods itself). Nothing here imports open_clip.
+state (the contract: :mod:`openclip_ce.contract`). The same object serves the bootstrap wirings
+(:mod:`openclip_ce.integration`) and an open_clip patched with ``patches/`` (which calls these
+methods itself). Its metrics also go to ``train_metrics.jsonl`` (:mod:`openclip_ce.metrics_file`),
+whichever way it is wired. Nothing here imports open_clip.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 import torch
 
+from ..metrics_file import MetricsWriter
 from ..negatives import NEG_TYPES, parse_neg_types
 from .adapter import adapt_model
-from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives
+from .data import NegativesCsvDataset, NegativesError, NegativesTokenizer, attach_negatives
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
@@ -52,12 +54,26 @@ def _compose(stage: Callable[[Iterable], Iterator], src_fn: Callable, *args, **k
     return stage(src_fn(*args, **kwargs))
 
 
+def _check_open_clip_4_args(args: argparse.Namespace) -> None:
+    """Flags of open_clip 4 (main) whose batches the plugin cannot take (absent on 3.3: nothing to refuse)."""
+    for flag, why in (
+        ("use_naflex", "--use-naflex (NaFlex batches; also implied by GenLIP / GenLAP models)"),
+        ("json_text_key", "--json-text-key (captions read from a .json member)"),
+        ("fsdp", "--fsdp (FSDP2; untested with the packed text encoding)"),
+    ):
+        if getattr(args, flag, None):
+            raise ValueError(f"{why} is not supported with --loss ce_clip")
+    if str(getattr(args, "dataset_type", "")).endswith("-audio"):
+        raise ValueError(f"--dataset-type {args.dataset_type} (audio) is not supported with --loss ce_clip")
+
+
 class CeClipPlugin:
     name = "ce_clip"
     description = "CE-CLIP: ITC with hard negatives + intra-modal contrast + cross-modal rank (CVPR 2024)"
 
     def __init__(self):
         self._pack_spec: Optional[PackSpec] = None  # this process's run: set by adapt_model, read by train_collate
+        self._metrics_file: Optional[MetricsWriter] = None  # this process's run: set by create_loss
 
     # ------------------------------------------------------------------ flags
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -103,9 +119,11 @@ class CeClipPlugin:
         if getattr(args, "ce_fixed_threshold", None) is not None and args.ce_fixed_threshold > args.ce_threshold_max:
             raise ValueError(
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
+        _check_open_clip_4_args(args)
 
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
+        self._metrics_file = MetricsWriter(args)
         return CeClipLoss(
             neg_types=args.ce_neg_types,
             alpha=args.ce_alpha,
@@ -126,6 +144,9 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ data
     def train_tokenizer(self, args: argparse.Namespace, tokenizer: Callable) -> NegativesTokenizer:
+        if getattr(args, "variable_text", False):  # open_clip 4 sets it from the text tower, after the model is built
+            raise NegativesError("--loss ce_clip needs fixed-length text batches; this model's text tower takes "
+                                 "variable-length ones (variable_text)")
         return NegativesTokenizer(tokenizer, args.ce_neg_types)
 
     def train_collate(self, args: argparse.Namespace, collate: Callable) -> Callable:
@@ -136,7 +157,8 @@ class CeClipPlugin:
 
     def train_sample_stage(self, args: argparse.Namespace, tarfile_to_samples: Callable) -> Callable:
         """Wrap the trainer's tar -> samples stage so each sample's ``neg.json`` rides with its caption."""
-        stage = functools.partial(attach_negatives, strict=args.ce_strict)
+        stage = functools.partial(attach_negatives, strict=args.ce_strict,
+                                  caption_key=getattr(args, "text_key", None) or "txt")  # open_clip 4: --text-key
         return functools.partial(_compose, stage, tarfile_to_samples)
 
     def csv_dataset(self, args: argparse.Namespace) -> Callable:
@@ -152,9 +174,13 @@ class CeClipPlugin:
 
     # ------------------------------------------------------------------ reporting / state
     def metrics(self, loss: CeClipLoss) -> Dict[str, float]:
-        """Called at open_clip's log steps (the reads from the device happen there, not every step)."""
+        """Called at open_clip's log steps (the reads from the device happen there, not every step); also
+        appends the step's record (with the loss terms) to ``train_metrics.jsonl``."""
         self._warn_if_collapsed(loss)
-        return loss.metrics()
+        out = loss.metrics()
+        if self._metrics_file is not None:
+            self._metrics_file.write(loss.optimizer_steps(), {**loss.loss_terms(), **out})
+        return out
 
     def _warn_if_collapsed(self, loss: CeClipLoss) -> None:
         steps = loss.steps_at_chance()
@@ -171,9 +197,12 @@ class CeClipPlugin:
                 "with --loss clip first and fine-tune with --loss ce_clip (README: 'Training from scratch')", steps)
 
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
-        return {"thresholds": loss.threshold_dict()}
+        steps, samples = (self._metrics_file or MetricsWriter(None)).position(loss.optimizer_steps())
+        return {"thresholds": loss.threshold_dict(), "steps": steps, "samples": samples}
 
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
+        if self._metrics_file is not None:  # the metrics file counts on from the checkpoint
+            self._metrics_file.resume(int(state.get("steps", 0)), int(state.get("samples", 0)))
         if not loss.load_threshold_dict(state.get("thresholds", {})):
             log.info(
                 "resume: thresholds of the checkpoint not restored; --ce-fixed-threshold %g is used", loss.fixed_threshold)

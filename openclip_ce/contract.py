@@ -1,11 +1,16 @@
 """The training-plugin contract: what open_clip's training main calls on a plugin selected with ``--loss NAME``.
 
-:class:`TrainingPlugin` states it as a :class:`typing.Protocol` (for readers and type checkers);
-:func:`check_plugin` enforces it when plugins are discovered, in the manner of pluggy's hook
-validation (:func:`contract_problems`): every method present, callable, and callable with the
-arguments the trainer passes. Discovery (:mod:`openclip_ce.integration.discovery`) reports a plugin
-that fails with its entry point and the methods at fault, and leaves it out.
-The upstream patch (``patches/``) documents the same calls in ``open_clip_train/plugins.py``.
+A leaf module (it imports nothing of this package but :mod:`.errors`): the plugins
+(:mod:`openclip_ce.training`) and the wirings that call them (:mod:`openclip_ce.integration`) both
+depend on it, never on each other's insides.
+
+:class:`TrainingPlugin` states the contract as a :class:`typing.Protocol` (for readers and type
+checkers); :func:`contract_problems` enforces it when plugins are discovered, in the manner of
+pluggy's hook validation: every method present, callable, and callable with the arguments the
+trainer passes. Discovery (:mod:`openclip_ce.integration.discovery`) reports a plugin that fails
+with its entry point and the methods at fault, and leaves it out. :class:`StopTraining` is how a
+plugin ends a run on purpose. The upstream patches (``patches/``) document the same calls in
+``open_clip_train/plugins.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,14 @@ from typing import Any, Callable, Dict, List, Protocol, runtime_checkable
 
 import torch
 
+from .errors import UserError
+
 LOSS_DEFAULT = "clip"  # open_clip's own objective; no plugin may take this name
+
+
+class StopTraining(UserError):
+    """Raised by a plugin (typically from its loss, at the same step on every rank) to end the run on
+    purpose: the wiring logs its message as one line and exits with status 2, without a traceback."""
 
 
 @runtime_checkable
@@ -50,7 +62,8 @@ class TrainingPlugin(Protocol):
         """Adapt the unwrapped model in place for this run's options, before DDP; must not change its ``state_dict``."""
 
     def metrics(self, loss: torch.nn.Module) -> Dict[str, float]:
-        """Extra scalars for the train log line, TensorBoard and W&B (not summed into the loss)."""
+        """Extra scalars for the train log line, TensorBoard and W&B (not summed into the loss). Called on
+        the logging rank at open_clip's log steps only (reads from the device belong there)."""
 
     def state_dict(self, loss: torch.nn.Module) -> Dict[str, Any]:
         """JSON-serialisable state to keep with checkpoints (restored on ``--resume``)."""
