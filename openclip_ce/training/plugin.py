@@ -20,6 +20,7 @@ from ..negatives import NEG_TYPES, parse_neg_types
 from .adapter import adapt_model
 from .data import NegativesCsvDataset, NegativesTokenizer, attach_negatives
 from .loss import ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS, CeClipLoss
+from .siglip_loss import SIGLIP_DIST_IMPLS, create_siglip_loss
 
 log = logging.getLogger("openclip_ce.training")
 
@@ -74,19 +75,23 @@ class CeClipPlugin:
     def check_args(self, args: argparse.Namespace) -> None:
         for flag, why in (
             ("horovod", "--horovod"),
-            ("siglip", "--siglip (SigLIP loss)"),
             ("distill_model", "--distill-model (distillation)"),
         ):
             if getattr(args, flag, None):
                 raise ValueError(f"{why} is not supported with --loss ce_clip")
         if "coca" in str(getattr(args, "model", "")).lower():
             raise ValueError(f"CoCa models ({args.model}) are not supported with --loss ce_clip")
+        impl = getattr(args, "loss_dist_impl", None)
+        if getattr(args, "siglip", False) and impl is not None and impl not in SIGLIP_DIST_IMPLS:
+            raise ValueError(f"--loss-dist-impl {impl} is not one of SigLIP's: {', '.join(SIGLIP_DIST_IMPLS)}")
         if getattr(args, "ce_fixed_threshold", None) is not None and args.ce_fixed_threshold > args.ce_threshold_max:
             raise ValueError(
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
 
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
+        if getattr(args, "siglip", False):  # CE-SigLIP: the same flags on SigLIP's sigmoid objective
+            return create_siglip_loss(args)
         return CeClipLoss(
             neg_types=args.ce_neg_types,
             alpha=args.ce_alpha,
