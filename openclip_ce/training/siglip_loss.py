@@ -36,6 +36,7 @@ apply, as for ``SigLipLoss``.
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -46,6 +47,7 @@ from .gather import (AllGatherWithGrad, AllReduceSumWithGrad, NeighbourExchangeB
 from .loss import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, NO_NEGATIVES_STEPS, CeClipLoss
 
 SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
+log = logging.getLogger("openclip_ce.training")
 
 
 class CeSigLipLoss(CeClipLoss):
@@ -202,7 +204,11 @@ class CeSigLipLoss(CeClipLoss):
 
 def create_siglip_loss(args: argparse.Namespace) -> CeSigLipLoss:
     """The plugin's loss for ``--loss ce_clip --siglip`` (the same CE flags as CE-CLIP)."""
-    return CeSigLipLoss(
+    ignored = [f for f, on in (("--local-loss", args.local_loss), ("--gather-with-grad", args.gather_with_grad)) if on]
+    log.info("ce_clip with --siglip: CE-SigLIP (sigmoid ITC with hard negatives + IMC + CMR), --loss-dist-impl %s%s",
+             args.loss_dist_impl or "bidir",
+             f"; {' and '.join(ignored)} do not apply to a sigmoid loss (as for SigLipLoss)" if ignored else "")
+    loss = CeSigLipLoss(
         neg_types=args.ce_neg_types,
         alpha=args.ce_alpha,
         beta=args.ce_beta,
@@ -217,4 +223,5 @@ def create_siglip_loss(args: argparse.Namespace) -> CeSigLipLoss:
         accum_freq=args.accum_freq,
         no_negatives_steps=None if args.ce_allow_no_negatives else NO_NEGATIVES_STEPS,
         dist_impl=args.loss_dist_impl,
-    ).to(args.device)
+    )
+    return loss.to(args.device)

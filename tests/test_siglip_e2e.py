@@ -1,0 +1,40 @@
+"""End to end, as a user runs it: open_clip's own training main with --siglip --loss ce_clip (CE-SigLIP)."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from tests._proc import torchrun
+from tests._train_helpers import demo_shards, tiny_model, train_args
+from tests.test_train_e2e import TRAIN_LINE, _parse_many
+
+pytestmark = pytest.mark.slow
+
+
+def test_torchrun_two_ranks_trains_ce_siglip_with_accumulation_and_logs_its_terms(tmp_path):
+    model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
+    args = train_args(model, data, logs, "ces", "--loss", "ce_clip", "--siglip", "--loss-dist-impl", "shift",
+                      "--accum-freq", "2", "--dist-backend", "gloo", "--save-frequency", "1")
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args])
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    log = (logs / "ces" / "out.log").read_text()
+    assert "world_size: 2" in log and "siglip: True" in log and "loss: ce_clip" in log
+    assert "ce_clip with --siglip: CE-SigLIP" in log and "--loss-dist-impl shift" in log
+    lines = [l for l in log.splitlines() if "Train Epoch" in l]
+    assert len(lines) == 2 and all(TRAIN_LINE.search(l) for l in lines), lines
+    assert "Logit Scale: 10.000" in lines[0]  # open_clip's SigLIP initialisation, log(10)
+    state = json.loads((logs / "ces" / "checkpoints" / "ce_plugin_state_epoch_1.json").read_text())
+    assert set(state["state"]["thresholds"]) == {"rel", "att", "act", "obj"}
+    sd = torch.load(logs / "ces" / "checkpoints" / "epoch_1.pt", map_location="cpu", weights_only=False)["state_dict"]
+    # the bias was trained: a softmax (CE-CLIP) loss is blind to it, only the sigmoid ITC moves it
+    assert float(sd["module.logit_bias"]) != -10.0
+
+
+def test_siglip_is_accepted_and_its_dist_impl_checked():
+    base = ["--model", "ViT-B-32", "--train-data", "x.tar", "--loss", "ce_clip", "--siglip"]
+    ok, gather, bad = _parse_many([base, base + ["--loss-dist-impl", "gather"], base + ["--loss-dist-impl", "ring"]])
+    assert ok["ok"] and ok["loss"] == "ce_clip" and gather["ok"] and gather["dist"] == "gather"
+    assert not bad["ok"] and bad["code"] == 2
+    assert re.search(r"--loss-dist-impl ring is not one of SigLIP's: bidir, shift, reduce, gather", bad["err"])
