@@ -38,3 +38,37 @@ def test_siglip_is_accepted_and_its_dist_impl_checked():
     assert ok["ok"] and ok["loss"] == "ce_clip" and gather["ok"] and gather["dist"] == "gather"
     assert not bad["ok"] and bad["code"] == 2
     assert re.search(r"--loss-dist-impl ring is not one of SigLIP's: bidir, shift, reduce, gather", bad["err"])
+
+
+def test_demo_siglip_compares_siglip_with_ce_siglip(tmp_path):
+    """`openclip-ce demo --siglip` (--quick sizes): both runs train with open_clip's --siglip, the report
+    puts SigLIP and CE-SigLIP side by side, eval loads the checkpoints (with their logit_bias) strictly."""
+    import shutil
+    import sys
+
+    from openclip_ce.demo import scenes
+    from tests._proc import run
+
+    exe = shutil.which("openclip-ce")
+    out = tmp_path / "d"
+    proc = run(([exe] if exe else [sys.executable, "-m", "openclip_ce.cli"]) + ["demo", "--quick", "--siglip", "--out", str(out)],
+               timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    stages = [l for l in proc.stderr.splitlines() if re.match(r"[1-5]/5 ", l)]
+    assert "3/5 training SigLIP (--loss clip --siglip): done" in "\n".join(stages)
+    assert "3/5 training CE-SigLIP (--loss ce_clip --siglip): done" in "\n".join(stages)
+    for name, loss in (("siglip", "loss: clip"), ("ce-siglip", "loss: ce_clip")):
+        log = (out / "runs" / name / "out.log").read_text()
+        assert loss in log and "siglip: True" in log and "Train Epoch" in log
+    assert "ce_clip with --siglip: CE-SigLIP" in (out / "runs" / "ce-siglip" / "out.log").read_text()
+    for png in ("training_siglip.png", "training_ce_siglip.png", "compare.png", "analysis.png"):
+        assert (out / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    report = (out / "report.md").read_text()
+    assert report.startswith("# openclip-ce demo: SigLIP vs CE-SigLIP")
+    assert "| SigLIP | CE-SigLIP | CE-SigLIP - SigLIP | p |" in report
+    base = json.loads((out / "results" / "siglip.json").read_text())["summary"]
+    ce = json.loads((out / "results" / "ce-siglip.json").read_text())["summary"]
+    for split in scenes.SPLITS:
+        row = next(l for l in report.splitlines() if l.startswith(f"| {split} |"))
+        assert f"| {100 * base['sugarcrepe/' + split]:.1f} | {100 * ce['sugarcrepe/' + split]:.1f} |" in row
+    assert "[report/training_ce_siglip.png]" in report

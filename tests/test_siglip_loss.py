@@ -172,3 +172,28 @@ def test_plugin_builds_ce_siglip_with_siglip_and_checks_the_dist_impl():
     assert type(plugin.create_loss(_args(siglip=False))) is CeClipLoss
     with pytest.raises(ValueError, match="--loss-dist-impl ring.*bidir, shift, reduce, gather"):
         plugin.check_args(_args(loss_dist_impl="ring"))
+
+
+def test_benchmark_scripts_smoke(tmp_path):
+    """bench_loss.py and bench_siglip_step.py run and report CE-SigLIP against CE-CLIP (figures not asserted)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
+
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    proc = subprocess.run([sys.executable, str(scripts / "bench_loss.py"), "--batch", "8", "--dim", "16", "--iters", "1",
+                           "--rounds", "1", "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for mode in ("global", "own"):
+        assert re.search(rf"CeSigLipLoss {mode} .*ratio to SigLipLoss +[\d.]+x +ratio to CeClipLoss {mode} +[\d.]+x",
+                         proc.stdout), proc.stdout
+    model = write_tiny_model_dir(tmp_path / "m", TINY_VIT_B_32_CFG)
+    proc = subprocess.run([sys.executable, str(scripts / "bench_siglip_step.py"), "--model", model, "--batch-size", "4",
+                           "--steps", "1", "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = re.findall(r"^(plain CLIP|plain SigLIP|CE-CLIP trimmed|CE-SigLIP trimmed) +[\d.]+ images/s", proc.stdout, re.M)
+    assert names == ["plain CLIP", "plain SigLIP", "CE-CLIP trimmed", "CE-SigLIP trimmed"], proc.stdout
+    assert re.search(r"CE-SigLIP step time / CE-CLIP step time: [\d.]+", proc.stdout)

@@ -161,13 +161,12 @@ class CeSigLipLoss(CeClipLoss):
             col_weight = torch.cat([mask.new_ones(b), mask.reshape(-1)]).to(img.dtype)
         else:
             cols, col_weight = txt, None
-        positives = torch.eye(b, cols.shape[0], dtype=torch.bool, device=img.device)
 
         def pair_sum(images: torch.Tensor, local: bool) -> torch.Tensor:
             """sum of -log sigmoid(z * S) over (images x columns); z = +1 on the local diagonal only."""
             logits = scale * images @ cols.T + bias
             if local:  # -log sigmoid(S) = softplus(-S) for the positives, softplus(S) for the rest
-                logits = torch.where(positives, -logits, logits)
+                logits.diagonal().neg_()  # in place: O(B), where a sign matrix would cost O(B x columns)
             per_col = F.softplus(logits).sum(0)
             return per_col.sum() if col_weight is None else per_col @ col_weight
 
