@@ -72,3 +72,70 @@ def test_demo_siglip_compares_siglip_with_ce_siglip(tmp_path):
         row = next(l for l in report.splitlines() if l.startswith(f"| {split} |"))
         assert f"| {100 * base['sugarcrepe/' + split]:.1f} | {100 * ce['sugarcrepe/' + split]:.1f} |" in row
     assert "[report/training_ce_siglip.png]" in report
+
+
+def test_open_clip_train_step_is_the_reference_objective_and_accumulates_exactly(tmp_path):
+    """open_clip's own train_one_epoch with --siglip --loss ce_clip: one SGD step equals a hand-made step
+    on the loop-form reference loss, and --accum-freq 2 gives the same step (bias and scale included)."""
+    import copy
+    import math
+    import random
+
+    import open_clip
+    from open_clip_train.train import train_one_epoch
+
+    from openclip_ce.testing.toy_shards import make_sample
+    from openclip_ce.training.data import NegativesTokenizer, encode_bundle
+    from openclip_ce.training.plugin import plugin
+    from tests._siglip_reference import reference_ce_siglip
+    from tests.test_accumulation import _Data, _Loader, _args
+
+    name = tiny_model(tmp_path)
+    torch.manual_seed(0)
+    base = open_clip.create_model(name, output_dict=True, init_logit_scale=math.log(10), init_logit_bias=-10)
+    tok = NegativesTokenizer(open_clip.get_tokenizer(name))
+    rng = random.Random(0)
+    texts = []
+    for i in range(8):
+        caption, _, negs = make_sample(rng)
+        if i == 3:
+            negs = {k: None for k in negs}  # one sample without any negative
+        texts.append(encode_bundle(caption, negs))
+    images, tokens = torch.randn(8, 3, 32, 32), tok(texts)
+
+    def siglip_args(accum, batch):
+        args = _args(accum, batch)
+        args.siglip, args.loss_dist_impl = True, None
+        return args
+
+    results = {}
+    for accum, batches in ((1, [(images, tokens)]), (2, [(images[:4], tokens[:4]), (images[4:], tokens[4:])])):
+        model = copy.deepcopy(base)
+        args = siglip_args(accum, 8 // accum)
+        plugin.adapt_model(args, model)
+        loss = plugin.create_loss(args)
+        assert type(loss).__name__ == "CeSigLipLoss"
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        train_one_epoch(model, {"train": _Data(_Loader(batches, 8 // accum))}, loss, 0, opt, None, None, None, args)
+        results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
+
+    # the same step by hand, on the loop-form reference
+    model = copy.deepcopy(base)
+    plugin.adapt_model(siglip_args(1, 8), model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    out = model(images, tokens)
+    itc, imc, cmr, _ = reference_ce_siglip(out["image_features"], out["text_features"], out["logit_scale"],
+                                           out["logit_bias"], out["neg_text_features"], out["neg_mask"], [0.0] * 4)
+    (itc + 0.2 * imc + 0.4 * cmr).backward()
+    opt.step()
+    by_hand = dict(model.named_parameters())
+
+    p1, th1 = results[1]
+    p2, th2 = results[2]
+    moved = 0
+    for k in p1:
+        torch.testing.assert_close(p1[k], by_hand[k], rtol=1e-5, atol=1e-6, msg=f"parameter {k} vs reference")
+        torch.testing.assert_close(p2[k], p1[k], rtol=1e-5, atol=1e-6, msg=f"parameter {k} with --accum-freq 2")
+        moved += int(not torch.equal(p1[k], dict(base.named_parameters())[k]))
+    assert moved > 10 and not torch.equal(p1["logit_bias"], base.logit_bias)  # the step moved the model and bias
+    assert th1 == th2 and any(v != 0 for v in th1.values())  # one threshold update, from the whole batch
