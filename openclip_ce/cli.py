@@ -22,7 +22,7 @@ from .logconfig import LEVELS, configure_logging
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
-    "demo": ("openclip_ce.demo.command", "the whole pipeline on toy data: shards, negatives, CLIP vs CE-CLIP, eval"),
+    "demo": ("openclip_ce.demo.command", "the whole pipeline on toy data: shards, negatives, CLIP vs CE-CLIP (--siglip: SigLIP vs CE-SigLIP), eval"),
     "make-shards": ("openclip_ce.shards.command", "write hard negatives (neg.json) next to every caption of WebDataset shards"),
     "eval": ("openclip_ce.evaluate.command", "compositional benchmarks + zero-shot retention for an open_clip model"),
     "compare": ("openclip_ce.evaluate.compare", "table and chart comparing `openclip-ce eval` result files"),

@@ -13,6 +13,8 @@ same randomly initialised model (built from its config, nothing downloaded):
 * ``CE-CLIP packed`` (the default): captions and valid negatives packed into rows of the context
   length, laid out on the CPU as the data workers do (:mod:`openclip_ce.training.packing`);
 * ``CE-CLIP rows`` (``--ce-no-trim``): one caption per row at the full context length;
+* with ``--siglip``, ``plain SigLIP`` and ``CE-SigLIP packed`` on the same weights plus ``logit_bias``
+  (as ``--siglip`` builds them), and CE-SigLIP's step time over CE-CLIP's;
 * with ``--compare-layouts``, ``CE-CLIP dense``: every slot encoded, placeholders too, laid out on
   the device (what a batch without a data-stage layout gets).
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import random
 import statistics
 import sys
@@ -176,6 +179,8 @@ def main(argv=None):
     p.add_argument("--valid", type=float, default=0.8, help="probability that a negative is valid (not a placeholder)")
     p.add_argument("--compile", action="store_true", help="wrap every model in torch.compile (open_clip's --torchcompile)")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default: inductor, as open_clip)")
+    p.add_argument("--siglip", action="store_true",
+                   help="also time plain SigLIP and CE-SigLIP (same weights plus logit_bias, as --siglip builds them)")
     p.add_argument("--compare-layouts", action="store_true",
                    help="also time CE-CLIP with every slot encoded (dense, laid out on the device)")
     p.add_argument("--clock", choices=("wall", "cpu"), default=None,
@@ -235,6 +240,24 @@ def main(argv=None):
         variants.append(Variant("CE-CLIP dense (all slots)", ce_model(False)[0], CeClipLoss().to(device),
                                 lambda m, i, t: m(i, t), a.precision, device,
                                 [dense_text_batch(t.to(device)) for _, t in raw]))
+    if a.siglip:
+        from open_clip.loss import SigLipLoss
+
+        from openclip_ce.training.siglip_loss import CeSigLipLoss
+
+        sig = copy.deepcopy(base)  # what create_model(..., init_logit_scale=log 10, init_logit_bias=-10) gives
+        sig.logit_bias = torch.nn.Parameter(torch.full_like(base.logit_scale, -10.0))
+        with torch.no_grad():
+            sig.logit_scale.fill_(math.log(10))
+        sig_loss, ce_sig = SigLipLoss(), copy.deepcopy(sig)
+        adapt_model(ce_sig, pack=True)
+        variants += [
+            Variant("plain SigLIP", sig, lambda **kw: {"contrastive_loss": sig_loss(
+                kw["image_features"], kw["text_features"], kw["logit_scale"], kw["logit_bias"])},
+                lambda m, i, t: m(i, t), a.precision, device, variants[0].texts),
+            Variant("CE-SigLIP packed", ce_sig, CeSigLipLoss().to(device), lambda m, i, t: m(i, t), a.precision,
+                    device, variants[1].texts),
+        ]
     if a.compile:
         for v in variants:
             v.model = torch.compile(v.model, backend=a.compile_backend)
@@ -278,6 +301,9 @@ def main(argv=None):
         ips = a.batch_size / statistics.median(v.times)
         print(f"{v.name:<38} {ips:10.1f} {ips / plain:8.2f}x {1e3 * statistics.median(v.times):9.1f} "
               f"{max(v.mems) / 2 ** 20:11.0f} MiB {statistics.mean(v.tokens):13.1f} {v.reads:11d}")
+    if a.siglip:
+        by_name = {v.name.split(" (")[0]: statistics.median(v.times) for v in variants}
+        print(f"\nCE-SigLIP step time / CE-CLIP step time: {by_name['CE-SigLIP packed'] / by_name['CE-CLIP packed']:.3f}")
     return 0
 
 

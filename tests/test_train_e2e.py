@@ -106,7 +106,6 @@ def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
         base + ["--loss", "ce_clip", "--ce-alpha", "0.3", "--ce-neg-types", "obj,rel"],
         base + ["--loss", "bogus"],
         base,
-        base + ["--loss", "ce_clip", "--siglip"],
         base + ["--loss", "ce_clip", "--horovod"],
         ["--model", "coca_ViT-B-32", "--loss", "ce_clip"],
         base + ["--loss", "ce_clip", "--distill-model", "ViT-B-32", "--distill-pretrained", "openai"],
@@ -115,10 +114,10 @@ def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
     assert res[0] == {"ok": True, "loss": "ce_clip", "dist": None, "alpha": 0.3, "types": ["rel", "obj"]}
     assert not res[1]["ok"] and "invalid choice: 'bogus'" in res[1]["err"]
     assert res[2]["ok"] and res[2]["loss"] == "clip"
-    for r, what in zip(res[3:7], ["--siglip", "--horovod", "CoCa", "distillation"]):
+    for r, what in zip(res[3:6], ["--horovod", "CoCa", "distillation"]):
         assert not r["ok"] and r["code"] == 2, r
         assert what in r["err"] and "not supported with --loss ce_clip" in r["err"], r
-    assert not res[7]["ok"] and "--ce-neg-types" in res[7]["err"] and "colour" in res[7]["err"]
+    assert not res[6]["ok"] and "--ce-neg-types" in res[6]["err"] and "colour" in res[6]["err"]
 
 
 def test_help_lists_plugin_flags_and_disable_turns_the_hook_off():

@@ -5,7 +5,7 @@
 2. ``openclip-ce make-shards --filler vocab`` writes the hard negatives, as on LAION;
 3. the same small open_clip model trained twice through open_clip's own training main (as
    ``torchrun -m open_clip_train.main`` runs it): ``--loss clip`` and ``--loss ce_clip``, same data,
-   seed and step budget;
+   seed and step budget (with ``--siglip``: SigLIP and CE-SigLIP, both with open_clip's ``--siglip``);
 4. ``openclip-ce eval`` (the SugarCrepe reader) on both, ``openclip-ce compare``, and
    ``openclip-ce analyze`` (paper Fig. 8) on the held-out shards;
 5. one report folder: ``report.md``, the loss and threshold curves, the compare and analysis charts.
@@ -22,7 +22,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 from ..errors import UserError
 from ..fileio import write_atomic
@@ -54,6 +54,13 @@ class Sizes:
     bootstrap: int
 
 
+# (run name, label, open_clip flags) of the baseline and of the CE run
+PAIRS: Dict[bool, Tuple[Tuple[str, str, Tuple[str, ...]], ...]] = {
+    False: (("clip", "CLIP", ("--loss", "clip")), ("ce-clip", "CE-CLIP", ("--loss", "ce_clip"))),
+    True: (("siglip", "SigLIP", ("--loss", "clip", "--siglip")),
+           ("ce-siglip", "CE-SigLIP", ("--loss", "ce_clip", "--siglip"))),
+}
+
 DEFAULT = Sizes(train_images=8000, eval_images=500, epochs=8, batch_size=64, bootstrap=10000)
 QUICK = Sizes(train_images=96, eval_images=24, epochs=1, batch_size=16, bootstrap=200)
 
@@ -67,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-images", type=int, default=None, help=f"held-out pictures (default {DEFAULT.eval_images})")
     p.add_argument("--batch-size", type=int, default=None, help=f"training batch size (default {DEFAULT.batch_size})")
     p.add_argument("--quick", action="store_true", help="the same path with tiny sizes (a smoke test, < 1 minute)")
+    p.add_argument("--siglip", action="store_true",
+                   help="compare SigLIP with CE-SigLIP (open_clip's --siglip, with --loss clip / ce_clip) instead of "
+                        "CLIP with CE-CLIP")
     p.add_argument("--spacy-model", default=None,
                    help=f"spaCy model for make-shards ({SPACY_MODEL_HELP})")
 
@@ -99,7 +109,8 @@ def _write_model(path: Path, cfg: Dict) -> str:
     return f"local-dir:{path}"
 
 
-def train_command(model: str, data: str, n: int, sizes: Sizes, runs: Path, name: str, loss: str, seed: int) -> List[str]:
+def train_command(model: str, data: str, n: int, sizes: Sizes, runs: Path, name: str, flags: Sequence[str],
+                  seed: int) -> List[str]:
     """``torchrun -m open_clip_train.main`` on one process: exactly what a user would launch."""
     steps_per_epoch = max(1, n // sizes.batch_size)
     return python_cmd(
@@ -109,7 +120,7 @@ def train_command(model: str, data: str, n: int, sizes: Sizes, runs: Path, name:
         "--lr", "1e-3", "--wd", "0.1", "--warmup", str(max(1, steps_per_epoch // 2)),
         "--workers", "1", "--device", "cpu", "--precision", "fp32", "--seed", str(seed),
         "--log-every-n-steps", str(max(1, steps_per_epoch // 8)), "--save-frequency", "0",
-        "--logs", str(runs), "--name", name, "--loss", loss,
+        "--logs", str(runs), "--name", name, *flags,
     )
 
 
@@ -144,13 +155,17 @@ def run(args) -> int:
     console.done(f"2/5 training negatives naming a held-out combination made placeholders: "
                  f"{sum(cleaned['removed'].values())} of {sum(cleaned['negatives'].values())}")
 
-    model = _write_model(out / "model", QUICK_MODEL if args.quick else DEMO_MODEL)
+    cfg = QUICK_MODEL if args.quick else DEMO_MODEL
+    if args.siglip:  # as open_clip's SigLIP configs: the model has logit_bias, so eval loads its checkpoints strictly
+        cfg = dict(cfg, init_logit_bias=-10.0)
+    model = _write_model(out / "model", cfg)
     train_data = scenes.shard_pattern(sorted(str(p) for p in (data / "train-neg").glob("*.tar")))
-    labels = {"clip": "CLIP", "ce-clip": "CE-CLIP"}
-    for name, loss in (("clip", "clip"), ("ce-clip", "ce_clip")):
-        timings[f"train {labels[name]}"] = run_stage(
-            console, f"3/5 training {labels[name]} (--loss {loss})",
-            train_command(model, train_data, sizes.train_images, sizes, runs, name, loss, args.seed),
+    pair = PAIRS[bool(args.siglip)]
+    labels = {name: label for name, label, _ in pair}
+    for name, label, flags in pair:
+        timings[f"train {label}"] = run_stage(
+            console, f"3/5 training {label} ({' '.join(flags)})",
+            train_command(model, train_data, sizes.train_images, sizes, runs, name, flags, args.seed),
             logs / f"train-{name}.log", progress=training_progress(runs / name / "out.log", sizes.train_images * sizes.epochs))
 
     for name in labels:
@@ -162,8 +177,8 @@ def run(args) -> int:
                        "--out", str(results / f"{name}.json")),
             logs / f"eval-{name}.log")
     run_stage(console, "4/5 openclip-ce compare",
-              python_cmd(*cli, "compare", str(results / "clip.json"), str(results / "ce-clip.json"),
-                         "--labels", "CLIP,CE-CLIP", "--chart", "all", "--out", str(report / "compare")),
+              python_cmd(*cli, "compare", *(str(results / f"{n}.json") for n in labels),
+                         "--labels", ",".join(labels.values()), "--chart", "all", "--out", str(report / "compare")),
               logs / "compare.log")
     specs = [f"{model},checkpoint={runs / n / 'checkpoints' / f'epoch_{sizes.epochs}.pt'},label={labels[n]}"
              for n in labels]
@@ -175,7 +190,8 @@ def run(args) -> int:
 
     console.update("5/5 writing the report ...")
     path = write_report(out, sizes=sizes, seed=args.seed, spacy_model=spacy_model, eval_counts=eval_counts,
-                        timings=timings, total_seconds=time.monotonic() - t_start, quick=args.quick)
+                        timings=timings, total_seconds=time.monotonic() - t_start, quick=args.quick,
+                        runs=tuple((name, label) for name, label, _ in pair))
     console.done(f"5/5 report: {path}")
     print(str(path))
     return 0

@@ -1,6 +1,6 @@
-"""The demo's ``report.md``: what ran, CLIP vs CE-CLIP per held-out split, the negatives make-shards wrote,
-training time and curves, and the representation analysis; every number read from the files the
-stages wrote (results JSON, ``stats.json``, ``train_metrics.jsonl``, ``analysis.json``)."""
+"""The demo's ``report.md``: what ran, CLIP vs CE-CLIP (or SigLIP vs CE-SigLIP) per held-out split, the
+negatives make-shards wrote, training time and curves, and the representation analysis; every number
+read from the files the stages wrote (results JSON, ``stats.json``, ``train_metrics.jsonl``, ``analysis.json``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
 from ..fileio import write_atomic
 from ..training.plots import parse_training_log, plot_training_log
@@ -36,22 +36,24 @@ def _commands(logs: Path) -> List[str]:
     return out
 
 
-def _results_table(out: Path) -> List[str]:
-    res = {name: json.loads((out / "results" / f"{name}.json").read_text()) for name in ("clip", "ce-clip")}
-    splits = res["clip"]["benchmarks"]["sugarcrepe"]["splits"]
+def _results_table(out: Path, runs: Sequence[Tuple[str, str]]) -> List[str]:
+    (base, base_label), (ce, ce_label) = runs
+    res = {name: json.loads((out / "results" / f"{name}.json").read_text()) for name, _ in runs}
+    splits = res[base]["benchmarks"]["sugarcrepe"]["splits"]
     compare = json.loads((out / "report" / "compare.json").read_text())
-    lines = ["| held-out split | what the negative caption changes | n | CLIP | CE-CLIP | CE-CLIP - CLIP | p |",
+    lines = [f"| held-out split | what the negative caption changes | n | {base_label} | {ce_label} | "
+             f"{ce_label} - {base_label} | p |",
              "|---|---|---|---|---|---|---|"]
     for split, info in splits.items():
-        a = res["clip"]["summary"].get(f"sugarcrepe/{split}")
-        b = res["ce-clip"]["summary"].get(f"sugarcrepe/{split}")
-        test = (compare.get("difference_vs_first", {}).get(f"sugarcrepe/{split}") or {}).get("CE-CLIP")
+        a = res[base]["summary"].get(f"sugarcrepe/{split}")
+        b = res[ce]["summary"].get(f"sugarcrepe/{split}")
+        test = (compare.get("difference_vs_first", {}).get(f"sugarcrepe/{split}") or {}).get(ce_label)
         diff = f"{100 * (b - a):+.1f}" if a is not None and b is not None else "-"
         if test is not None and not test["significant"]:
             diff += " ns"
         p = "-" if test is None else ("<0.001" if test["p"] < 0.001 else f"{test['p']:.3f}")
         lines.append(f"| {split} | {SPLIT_NOTES.get(split, '')} | {info['n']} | {_pct(a)} | {_pct(b)} | {diff} | {p} |")
-    means = [res[n]["summary"] for n in ("clip", "ce-clip")]
+    means = [res[n]["summary"] for n, _ in runs]
     keys = [f"sugarcrepe/{s}" for s in splits]
     avg = [sum(m[k] for k in keys) / len(keys) for m in means]
     lines.append(f"| mean of the splits | | | {_pct(avg[0])} | {_pct(avg[1])} | {100 * (avg[1] - avg[0]):+.1f} | |")
@@ -80,7 +82,7 @@ def _analysis_section(out: Path) -> List[str]:
     a = json.loads((out / "report" / "analysis.json").read_text())
     labels = [m["label"] for m in a["models"]]
     lines = [f"On the {a['n_samples']} held-out pictures, with make-shards' negatives; {100 * a['ci']:g}% bootstrap "
-             f"intervals ({a['bootstrap']} resamples); `*` = the CE-CLIP - CLIP difference excludes 0.", "",
+             f"intervals ({a['bootstrap']} resamples); `*` = the {labels[-1]} - {labels[0]} difference excludes 0.", "",
              "| type | n | cos(T, T_k) " + " | ".join(labels) + " | gap S(I,T) - S(I,T_k) " + " | ".join(labels) + " |",
              "|---|---|" + "---|" * (2 * len(labels))]
     for t, e in a["types"].items():
@@ -95,16 +97,20 @@ def _analysis_section(out: Path) -> List[str]:
 
 
 def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: Dict[str, int],
-                 timings: Dict[str, float], total_seconds: float, quick: bool) -> Path:
+                 timings: Dict[str, float], total_seconds: float, quick: bool,
+                 runs: Sequence[Tuple[str, str]] = (("clip", "CLIP"), ("ce-clip", "CE-CLIP"))) -> Path:
+    """``runs``: (run name, label) of the baseline and of the CE run, as trained by the demo."""
     report = out / "report"
-    plot_training_log(out / "runs" / "ce-clip" / "out.log", report / "training_ce_clip.png")
-    plot_training_log(out / "runs" / "clip" / "out.log", report / "training_clip.png")
+    for name, _ in runs:
+        plot_training_log(out / "runs" / name / "out.log", report / f"training_{name.replace('-', '_')}.png")
     final_loss = {}
-    for name in ("clip", "ce-clip"):
+    for name, _ in runs:
         _, series = parse_training_log(out / "runs" / name / "out.log")
         final_loss[name] = series.get("loss", [float("nan")])[-1]
+    (base, base_label), (ce, ce_label) = runs
+    ce_png, base_png = (f"report/training_{n.replace('-', '_')}.png" for n in (ce, base))
     lines = [
-        "# openclip-ce demo: CLIP vs CE-CLIP on held-out compositions",
+        f"# openclip-ce demo: {base_label} vs {ce_label} on held-out compositions",
         "",
         f"{time.strftime('%Y-%m-%d %H:%M')}, seed {seed}, {total_seconds / 60:.1f} minutes in all"
         + (" (--quick: tiny sizes, a smoke test; the numbers mean nothing)" if quick else "") + ".",
@@ -117,7 +123,7 @@ def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: 
         "binding). An item is right when the model scores the true caption above the negative caption (chance: 50%);",
         "p: exact McNemar test on the same items (report/compare.md), `ns` = not significant at 0.05.",
         "",
-        *_results_table(out),
+        *_results_table(out, runs),
         "",
         "Chart: [report/compare.png](report/compare.png); table with every metric: report/compare.md.",
         "",
@@ -129,12 +135,11 @@ def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: 
         "",
         "| run | seconds | last logged loss (sum of the terms) |",
         "|---|---|---|",
-        *[f"| {lab} | {timings[f'train {lab}']:.0f} | {final_loss[n]:.3f} |"
-          for n, lab in (("clip", "CLIP"), ("ce-clip", "CE-CLIP"))],
+        *[f"| {lab} | {timings[f'train {lab}']:.0f} | {final_loss[n]:.3f} |" for n, lab in runs],
         "",
-        "CE-CLIP's loss terms, the four adaptive thresholds Th_k, the mean gaps and the share of valid negatives",
-        "over training (the paper's Fig. 5b/5d): [report/training_ce_clip.png](report/training_ce_clip.png);",
-        "plain CLIP: [report/training_clip.png](report/training_clip.png). open_clip's own logs: `runs/*/out.log`.",
+        f"{ce_label}'s loss terms, the four adaptive thresholds Th_k, the mean gaps and the share of valid negatives",
+        f"over training (the paper's Fig. 5b/5d): [{ce_png}]({ce_png});",
+        f"plain {base_label}: [{base_png}]({base_png}). open_clip's own logs: `runs/*/out.log`.",
         "",
         "## Representation analysis (`openclip-ce analyze`, the paper's Fig. 8)",
         "",

@@ -68,3 +68,82 @@ def all_reduce_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+# ---------------------------------------------------------------- CE-SigLIP: exchange of one block per hop
+# open_clip's SigLipLoss passes text features around the ring (``--loss-dist-impl`` bidir / shift) or
+# broadcasts them with an all-reduce / all-gather (reduce / gather). CE-SigLIP passes the *image* features
+# instead (see :mod:`.siglip_loss`); these are the same four patterns, written here for one tensor, with
+# backwards that send each gradient back to the rank whose tensor produced it.
+
+
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(like.shape, dtype=like.dtype, device=like.device)  # contiguous, whatever like's strides
+
+
+def _exchange(ops):
+    for req in dist.batch_isend_irecv(ops):
+        req.wait()
+
+
+def neighbour_exchange(from_rank: int, to_rank: int, tensor: torch.Tensor) -> torch.Tensor:
+    """Send ``tensor`` to ``to_rank``, receive the same-shaped tensor ``from_rank`` sent (no gradient)."""
+    recv = _empty(tensor)
+    _exchange([dist.P2POp(dist.isend, tensor.contiguous(), to_rank), dist.P2POp(dist.irecv, recv, from_rank)])
+    return recv
+
+
+def neighbour_exchange_bidir(left: int, right: int, to_left: torch.Tensor, to_right: torch.Tensor):
+    """Send ``to_left`` left and ``to_right`` right; return ``(from_right, from_left)`` (no gradient)."""
+    from_left, from_right = _empty(to_right), _empty(to_left)
+    _exchange([
+        dist.P2POp(dist.isend, to_left.contiguous(), left),
+        dist.P2POp(dist.isend, to_right.contiguous(), right),
+        dist.P2POp(dist.irecv, from_left, left),
+        dist.P2POp(dist.irecv, from_right, right),
+    ])
+    return from_right, from_left
+
+
+class NeighbourExchangeWithGrad(torch.autograd.Function):
+    """:func:`neighbour_exchange` whose backward returns the received tensor's gradient to its sender."""
+
+    @staticmethod
+    def forward(ctx, from_rank: int, to_rank: int, tensor: torch.Tensor):
+        ctx.from_rank, ctx.to_rank = from_rank, to_rank
+        return neighbour_exchange(from_rank, to_rank, tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return None, None, neighbour_exchange(ctx.to_rank, ctx.from_rank, grad)
+
+
+class NeighbourExchangeBidirWithGrad(torch.autograd.Function):
+    """:func:`neighbour_exchange_bidir` whose backward returns each received tensor's gradient to its sender."""
+
+    @staticmethod
+    def forward(ctx, left: int, right: int, to_left: torch.Tensor, to_right: torch.Tensor):
+        ctx.left, ctx.right = left, right
+        return neighbour_exchange_bidir(left, right, to_left, to_right)
+
+    @staticmethod
+    def backward(ctx, grad_from_right: torch.Tensor, grad_from_left: torch.Tensor):
+        # what came from the right goes back right, and what came from the left goes back left
+        grad_to_right, grad_to_left = neighbour_exchange_bidir(ctx.left, ctx.right, grad_from_left, grad_from_right)
+        return None, None, grad_to_left, grad_to_right
+
+
+class AllReduceSumWithGrad(torch.autograd.Function):
+    """Sum over ranks; the backward sums the gradients over ranks (every rank used the sum)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor):
+        out = tensor.clone().contiguous()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone().contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad

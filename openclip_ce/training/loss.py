@@ -230,6 +230,22 @@ class CeClipLoss(nn.Module):
         if not torch.compiler.is_compiling():
             self._check_negatives_seen()
 
+    def _imc_and_cmr(self, scale, pos, ik, txt, neg, mask, factor, n_has, n_valid) -> Dict[str, torch.Tensor]:
+        """The weighted IMC and CMR terms over the rows given (``pos`` = S(I,T) [R], ``ik`` = S(I,T_k)
+        [R, K], up to a shared additive bias); sums times ``factor``, divided by the global count of
+        samples with a valid negative (IMC) and of valid pairs (CMR)."""
+        out = {}
+        if self.use_imc:
+            tt = scale * torch.einsum("rd,rkd->rk", txt, neg)      # S(T, T_k)    [R, K]
+            logits = torch.cat([pos[:, None], tt.masked_fill(~mask, float("-inf"))], dim=1)
+            # a row without a valid negative is [S(I,T), -inf, ...]: its cross-entropy is exactly 0
+            target = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+            out["imc_loss"] = self.alpha * F.cross_entropy(logits, target, reduction="sum") * factor / n_has.clamp_min(1)
+        if self.use_cmr:
+            hinge = F.relu(ik - pos[:, None] + self.thresholds.to(pos.dtype)[None, :]).masked_fill(~mask, 0.0)
+            out["cmr_loss"] = self.beta * hinge.sum() * factor / n_valid.clamp_min(1)
+        return out
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -330,20 +346,8 @@ class CeClipLoss(nn.Module):
         pos = scale * (rows_img * rows_txt).sum(-1)                          # S(I, T)      [R]
         ik = scale * torch.einsum("rd,rkd->rk", rows_img, rows_neg)          # S(I, T_k)    [R, K]
 
-        if self.use_imc:
-            tt = scale * torch.einsum("rd,rkd->rk", rows_txt, rows_neg)      # S(T, T_k)    [R, K]
-            logits = torch.cat([pos[:, None], tt.masked_fill(~rows_mask, float("-inf"))], dim=1)
-            # a row without a valid negative is [S(I,T), -inf, ...]: its cross-entropy is exactly 0
-            ce = F.cross_entropy(logits, torch.zeros_like(labels), reduction="sum")
-            n_has = all_mask.any(1).sum().clamp_min(1)
-            imc = ce * rank_factor / n_has
-            losses["imc_loss"] = self.alpha * imc
-
-        thresholds = self.thresholds.to(pos.dtype)
-        if self.use_cmr:
-            hinge = F.relu(ik - pos[:, None] + thresholds[None, :]).masked_fill(~rows_mask, 0.0)
-            cmr = hinge.sum() * rank_factor / all_mask.sum().clamp_min(1)
-            losses["cmr_loss"] = self.beta * cmr
+        losses.update(self._imc_and_cmr(scale, pos, ik, rows_txt, rows_neg, rows_mask, rank_factor,
+                                        all_mask.any(1).sum(), all_mask.sum()))
 
         # ---- thresholds for the next optimizer step, from this step's (whole accumulated) batch
         if self.training:

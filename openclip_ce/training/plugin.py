@@ -24,6 +24,7 @@ from .data import NegativesCsvDataset, NegativesError, NegativesTokenizer, attac
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
+from .siglip_loss import SIGLIP_DIST_IMPLS, create_siglip_loss
 
 log = logging.getLogger("openclip_ce.training")
 COLLAPSE_STEPS = 20  # optimizer steps in a row at the contrastive loss's chance value before the collapse warning
@@ -109,13 +110,15 @@ class CeClipPlugin:
     def check_args(self, args: argparse.Namespace) -> None:
         for flag, why in (
             ("horovod", "--horovod"),
-            ("siglip", "--siglip (SigLIP loss)"),
             ("distill_model", "--distill-model (distillation)"),
         ):
             if getattr(args, flag, None):
                 raise ValueError(f"{why} is not supported with --loss ce_clip")
         if "coca" in str(getattr(args, "model", "")).lower():
             raise ValueError(f"CoCa models ({args.model}) are not supported with --loss ce_clip")
+        impl = getattr(args, "loss_dist_impl", None)
+        if getattr(args, "siglip", False) and impl is not None and impl not in SIGLIP_DIST_IMPLS:
+            raise ValueError(f"--loss-dist-impl {impl} is not one of SigLIP's: {', '.join(SIGLIP_DIST_IMPLS)}")
         if getattr(args, "ce_fixed_threshold", None) is not None and args.ce_fixed_threshold > args.ce_threshold_max:
             raise ValueError(
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
@@ -124,6 +127,8 @@ class CeClipPlugin:
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
         self._metrics_file = MetricsWriter(args)
+        if getattr(args, "siglip", False):  # CE-SigLIP: the same flags on SigLIP's sigmoid objective
+            return create_siglip_loss(args)
         return CeClipLoss(
             neg_types=args.ce_neg_types,
             alpha=args.ce_alpha,
