@@ -38,3 +38,13 @@ def patched_main_src(main_src, tmp_path_factory) -> Path:
     assert check.returncode == 0, f"{patch.name} does not apply to open_clip main: {check.stderr}"
     subprocess.run(["git", "apply", str(patch)], cwd=site, check=True)
     return site
+
+
+@pytest.fixture(autouse=True)
+def _fresh_text_row_capacity():
+    """The packed layout's row capacity is per process: every test starts from none, whatever ran before."""
+    from openclip_ce.training.packing import CAPACITY
+
+    CAPACITY.configure(None)
+    yield
+    CAPACITY.configure(None)

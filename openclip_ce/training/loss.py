@@ -274,11 +274,14 @@ class CeClipLoss(nn.Module):
             # call. Keep the value, divide its gradient so the step gets the full-batch gradient.
             logit_scale = logit_scale.detach() + (logit_scale - logit_scale.detach()) / self.accum_freq
         device_type = image_features.device.type
+
+        def up(t):  # at least fp32 (a float64 model keeps float64)
+            return t.to(torch.promote_types(t.dtype, torch.float32))
+
         with torch.autocast(device_type=device_type, enabled=False):
             losses = self._forward_fp32(
-                image_features.float(), text_features.float(), logit_scale.float(),
-                neg_text_features.float(), neg_mask.bool(),
-                None if logit_bias is None else logit_bias.float(), True,
+                up(image_features), up(text_features), up(logit_scale), up(neg_text_features), neg_mask.bool(),
+                None if logit_bias is None else up(logit_bias), True,
             )
         if self.training:
             self._keep_loss_terms(losses)
