@@ -1,5 +1,6 @@
 """Shared fixtures: open_clip's main branch (the vendored snapshot), plain and patched (see tests/_vendor.py)."""
 
+import os
 import shutil
 import subprocess
 import tarfile
@@ -48,3 +49,20 @@ def _fresh_text_row_capacity():
     CAPACITY.configure(None)
     yield
     CAPACITY.configure(None)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker per core, at most 4; most slow tests start processes of
+    their own (torchrun's two ranks, make-shards' workers), so more workers would only queue for the cores."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Tests that start a local Ray cluster share one xdist worker and run one after another (two clusters at
+    once would compete for the cores and the memory); the slow multi-process tests are handed out first, so
+    that no long test starts last and runs alone while the other workers idle."""
+    for item in items:
+        if item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

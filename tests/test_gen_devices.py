@@ -157,7 +157,7 @@ def _no_shard_touched(out):
     assert files in ([], ["lock"]), files  # no shard, no partial, no config.json, no done record
 
 
-@pytest.mark.parametrize("engine", ["local", "ray"])
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=pytest.mark.ray)])
 def test_cuda_without_a_gpu_fails_fast_with_one_line(shards, tmp_path, engine, monkeypatch):
     if engine == "ray":
         pytest.importorskip("ray")
@@ -174,7 +174,8 @@ def test_cuda_without_a_gpu_fails_fast_with_one_line(shards, tmp_path, engine, m
 
 @pytest.mark.parametrize("settings,message", [
     ({"device": "cuda", "devices": "0,3"}, "GPU 3 not visible; this machine has 2 GPU(s)"),
-    ({"device": "cuda", "engine": "ray", "ray_fillers": 3}, "GPU: needs 3, this machine has 2"),
+    pytest.param({"device": "cuda", "engine": "ray", "ray_fillers": 3}, "GPU: needs 3, this machine has 2",
+                 marks=pytest.mark.ray),
 ])
 def test_fewer_gpus_than_asked_fail_before_any_shard(shards, tmp_path, monkeypatch, settings, message):
     if settings.get("engine") == "ray":

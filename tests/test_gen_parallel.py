@@ -73,6 +73,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path_factory, tmp_p
     assert stats["negatives"] == json.loads((ref / "stats.json").read_text())["negatives"]
 
 
+@pytest.mark.ray
 def test_ray_engine_on_a_local_ray_matches_local_output(setup, tmp_path):
     pytest.importorskip("ray")
     root, model, ref = setup

@@ -25,7 +25,7 @@ ray = pytest.importorskip("ray")
 from openclip_ce.shards.ray_engine import RayEngine  # noqa: E402
 from openclip_ce.shards.ray_pool import FillerRouter  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 RUN_LIMIT_S = 120  # one run of 4 tiny shards takes seconds; a deadlock never ends
 

@@ -76,6 +76,7 @@ def test_vg_to_wds_crops_regions_filters_and_excludes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ray
 def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
     """The GPU device check, in its CPU smoke mode: every step (filler alone as the GPU process and in one
     process, local runs with several workers feeding a masked-LM process, the Ray run, output comparison)
