@@ -65,6 +65,16 @@ def main_modules():
     return seen
 
 
+
+def wrap_train_one_epoch_once(wrap: Callable[[Any, Callable], Callable]) -> None:
+    """Replaces main's ``train_one_epoch`` by ``wrap(open_clip_train.train, original)``, unless it is wrapped."""
+    import open_clip_train.train as oc_train
+
+    for main in main_modules():
+        if not hasattr(main.train_one_epoch, "__wrapped__"):
+            main.train_one_epoch = wrap(oc_train, main.train_one_epoch)
+
+
 # ----------------------------------------------------------------------------- parser
 def _loss_value(value: str) -> str:
     if value in _found.left_out:

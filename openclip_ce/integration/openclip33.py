@@ -174,11 +174,7 @@ def install_training_hooks(args) -> None:
 def install_record_hook(args) -> None:
     """A stock run with ``OPENCLIP_CE_METRICS=1``: only ``train_one_epoch`` is wrapped, to record its loss
     scalars (:class:`.hooks.LossScalarRecorder`)."""
-    import open_clip_train.train as oc_train
-
-    for main in hooks.main_modules():
-        if not hasattr(main.train_one_epoch, "__wrapped__"):
-            main.train_one_epoch = _wrap_train_one_epoch(oc_train, main.train_one_epoch)
+    hooks.wrap_train_one_epoch_once(_wrap_train_one_epoch)
 
 
 def training_hooks_installed() -> bool:

@@ -24,7 +24,7 @@ from .data import NegativesCsvDataset, NegativesError, NegativesTokenizer, attac
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
-from .siglip_loss import SIGLIP_DIST_IMPLS, create_siglip_loss
+from .siglip_loss import SIGLIP_DIST_IMPLS, CeSigLipLoss
 
 log = logging.getLogger("openclip_ce.training")
 COLLAPSE_STEPS = 20  # optimizer steps in a row at the contrastive loss's chance value before the collapse warning
@@ -127,25 +127,21 @@ class CeClipPlugin:
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
         self._metrics_file = MetricsWriter(args)
-        if getattr(args, "siglip", False):  # CE-SigLIP: the same flags on SigLIP's sigmoid objective
-            return create_siglip_loss(args)
-        return CeClipLoss(
-            neg_types=args.ce_neg_types,
-            alpha=args.ce_alpha,
-            beta=args.ce_beta,
-            threshold_max=args.ce_threshold_max,
-            fixed_threshold=args.ce_fixed_threshold,
-            itc_negatives=args.ce_itc_negatives,
-            use_itc_negatives=not args.ce_no_itc_negatives,
-            use_imc=not args.ce_no_imc,
-            use_cmr=not args.ce_no_cmr,
-            local_loss=args.local_loss,
-            gather_with_grad=args.gather_with_grad,
-            rank=args.rank,
-            world_size=args.world_size,
-            accum_freq=args.accum_freq,
+        objective = dict(  # the CE flags, the same for CE-CLIP and CE-SigLIP
+            neg_types=args.ce_neg_types, alpha=args.ce_alpha, beta=args.ce_beta, threshold_max=args.ce_threshold_max,
+            fixed_threshold=args.ce_fixed_threshold, itc_negatives=args.ce_itc_negatives,
+            use_itc_negatives=not args.ce_no_itc_negatives, use_imc=not args.ce_no_imc, use_cmr=not args.ce_no_cmr,
+            rank=args.rank, world_size=args.world_size, accum_freq=args.accum_freq,
             no_negatives_steps=None if args.ce_allow_no_negatives else NO_NEGATIVES_STEPS,
-        ).to(args.device)
+        )
+        if not getattr(args, "siglip", False):
+            return CeClipLoss(**objective, local_loss=args.local_loss, gather_with_grad=args.gather_with_grad).to(args.device)
+        # CE-SigLIP: the same flags on SigLIP's sigmoid objective
+        ignored = [f for f, on in (("--local-loss", args.local_loss), ("--gather-with-grad", args.gather_with_grad)) if on]
+        log.info("ce_clip with --siglip: CE-SigLIP (sigmoid ITC with hard negatives + IMC + CMR), --loss-dist-impl %s%s",
+                 args.loss_dist_impl or "bidir",
+                 f"; {' and '.join(ignored)} do not apply to a sigmoid loss (as for SigLipLoss)" if ignored else "")
+        return CeSigLipLoss(**objective, dist_impl=args.loss_dist_impl).to(args.device)
 
     # ------------------------------------------------------------------ data
     def train_tokenizer(self, args: argparse.Namespace, tokenizer: Callable) -> NegativesTokenizer:

@@ -35,8 +35,6 @@ apply, as for ``SigLipLoss``.
 
 from __future__ import annotations
 
-import argparse
-import logging
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -47,7 +45,6 @@ from .gather import (AllGatherWithGrad, AllReduceSumWithGrad, NeighbourExchangeB
 from .loss import CHANCE_TOLERANCE, DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, NO_NEGATIVES_STEPS, CeClipLoss
 
 SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
-log = logging.getLogger("openclip_ce.training")
 
 
 class CeSigLipLoss(CeClipLoss):
@@ -193,28 +190,3 @@ class CeSigLipLoss(CeClipLoss):
                 at_chance = local.max() - local.min() <= CHANCE_TOLERANCE * scale.abs()
             self._end_of_call(counts[:3], at_chance)
         return losses if output_dict else sum(losses.values())
-
-
-def create_siglip_loss(args: argparse.Namespace) -> CeSigLipLoss:
-    """The plugin's loss for ``--loss ce_clip --siglip`` (the same CE flags as CE-CLIP)."""
-    ignored = [f for f, on in (("--local-loss", args.local_loss), ("--gather-with-grad", args.gather_with_grad)) if on]
-    log.info("ce_clip with --siglip: CE-SigLIP (sigmoid ITC with hard negatives + IMC + CMR), --loss-dist-impl %s%s",
-             args.loss_dist_impl or "bidir",
-             f"; {' and '.join(ignored)} do not apply to a sigmoid loss (as for SigLipLoss)" if ignored else "")
-    loss = CeSigLipLoss(
-        neg_types=args.ce_neg_types,
-        alpha=args.ce_alpha,
-        beta=args.ce_beta,
-        threshold_max=args.ce_threshold_max,
-        fixed_threshold=args.ce_fixed_threshold,
-        itc_negatives=args.ce_itc_negatives,
-        use_itc_negatives=not args.ce_no_itc_negatives,
-        use_imc=not args.ce_no_imc,
-        use_cmr=not args.ce_no_cmr,
-        rank=args.rank,
-        world_size=args.world_size,
-        accum_freq=args.accum_freq,
-        no_negatives_steps=None if args.ce_allow_no_negatives else NO_NEGATIVES_STEPS,
-        dist_impl=args.loss_dist_impl,
-    )
-    return loss.to(args.device)
