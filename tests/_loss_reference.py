@@ -33,21 +33,7 @@ def reference_ce_clip(img, txt, scale, neg, mask, thresholds, alpha=0.2, beta=0.
         t2i_terms.append(-(pos - torch.logsumexp(torch.stack(denom), 0)))
     itc = (torch.stack(i2t_terms).mean() + torch.stack(t2i_terms).mean()) / 2
 
-    imc_terms, cmr_terms = [], []
-    gaps = [[] for _ in range(k)]
-    for i in range(n):
-        pos = s(img[i], txt[i])
-        valid = [t for t in range(k) if mask[i, t]]
-        if valid:
-            entries = [pos] + [s(txt[i], neg[i, t]) for t in valid]
-            imc_terms.append(-(pos - torch.logsumexp(torch.stack(entries), 0)))
-        for t in valid:
-            s_neg = s(img[i], neg[i, t])
-            cmr_terms.append(torch.clamp(s_neg - pos + thresholds[t], min=0))
-            gaps[t].append(float((pos - s_neg).detach()))
-    imc = torch.stack(imc_terms).mean() if imc_terms else torch.tensor(0.0)
-    cmr = torch.stack(cmr_terms).mean() if cmr_terms else torch.tensor(0.0)
-    return itc, imc, cmr, gaps
+    return (itc, *reference_imc_cmr(s, img, txt, neg, mask, thresholds))
 
 
 def reference_next_thresholds(gaps, previous, u=10.0):
@@ -64,3 +50,23 @@ def random_batch(n=6, k=4, d=8, seed=0, p_valid=0.6, scale=math.exp(2.0)):
     neg = torch.nn.functional.normalize(torch.randn(n, k, d, generator=g), dim=-1)
     mask = torch.rand(n, k, generator=g) < p_valid
     return img, txt, torch.tensor(scale), neg, mask
+
+
+def reference_imc_cmr(s, img, txt, neg, mask, thresholds):
+    """IMC and CMR of the scores ``s(a, b)`` (CE-CLIP's and CE-SigLIP's alike): (imc, cmr, gaps)."""
+    n, k = mask.shape
+    imc_terms, cmr_terms = [], []
+    gaps = [[] for _ in range(k)]
+    for i in range(n):
+        pos = s(img[i], txt[i])
+        valid = [t for t in range(k) if mask[i, t]]
+        if valid:
+            entries = [pos] + [s(txt[i], neg[i, t]) for t in valid]
+            imc_terms.append(-(pos - torch.logsumexp(torch.stack(entries), 0)))
+        for t in valid:
+            s_neg = s(img[i], neg[i, t])
+            cmr_terms.append(torch.clamp(s_neg - pos + thresholds[t], min=0))
+            gaps[t].append(float((pos - s_neg).detach()))
+    imc = torch.stack(imc_terms).mean() if imc_terms else torch.tensor(0.0)
+    cmr = torch.stack(cmr_terms).mean() if cmr_terms else torch.tensor(0.0)
+    return imc, cmr, gaps

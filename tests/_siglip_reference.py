@@ -7,6 +7,8 @@ One Python loop per pair, SigLIP's scores ``S = logit_scale * cos + logit_bias``
 import torch
 import torch.nn.functional as F
 
+from tests._loss_reference import reference_imc_cmr
+
 
 def reference_ce_siglip(img, txt, scale, bias, neg, mask, thresholds, alpha=0.2, beta=0.4,
                         itc_negatives="global", use_itc_negatives=True):
@@ -30,18 +32,4 @@ def reference_ce_siglip(img, txt, scale, bias, neg, mask, thresholds, alpha=0.2,
                 itc_terms.append(nll(-1.0, s(img[i], neg[j, t])))
     itc = torch.stack(itc_terms).sum() / n  # open_clip's SigLipLoss: sum over pairs / number of images
 
-    imc_terms, cmr_terms = [], []
-    gaps = [[] for _ in range(k)]
-    for i in range(n):
-        pos = s(img[i], txt[i])
-        valid = [t for t in range(k) if mask[i, t]]
-        if valid:
-            entries = [pos] + [s(txt[i], neg[i, t]) for t in valid]
-            imc_terms.append(-(pos - torch.logsumexp(torch.stack(entries), 0)))
-        for t in valid:
-            s_neg = s(img[i], neg[i, t])
-            cmr_terms.append(torch.clamp(s_neg - pos + thresholds[t], min=0))
-            gaps[t].append(float((pos - s_neg).detach()))
-    imc = torch.stack(imc_terms).mean() if imc_terms else torch.tensor(0.0)
-    cmr = torch.stack(cmr_terms).mean() if cmr_terms else torch.tensor(0.0)
-    return itc, imc, cmr, gaps
+    return (itc, *reference_imc_cmr(s, img, txt, neg, mask, thresholds))

@@ -15,24 +15,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from loss_equivalence import build as build_batch  # the script's folder is on sys.path
 from openclip_ce.training.siglip_loss import SIGLIP_DIST_IMPLS, CeSigLipLoss
 
 TYPES = ("rel", "att", "act", "obj")
 START_THRESHOLDS = {"rel": 0.3, "obj": 0.1}
 
 
-def build(seed=0, n=12, k=4, d_in=12, d=6):
-    g = torch.Generator().manual_seed(seed)
-    x_img = torch.randn(n, d_in, generator=g)
-    x_txt = torch.randn(n, d_in, generator=g)
-    x_neg = torch.randn(n, k, d_in, generator=g)
-    mask = torch.rand(n, k, generator=g) < 0.6
-    mask[:, 2] = False  # one type never valid
-    mask[0] = False     # one sample without any negative
-    mask[-3:] = False   # and the last rank's slice (3 or 4 samples) nearly without: counts differ per rank
+def build():
+    """loss_equivalence's batch at 12 samples, with the last rank's slice (3 or 4 samples) nearly without
+    negatives, so that the counts differ per rank."""
+    x_img, x_txt, x_neg, mask, enc_img, enc_txt = build_batch(n=12)
+    mask[-3:] = False
     mask[-1, 0] = True
-    torch.manual_seed(seed + 1)
-    return x_img, x_txt, x_neg, mask, torch.nn.Linear(d_in, d), torch.nn.Linear(d_in, d)
+    return x_img, x_txt, x_neg, mask, enc_img, enc_txt
 
 
 def run_loss(loss, enc_img, enc_txt, x_img, x_txt, x_neg, mask):
