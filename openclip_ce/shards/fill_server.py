@@ -16,8 +16,10 @@ memory grow; how long they waited is in ``stats.json`` (``wait_s``), and so is w
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import queue as queue_mod
+import threading
 import time
 from typing import Dict, List
 
@@ -37,7 +39,9 @@ def serve(index: int, cfg, device: str, requests, replies: List, status) -> None
     worker's reply queue until ``None``. Reports ``("ready", index, error)`` and ``("stats", index, {...})``
     on ``status``."""
     configure_logging(cfg.log_level)
-
+    exit_with_parent()
+    for reply in replies:  # a reply nobody reads (its worker's shard failed) must not hold up this exit
+        reply.cancel_join_thread()
     try:
         scorer = make_mlm_scorer(cfg, device)
     except GenerationSetupError as e:
@@ -64,6 +68,21 @@ def serve(index: int, cfg, device: str, requests, replies: List, status) -> None
         "peak_gpu_mib": gpu_peak_mib(device)}))
 
 
+def exit_with_parent() -> None:
+    """In a child process (a masked-LM process, a worker): end it when its parent ends, also by SIGKILL,
+    which ``daemon=True`` does not cover, so that no orphan keeps a GPU's memory or goes on writing shards
+    after the run's lock on ``--out`` is gone."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's end of its sentinel pipe closes: the parent is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class ServerLink:
     """A worker's end: ``send(batch) -> seq`` and ``receive(seq) -> columns``, in order."""
 
@@ -71,6 +90,10 @@ class ServerLink:
         self.requests, self.reply, self.worker, self.abort = requests, reply, worker, abort
         self.check = check  # the parent's own liveness check, for a worker in the parent process
         self.seq = 0
+        # A request still in the queue's pipe when its filler process dies is never read; without this,
+        # the process that sent it would wait for it forever at exit. Requests that matter are answered
+        # (receive) before a worker returns, so nothing is lost.
+        requests.cancel_join_thread()
 
     def send(self, batch) -> int:
         self.seq += 1

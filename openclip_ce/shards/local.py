@@ -24,7 +24,7 @@ from ..logconfig import configure_logging
 from .config import ShardsConfig
 from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, filler_devices, gpu_peak_mib, idle_gpus, is_cuda,
                       parse_device, visible_gpu_count)
-from .fill_server import FillLinks, FillServers
+from .fill_server import FillLinks, FillServers, exit_with_parent
 from .plan import ShardJob
 from .process import build_generator, log_result, remote_filler, run_job
 from .progress import Progress
@@ -99,9 +99,14 @@ def _annotate(res: Dict, index: int, device: str, gpu_fillers: bool) -> Dict:
 
 
 def _worker_init(cfg: ShardsConfig, queue, slots, servers: Optional[FillLinks]) -> None:
-    # one BLAS / OpenMP pool per worker sized to its share of the cores (numpy is not imported yet)
+    from threadpoolctl import threadpool_limits
+
+    exit_with_parent()
+    # one BLAS / OpenMP pool per worker sized to its share of the cores: numpy (imported while ``cfg`` was
+    # unpickled) has started its pool already, so it is resized; the variables cover libraries loaded later
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(cfg.threads or 1)
+    threadpool_limits(cfg.threads or 1)
     index, device = slots.get()
     _WORKER.update(cfg=cfg, queue=queue, gen=None, index=index, device=device, servers=servers)
     configure_logging(cfg.log_level)  # a spawned process starts with no logging configuration

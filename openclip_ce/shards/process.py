@@ -251,13 +251,10 @@ def resolve_tagging(cfg: ShardsConfig) -> None:
         return
     tagger = tagger_for(cfg)
     _set_threads(cfg)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: the probe then runs with the BLAS's own thread count
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(cfg.threads or None):  # the BLAS pool the workers will have
         info = choose_ops(tagger)
-    else:
-        with threadpool_limits(cfg.threads or None):
-            info = choose_ops(tagger)
     store_choice(key, info)
     cfg.tagging = {**info, "chosen_by": "--tagging-ops auto", "measured": "now"}
 
