@@ -72,6 +72,17 @@ class TrainingPlugin(Protocol):
         """Restore what :meth:`state_dict` returned."""
 
 
+
+@runtime_checkable
+class StepLoss(Protocol):
+    """Optional, on a plugin's loss: a trainer whose loss may run compiled (open_clip main's
+    ``--torchcompile`` compiles the task's forward, loss included) calls :meth:`end_optimizer_step` on
+    the host after every optimizer step, for the checks a compiled graph cannot make (a host read)."""
+
+    def end_optimizer_step(self) -> None:
+        """One optimizer step has ended (host side, outside any compiled region)."""
+
+
 # method -> the positional arguments the trainer passes (after self)
 CALLS: Dict[str, int] = {
     "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_collate": 2,

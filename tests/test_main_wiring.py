@@ -110,8 +110,11 @@ def test_main_refuses_what_the_plugin_cannot_take_and_stops_without_negatives(ma
 
     rng = random.Random(4)
     write_shard(tmp_path / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
+    # compiled as main compiles by default (--torchcompile-strategy task: the task's forward, loss included),
+    # where a check inside the loss never runs: the guard is counted on the host after each optimizer step
     args = train_args(tiny_model(tmp_path), str(tmp_path / "plain.tar"), tmp_path / "logs", "none", "--loss", "ce_clip",
-                      "--log-every-n-steps", "100", samples=104, batch=2)
+                      "--log-every-n-steps", "100", "--torchcompile", "--torchcompile-backend", "eager",
+                      samples=104, batch=2)
     proc = _main(main_src, args)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "no valid hard negative reached the loss in the first 50 optimizer steps" in proc.stderr

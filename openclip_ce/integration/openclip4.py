@@ -49,6 +49,7 @@ import logging
 
 import torch
 
+from ..contract import StepLoss
 from ..errors import UserError
 from . import hooks
 from .discovery import Discovered
@@ -125,7 +126,15 @@ def plugin_task_class(base: type) -> type:
         plain = base.prepare_batch(self, {k: v for k, v in batch.items() if not _movable(v)}, device, input_dtype)
         return {k: v.to(device, non_blocking=True) if _movable(v) else plain[k] for k, v in batch.items()}
 
-    return type(f"Plugin{base.__name__}", (base,), {"prepare_batch": prepare_batch, "__module__": __name__})
+    def clamp_logit_scale(self, *args, **kwargs):
+        # main's train loop calls this once per optimizer step, eagerly, also when --torchcompile compiled
+        # the task's forward (loss included): the loss's host-side step check runs here (contract.StepLoss)
+        base.clamp_logit_scale(self, *args, **kwargs)
+        if isinstance(self.loss, StepLoss):
+            self.loss.end_optimizer_step()
+
+    return type(f"Plugin{base.__name__}", (base,), {"prepare_batch": prepare_batch, "clamp_logit_scale": clamp_logit_scale,
+                                                    "__module__": __name__})
 
 
 def _wrap_create_task(original):

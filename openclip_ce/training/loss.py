@@ -127,6 +127,7 @@ class CeClipLoss(nn.Module):
         self.register_buffer("last_losses", torch.zeros(len(LOSS_TERMS), dtype=torch.float32), persistent=False)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long), persistent=False)
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
+        self._trainer_steps = 0  # optimizer steps reported by the trainer (end_optimizer_step), likewise
 
     # ------------------------------------------------------------------ state / reporting
     def threshold_dict(self) -> Dict[str, float]:
@@ -195,11 +196,22 @@ class CeClipLoss(nn.Module):
         """Raise :class:`NoNegativesError` when ``no_negatives_steps`` optimizer steps passed without a valid negative.
 
         ``seen_valid`` is accumulated on the device from statistics already summed over ranks, so every
-        rank takes the same decision at the same step. The flag is read once, at that step, and only in
-        eager mode (open_clip runs the loss eagerly, also under --torchcompile, which compiles the model)."""
+        rank takes the same decision at the same step. The flag is read once, at that step, on the host:
+        counted here, per eager training call, for a trainer that runs the loss eagerly (open_clip 3.3,
+        also under --torchcompile, which compiles the model only), or by :meth:`end_optimizer_step`."""
         self._eager_calls += 1
-        if self.no_negatives_steps is None or self._eager_calls != self.no_negatives_steps * self.accum_freq:
-            return
+        if self.no_negatives_steps is not None and self._eager_calls == self.no_negatives_steps * self.accum_freq:
+            self._raise_if_no_negative_seen()
+
+    def end_optimizer_step(self) -> None:
+        """Host side, after each optimizer step, for a trainer that may run the loss compiled (open_clip
+        main's --torchcompile compiles the task's forward, loss included, where a check inside the loss
+        would never run): the no-negatives check counts these steps instead of the loss's calls."""
+        self._trainer_steps += 1
+        if self._trainer_steps == self.no_negatives_steps:
+            self._raise_if_no_negative_seen()
+
+    def _raise_if_no_negative_seen(self) -> None:
         if not bool(self.seen_valid):
             raise NoNegativesError(
                 f"--loss ce_clip: no valid hard negative reached the loss in the first {self.no_negatives_steps} "
@@ -227,7 +239,7 @@ class CeClipLoss(nn.Module):
         if self.fixed_threshold is None:
             new = (gap_sum / valid.clamp_min(1)).clamp(0.0, self.threshold_max)
             self.thresholds.copy_(torch.where(has, new, self.thresholds))
-        if not torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling() and self._trainer_steps == 0:  # else end_optimizer_step counts
             self._check_negatives_seen()
 
     def _imc_and_cmr(self, scale, pos, ik, txt, neg, mask, factor, n_has, n_valid) -> Dict[str, torch.Tensor]:
