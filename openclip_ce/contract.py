@@ -83,6 +83,16 @@ class StepLoss(Protocol):
         """One optimizer step has ended (host side, outside any compiled region)."""
 
 
+
+@runtime_checkable
+class ResumesWithoutState(Protocol):
+    """Optional, on a plugin: ``--resume`` found no plugin state (a checkpoint copied without its state
+    file); the trainer says where the run stands, so that what the plugin counts goes on from there."""
+
+    def resume_at(self, loss: torch.nn.Module, steps: int, samples: int) -> None:
+        """The run resumes after ``steps`` optimizer steps and ``samples`` samples (the trainer's counts)."""
+
+
 # method -> the positional arguments the trainer passes (after self)
 CALLS: Dict[str, int] = {
     "add_arguments": 1, "check_args": 1, "create_loss": 1, "train_tokenizer": 2, "train_collate": 2,

@@ -59,6 +59,19 @@ def test_two_ranks_train_through_main_tasks_on_the_default_device_and_resume(mai
     assert [r["samples"] for r in records] == [32, 64, 80, 96, 112, 128]
     assert all(r["loss"] == pytest.approx(r["contrastive_loss"] + r["imc_loss"] + r["cmr_loss"]) for r in records)
 
+    # once more without the state file (a checkpoint copied alone): the metrics file counts on from main's
+    # own position (the checkpoint's global_step and samples_seen), so no earlier record is dropped
+    (logs / "ce" / "checkpoints" / "ce_plugin_state_epoch_2.json").unlink()
+    args[args.index("--epochs") + 1] = "3"
+    proc = _main(main_src, [*args, "--resume", "latest"], CUDA_VISIBLE_DEVICES="")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "ce_clip: no plugin state at" in (logs / "ce" / "out.log").read_text()
+    records = read_metrics(logs / "ce")
+    # main's global_step in the epoch-2 checkpoint is 8, not 6: it numbers the one-process epoch as its
+    # second epoch of 4 steps (steps 5-8); its samples_seen, 128, is exact. The file follows main's counters.
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6, 9, 10, 11, 12]
+    assert [r["samples"] for r in records] == [32, 64, 80, 96, 112, 128, 144, 160, 176, 192]
+
 
 def test_packed_text_gives_the_unpacked_loss_on_main_csv_data(main_src, tmp_path):
     """main's csv pipeline (dict samples): packed text rows == --ce-no-trim, first step, to float tolerance."""

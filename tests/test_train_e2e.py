@@ -63,6 +63,17 @@ def test_torchrun_two_ranks_trains_checkpoints_logs_thresholds_and_resumes(tmp_p
         assert r["loss"] == pytest.approx(r["contrastive_loss"] + r["imc_loss"] + r["cmr_loss"])
         assert {"ce_threshold_rel", "ce_valid_obj"} <= set(r)
 
+    # once more without the state file (a checkpoint copied alone): the metrics file counts on from open_clip's
+    # own position (epoch x steps per epoch), so no earlier record is dropped
+    (logs / "ce" / "checkpoints" / "ce_plugin_state_epoch_2.json").unlink()
+    args3 = [a if a != "1" or args[i - 1] != "--epochs" else "3" for i, a in enumerate(args)]
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args3, "--resume", "latest"], CUDA_VISIBLE_DEVICES="")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "ce_clip: no plugin state at" in (logs / "ce" / "out.log").read_text()
+    records = read_metrics(logs / "ce")
+    assert [r["step"] for r in records] == list(range(1, 3 * per_epoch + 1))
+    assert [r["samples"] for r in records] == [16 * r["step"] for r in records]
+
 
 def test_explicit_entry_point_without_the_import_hook(tmp_path):
     """python -m openclip_ce.train works where .pth files are skipped (hook removed here)."""

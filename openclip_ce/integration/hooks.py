@@ -19,9 +19,9 @@ import logging
 import os
 import sys
 import types
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
-from ..contract import LOSS_DEFAULT, StopTraining
+from ..contract import LOSS_DEFAULT, ResumesWithoutState, StopTraining
 from ..errors import EXIT_USAGE
 from ..fileio import write_json_atomic
 from ..metrics_file import MetricsWriter
@@ -328,7 +328,8 @@ def state_path(checkpoint_dir: str, epoch: int) -> str:
     return os.path.join(checkpoint_dir, STATE_FILE.format(epoch=epoch))
 
 
-def restore_plugin_state(plugin, loss, args, start_epoch: int) -> None:
+def restore_plugin_state(plugin, loss, args, start_epoch: int, position: Tuple[int, int]) -> None:
+    """``position``: the trainer's ``(optimizer steps, samples)`` before ``start_epoch``."""
     resume = getattr(args, "resume", None)
     if not resume or start_epoch == 0:
         return
@@ -336,6 +337,8 @@ def restore_plugin_state(plugin, loss, args, start_epoch: int) -> None:
     if not os.path.exists(path):
         logging.warning(
             f"{plugin.name}: no plugin state at {path}; starting its state (e.g. CE-CLIP thresholds) afresh")
+        if isinstance(plugin, ResumesWithoutState):  # its counts (the metrics file's steps) go on from the trainer's
+            plugin.resume_at(loss, *position)
         return
     with open(path) as f:
         saved = json.load(f)
@@ -344,8 +347,9 @@ def restore_plugin_state(plugin, loss, args, start_epoch: int) -> None:
 
 
 def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], oc_train: types.ModuleType,
-                     wandb_names: Iterable[str], tb_writer=None):
-    """One training epoch of a plugin run: ``run(tb_writer)`` calls open_clip's ``train_one_epoch``.
+                     wandb_names: Iterable[str], position: Tuple[int, int], tb_writer=None):
+    """One training epoch of a plugin run: ``run(tb_writer)`` calls open_clip's ``train_one_epoch``;
+    ``position`` is the trainer's ``(optimizer steps, samples)`` before it.
 
     Around it: the plugin state is restored once per run (``--resume``), the plugin's metrics reach the
     log line (:data:`log_filter`), TensorBoard and the W&B-compatible modules named ``wandb_names`` in
@@ -353,7 +357,7 @@ def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], 
     raises it at the same step); after the epoch the state is written next to the checkpoints."""
     if not getattr(args, "_plugin_state_restored", False):  # once per run (args is per run)
         args._plugin_state_restored = True
-        restore_plugin_state(plugin, loss, args, epoch)
+        restore_plugin_state(plugin, loss, args, epoch, position)
 
     def source():
         return plugin.metrics(loss)

@@ -68,7 +68,7 @@ REQUIRES = (
     Needs("open_clip_train.train", "train_one_epoch", "wraps it (metrics, state, stop) and reads its log line",
           params=("model", "data", "loss", "epoch", "optimizer", "scaler", "scheduler", "dist_model", "args",
                   "tb_writer"),
-          looks_up=("wandb", "logging", "info", "add_scalar"), constants=("Train Epoch: ",)),
+          looks_up=("wandb", "logging", "info", "add_scalar", "num_batches"), constants=("Train Epoch: ",)),
     Needs("open_clip.model", "CLIP", "adapts its forward (text batches with negatives), packs its text tower",
           fields=("forward", "encode_text", "encode_image")),
     Needs("open_clip.model", "CustomTextCLIP", "adapts its forward, packs its text tower",
@@ -140,8 +140,11 @@ def _wrap_train_one_epoch(oc_train, original):
         if plugin is None:  # a stock run with OPENCLIP_CE_METRICS=1
             return hooks.run_recorded_epoch(args, tb_writer=tb_writer, run=lambda writer: original(
                 model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args, tb_writer=writer))
+        steps = data["train"].dataloader.num_batches // args.accum_freq * epoch  # as train_one_epoch counts
+        samples = steps * args.batch_size * args.accum_freq * args.world_size
         return hooks.run_plugin_epoch(
-            plugin, loss, args, epoch, oc_train=oc_train, wandb_names=("wandb",), tb_writer=tb_writer,
+            plugin, loss, args, epoch, oc_train=oc_train, wandb_names=("wandb",), position=(steps, samples),
+            tb_writer=tb_writer,
             run=lambda writer: original(model, data, loss, epoch, optimizer, scaler, scheduler, dist_model, args,
                                         tb_writer=writer))
 

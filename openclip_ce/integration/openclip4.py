@@ -95,7 +95,8 @@ REQUIRES = (
           looks_up=("get_wandb_backend", "_logger", "add_scalar"), constants=("Train Epoch: ",)),
     Needs("open_clip_train.train", "get_wandb_backend", "swaps the W&B-compatible modules it returns",
           looks_up=("wandb", "trackio")),
-    Needs("open_clip_train.train", "TrainState", "reads the task and the epoch from it", fields=("task", "epoch")),
+    Needs("open_clip_train.train", "TrainState", "reads the task, the epoch and the run's position from it",
+          fields=("task", "epoch", "global_step", "samples_seen")),
     Needs("open_clip.model", "CLIP", "adapts its forward (text batches with negatives), packs its text tower",
           fields=("forward", "encode_text", "encode_image")),
     Needs("open_clip.model", "CustomTextCLIP", "adapts its forward, packs its text tower",
@@ -189,7 +190,8 @@ def _wrap_train_one_epoch(oc_train, original):
                                             run=lambda writer: original(state, data, args, tb_writer=writer))
         return hooks.run_plugin_epoch(
             plugin, state.task.loss, args, state.epoch, oc_train=oc_train, wandb_names=("wandb", "trackio"),
-            tb_writer=tb_writer, run=lambda writer: original(state, data, args, tb_writer=writer))
+            position=(state.global_step, state.samples_seen), tb_writer=tb_writer,
+            run=lambda writer: original(state, data, args, tb_writer=writer))
 
     return train_one_epoch
 

@@ -201,6 +201,11 @@ class CeClipPlugin:
         steps, samples = (self._metrics_file or MetricsWriter(None)).position(loss.optimizer_steps())
         return {"thresholds": loss.threshold_dict(), "steps": steps, "samples": samples}
 
+    def resume_at(self, loss: CeClipLoss, steps: int, samples: int) -> None:
+        """``--resume`` without the state file: the metrics file counts on from the trainer's position."""
+        if self._metrics_file is not None:
+            self._metrics_file.resume(steps, samples)
+
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
         if self._metrics_file is not None:  # the metrics file counts on from the checkpoint
             self._metrics_file.resume(int(state.get("steps", 0)), int(state.get("samples", 0)))
