@@ -40,9 +40,10 @@ import types
 
 from torch.utils.data import default_collate
 
+from ..errors import UserError
 from . import hooks
 from .discovery import Discovered
-from .hooks import active_plugin, swapped
+from .hooks import active_plugin, refuse, swapped
 from .requires import Needs
 
 parser_hook_installed = hooks.parser_hook_installed
@@ -119,13 +120,16 @@ def _wrap_get_dataset_fn(oc_data, original):
             plugin = active_plugin(args)
             if plugin is None or not is_train:
                 return fn(args, preprocess_fn, is_train=is_train, epoch=epoch, tokenizer=tokenizer, **kw)
-            stage = plugin.train_sample_stage(args, oc_data.tarfile_to_samples_nothrow)
-            wds = _WebdatasetProxy(oc_data.wds, plugin.train_collate(args, oc_data.wds.filters.default_collation_fn))
-            loader = functools.partial(oc_data.DataLoader, collate_fn=plugin.train_collate(args, default_collate))
-            with swapped(oc_data, "tarfile_to_samples_nothrow", stage), swapped(oc_data, "wds", wds), \
-                    swapped(oc_data, "DataLoader", loader), swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
-                tok = tokenizer if fn is oc_data.get_csv_dataset else plugin.train_tokenizer(args, tokenizer)
-                return fn(args, preprocess_fn, is_train=True, epoch=epoch, tokenizer=tok, **kw)
+            try:  # the plugin may refuse what it cannot take (a UserError): one line, before any worker starts
+                stage = plugin.train_sample_stage(args, oc_data.tarfile_to_samples_nothrow)
+                wds = _WebdatasetProxy(oc_data.wds, plugin.train_collate(args, oc_data.wds.filters.default_collation_fn))
+                loader = functools.partial(oc_data.DataLoader, collate_fn=plugin.train_collate(args, default_collate))
+                with swapped(oc_data, "tarfile_to_samples_nothrow", stage), swapped(oc_data, "wds", wds), \
+                        swapped(oc_data, "DataLoader", loader), swapped(oc_data, "CsvDataset", plugin.csv_dataset(args)):
+                    tok = tokenizer if fn is oc_data.get_csv_dataset else plugin.train_tokenizer(args, tokenizer)
+                    return fn(args, preprocess_fn, is_train=True, epoch=epoch, tokenizer=tok, **kw)
+            except UserError as e:
+                refuse(e.one_line())
 
         return build
 
