@@ -24,6 +24,10 @@ import torch
 from .errors import UserError
 
 LOSS_DEFAULT = "clip"  # open_clip's own objective; no plugin may take this name
+# the pooling of a causal text tower where packed captions give each caption's own feature (exactly): the
+# data stage lays out packed rows only for these (training/packing.py), the towers are packed only with
+# these (integration/text_packing.py)
+PACKABLE_POOLS = ("argmax", "eos", "first")
 
 
 class StopTraining(UserError):

@@ -19,8 +19,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import GenerationSetupError
-from .mlm_tokens import FillBatch, MLMVocab, _starts
+from .mlm_tokens import FillBatch, MLMVocab, _starts, cannot_load
 
 log = logging.getLogger("openclip_ce.generation")
 
@@ -78,10 +77,7 @@ class MLMScorer:
         try:
             self.model = AutoModelForMaskedLM.from_pretrained(model)
         except Exception as e:  # OSError, ValueError, HTTP errors: one clear line
-            raise GenerationSetupError(
-                f"cannot load the masked LM {model!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
-                f"pass a local directory with --filler-model, or use --filler vocab (no model needed)"
-            ) from None
+            raise cannot_load(model, e) from None
         self.half = (self.device.type == "cuda") if half is None else half
         self.model.to(self.device, dtype=torch.float16 if self.half else torch.float32).eval()
         self.k = min(n_candidates, len(vocab))

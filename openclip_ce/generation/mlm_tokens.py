@@ -238,6 +238,13 @@ class MLMEncoder:
         return [batch.ids[s:s + n].tolist() for s, n in zip(at.tolist(), batch.lengths.tolist())]
 
 
+def cannot_load(model: str, error: Exception) -> GenerationSetupError:
+    """The one line for a masked LM (tokenizer, config or weights) that does not load."""
+    return GenerationSetupError(
+        f"cannot load the masked LM {model!r} ({type(error).__name__}: {str(error).splitlines()[0][:300]}); "
+        f"pass a local directory with --filler-model, or use --filler vocab (no model needed)")
+
+
 def load_tokenizer(model: str):
     """The fast tokenizer of a masked LM, or a one-line :class:`GenerationSetupError`."""
     from transformers import AutoTokenizer
@@ -247,10 +254,7 @@ def load_tokenizer(model: str):
     try:
         tok = AutoTokenizer.from_pretrained(model)
     except Exception as e:  # OSError, ValueError, HTTP errors: one clear line
-        raise GenerationSetupError(
-            f"cannot load the masked LM {model!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
-            f"pass a local directory with --filler-model, or use --filler vocab (no model needed)"
-        ) from None
+        raise cannot_load(model, e) from None
     if tok.mask_token_id is None:
         raise GenerationSetupError(f"the tokenizer of {model!r} has no mask token: not a masked LM")
     if not getattr(tok, "is_fast", False):
@@ -266,10 +270,7 @@ def max_length_for(model: str, tokenizer, max_length: int = 128) -> int:
     try:
         config = AutoConfig.from_pretrained(model)
     except Exception as e:  # noqa: BLE001 - the same one line as a tokenizer that cannot load
-        raise GenerationSetupError(
-            f"cannot load the masked LM {model!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
-            f"pass a local directory with --filler-model, or use --filler vocab (no model needed)"
-        ) from None
+        raise cannot_load(model, e) from None
     limit = getattr(config, "max_position_embeddings", 512) or 512
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
         limit -= 2  # RoBERTa positions start after the padding index

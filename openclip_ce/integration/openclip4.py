@@ -222,7 +222,3 @@ def install_record_hook(args) -> None:
     """A stock run with ``OPENCLIP_CE_METRICS=1``: only ``train_one_epoch`` is wrapped, to record its loss
     scalars (:class:`.hooks.LossScalarRecorder`)."""
     hooks.wrap_train_one_epoch_once(_wrap_train_one_epoch)
-
-
-def training_hooks_installed() -> bool:
-    return _training_hooked

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CustomTextCLIP
 from open_clip.transformer import CustomResidualAttentionBlock, ResidualAttentionBlock, TextTransformer, Transformer
 
-PACKABLE_POOLS = ("argmax", "eos", "first")
+from ..contract import PACKABLE_POOLS
+
 _BLOCKS = (ResidualAttentionBlock, CustomResidualAttentionBlock)
 
 

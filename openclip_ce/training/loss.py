@@ -293,7 +293,7 @@ class CeClipLoss(nn.Module):
         with torch.autocast(device_type=device_type, enabled=False):
             losses = self._forward_fp32(
                 up(image_features), up(text_features), up(logit_scale), up(neg_text_features), neg_mask.bool(),
-                None if logit_bias is None else up(logit_bias), True,
+                None if logit_bias is None else up(logit_bias),
             )
         if self.training:
             self._keep_loss_terms(losses)
@@ -306,7 +306,7 @@ class CeClipLoss(nn.Module):
         self.last_losses.copy_(torch.stack([losses.get(k, zero).detach().float() for k in LOSS_TERMS]))
         self.train_calls.add_(1)
 
-    def _forward_fp32(self, img, txt, scale, neg, mask, bias, output_dict):
+    def _forward_fp32(self, img, txt, scale, neg, mask, bias) -> Dict[str, torch.Tensor]:
         b = img.shape[0]
         rescale = self.world_size > 1 and not self.gather_with_grad and not self.local_loss
         if rescale:
@@ -379,4 +379,4 @@ class CeClipLoss(nn.Module):
             # ClipLoss does exactly that). Scale the gradient, not the value, so that N ranks give the
             # single-process gradient of the same global batch (logit_scale's was pre-divided above).
             losses = {k: v + (w - 1.0) * (v - v.detach()) for k, v in losses.items()}
-        return losses if output_dict else sum(losses.values())
+        return losses

@@ -32,10 +32,11 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 import torch
 
+from ..contract import PACKABLE_POOLS
+
 log = logging.getLogger("openclip_ce.packing")
 
 PLACEHOLDER_TOKEN = -1  # a placeholder negative's row (never a real token id: ids are >= 0)
-POOLS = ("argmax", "eos", "first")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class PackSpec:
     eos_id: Optional[int] = None
 
     def __post_init__(self):
-        if self.pool not in POOLS or (self.pool == "eos" and self.eos_id is None):
+        if self.pool not in PACKABLE_POOLS or (self.pool == "eos" and self.eos_id is None):
             raise ValueError(f"cannot pack captions for pooling {self.pool!r} (eos_id {self.eos_id})")
 
     def pooled_positions(self, rows: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ apply, as for ``SigLipLoss``.
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -150,7 +150,7 @@ class CeSigLipLoss(CeClipLoss):
         return all_reduce_sum(stats, self.world_size)
 
     # ------------------------------------------------------------------ objective
-    def _forward_fp32(self, img, txt, scale, neg, mask, bias, output_dict):
+    def _forward_fp32(self, img, txt, scale, neg, mask, bias) -> Dict[str, torch.Tensor]:
         b, d = img.shape
         global_negs = self.use_itc_negatives and self.itc_negatives == "global"
         if global_negs:  # this rank's texts and hard negatives: the columns every image is paired with
@@ -189,4 +189,4 @@ class CeSigLipLoss(CeClipLoss):
                 local = scale * img @ txt.T
                 at_chance = local.max() - local.min() <= CHANCE_TOLERANCE * scale.abs()
             self._end_of_call(counts[:3], at_chance)
-        return losses if output_dict else sum(losses.values())
+        return losses
