@@ -23,7 +23,9 @@ a trainer summing the dict gets ``L``. Thresholds and per-type statistics are *n
 (they are not losses): read them with :meth:`CeClipLoss.metrics`.
 
 Distributed behaviour follows open_clip's ``ClipLoss``: features are all-gathered (with gradient
-when ``gather_with_grad``), ``local_loss`` computes rows for the local samples only. Sample-level
+when ``gather_with_grad``), ``local_loss`` computes rows for the local samples only; the default mode
+(neither) gives the global loss on every rank, computed as both flags and averaged (see ``sync_values``
+in ``__init__``). Sample-level
 terms (IMC, CMR) are normalised by global counts so that the average over ranks equals the
 single-process value exactly; thresholds come from an all-reduce and are identical on every rank.
 After DDP's gradient averaging, N ranks give the single-process loss and gradient of the same
@@ -103,8 +105,14 @@ class CeClipLoss(nn.Module):
         self.use_itc_negatives = use_itc_negatives
         self.use_imc = use_imc
         self.use_cmr = use_cmr
-        self.local_loss = local_loss
-        self.gather_with_grad = gather_with_grad
+        # The default mode (neither flag) on several ranks gives what ClipLoss's default gives, every rank
+        # reporting the global loss, but is computed as --local-loss --gather-with-grad: each rank takes its
+        # own rows, the gathered features carry their gradient back, and the values are averaged over the
+        # ranks (sync_values). Same loss and gradients as every rank computing the whole global objective,
+        # whose image-to-text logits are [global batch x ~5 x global batch] in fp32: 1/world_size of that.
+        self.sync_values = world_size > 1 and not local_loss and not gather_with_grad
+        self.local_loss = local_loss or self.sync_values
+        self.gather_with_grad = gather_with_grad or self.sync_values
         self.rank = rank
         self.world_size = world_size
         self.accum_freq = accum_freq
@@ -308,14 +316,6 @@ class CeClipLoss(nn.Module):
 
     def _forward_fp32(self, img, txt, scale, neg, mask, bias) -> Dict[str, torch.Tensor]:
         b = img.shape[0]
-        rescale = self.world_size > 1 and not self.gather_with_grad and not self.local_loss
-        if rescale:
-            # the gradients are multiplied by world_size at the end (see there); logit_scale (and a
-            # bias) already get the full global gradient on every rank, so pre-divide theirs
-            w = float(self.world_size)
-            scale = scale.detach() + (scale - scale.detach()) / w
-            if bias is not None:
-                bias = bias.detach() + (bias - bias.detach()) / w
         all_img = self._gather(img)
         all_txt = self._gather(txt)
         all_mask = self._gather(mask.to(torch.uint8), differentiable=False).bool()
@@ -373,10 +373,8 @@ class CeClipLoss(nn.Module):
                 stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
             self._end_of_call(stats, at_chance)
 
-        if rescale:
-            # Every rank computed the global loss, with gradient through its own slot only; DDP then
-            # averages over ranks, which would leave 1/world_size of the global gradient (open_clip's
-            # ClipLoss does exactly that). Scale the gradient, not the value, so that N ranks give the
-            # single-process gradient of the same global batch (logit_scale's was pre-divided above).
-            losses = {k: v + (w - 1.0) * (v - v.detach()) for k, v in losses.items()}
+        if self.sync_values:  # every rank reports the global value; the gradient stays its own rows'
+            local = torch.stack([v.detach() for v in losses.values()])
+            mean = all_reduce_sum(local, self.world_size) / self.world_size
+            losses = {k: v + (m - v.detach()) for (k, v), m in zip(losses.items(), mean)}
         return losses
