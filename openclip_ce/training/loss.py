@@ -124,14 +124,13 @@ class CeClipLoss(nn.Module):
         self.register_buffer("thresholds", torch.full((k,), init, dtype=torch.float32), persistent=True)
         # Step state lives on the device, so that a step reads nothing back to the host (and a compiled
         # step sees the same graph every time): the last optimizer step's statistics [gap sum, valid
-        # count, sample count] x K, the calls made (for --accum-freq), whether any valid negative was seen.
+        # count, sample count] x K, whether any valid negative was seen.
         self.register_buffer("last_stats", torch.zeros((3, k), dtype=torch.float32), persistent=False)
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long), persistent=False)
         self.register_buffer("seen_valid", torch.zeros((), dtype=torch.bool), persistent=False)
         # consecutive calls whose contrastive loss sat at its chance value (every logit equal: collapsed features)
         self.register_buffer("calls_at_chance", torch.zeros((), dtype=torch.long), persistent=False)
-        # the last training call's weighted loss terms (LOSS_TERMS order) and the training calls made, for
-        # the metrics record (read at log steps only)
+        # the last training call's weighted loss terms (LOSS_TERMS order), for the metrics record (read at
+        # log steps only), and the training calls made (they also tell where an --accum-freq step ends)
         self.register_buffer("last_losses", torch.zeros(len(LOSS_TERMS), dtype=torch.float32), persistent=False)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long), persistent=False)
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
@@ -237,8 +236,7 @@ class CeClipLoss(nn.Module):
         gap_sum, valid = stats[0], stats[1]
         has = valid > 0
         if self.accum_freq > 1:
-            self.calls.add_(1)
-            step_ends = self.calls % self.accum_freq == 0
+            step_ends = (self.train_calls + 1) % self.accum_freq == 0  # this call is counted after it (_keep_loss_terms)
             has = has & step_ends
             stats = torch.where(step_ends, stats, self.last_stats)
         self.last_stats.copy_(stats)
