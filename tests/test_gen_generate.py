@@ -169,9 +169,10 @@ def test_masked_position_projection_equals_full_model_logits(models):
 
 
 def _reference_encode(tok, requests, max_length):
-    """The per-request loop the numpy encoder replaced (kept here as its specification)."""
+    """The per-request loop the numpy encoder replaced (kept here as its specification). A caption's text
+    is plain text: "<mask>" typed in a caption is split into ordinary tokens, never a second mask."""
     texts = list(dict.fromkeys(r.left + r.word + r.right for r in requests))
-    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=True)
     by_text = {t: (ids, offs) for t, ids, offs in zip(texts, enc["input_ids"], enc["offset_mapping"])}
     budget, out = max_length - 3, []
     for r in requests:
@@ -241,6 +242,16 @@ def test_byte_level_piece_cache_tokenizes_as_the_tokenizer(models):
         for g, w in zip(got, want):
             assert g.tolist() == w.tolist()
     assert len(fast._pieces._index) > 100  # the cache was used
+
+
+def test_special_token_text_in_a_caption_is_plain_text(models):
+    """A caption that contains "<mask>" (or "</s>") as text: the masked sequence has one mask, at the word."""
+    filler = MLMFiller(models["random"])
+    tok = filler.tokenizer
+    seq = _encode(filler, [FillRequest("a <mask> sign and a ", " cat </s>", "ADJ", "JJ", "black")])[0]
+    assert seq.count(tok.mask_token_id) == 1 and seq.count(tok.eos_token_id) == 1  # its own end token only
+    plain = _encode(filler, [FillRequest("a sign and a ", " cat", "ADJ", "JJ", "black")])[0]
+    assert seq.index(tok.mask_token_id) > plain.index(tok.mask_token_id)  # after "<mask>"'s own pieces
 
 
 def test_long_context_is_windowed_around_the_mask(models):

@@ -165,7 +165,9 @@ class MLMEncoder:
         self._backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         self._backend.no_truncation()
         self._backend.no_padding()
-        self._backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
+        # a caption's own text never becomes a special token: a literal "<mask>" in it would be a second
+        # mask, and the fill would be predicted there instead of at the masked word
+        self._backend.encode_special_tokens = True
         self.max_length = max_length
         self.bos, self.eos = _bos_eos(tokenizer)
         self.mask_id = tokenizer.mask_token_id
