@@ -29,7 +29,7 @@ class AllGatherWithGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous()
-        if dist.get_backend() == "nccl":
+        if grad.is_cuda and "nccl" in str(dist.get_backend()):  # also a mixed backend, e.g. "cpu:gloo,cuda:nccl"
             local = grad.new_empty((ctx.rows, *grad.shape[1:]))
             dist.reduce_scatter_tensor(local, grad)
         else:
