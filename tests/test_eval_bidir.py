@@ -217,3 +217,20 @@ def test_bivlc_missing_and_malformed_files(tmp_path, monkeypatch):
     paths[0].write_bytes(b"not a parquet file")
     with pytest.raises(BenchmarkDataError, match=r"test-00000-of-00001\.parquet: not a readable parquet file"):
         bivlc.evaluate(tmp_path, scorer, OPTS)
+
+
+def test_parquet_shards_of_two_downloads_or_with_one_missing_are_refused(tmp_path):
+    """Hugging Face renamed BiVLC's shards between revisions (``test-00000-of-00002-<hash>.parquet`` ->
+    ``test-00000-of-00002.parquet``): both in one folder would count every row twice."""
+    import shutil
+
+    _, scorer, paths = build_bivlc(tmp_path, shards=2)
+    assert bivlc.evaluate(tmp_path, scorer, OPTS)["n"] == 7
+    shutil.copy(paths[0], paths[0].with_name("test-00000-of-00002-0123abcd.parquet"))
+    with pytest.raises(BenchmarkDataError, match=r"test-00000-of-00002-0123abcd\.parquet and test-00000-of-00002\.parquet "
+                                                 r"are the same shard"):
+        bivlc.evaluate(tmp_path, scorer, OPTS)
+    paths[0].with_name("test-00000-of-00002-0123abcd.parquet").unlink()
+    paths[1].unlink()
+    with pytest.raises(BenchmarkDataError, match=r"test shard\(s\) \[1\] of 2 missing"):
+        bivlc.evaluate(tmp_path, scorer, OPTS)

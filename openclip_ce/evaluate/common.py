@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,33 @@ def field_of(entry: Any, key: str, kind: type | Tuple[type, ...], where: str) ->
     if isinstance(value, str) and not value.strip():
         raise BenchmarkDataError(f"{where}: field {key!r} is empty")
     return value
+
+
+_HF_SHARD = re.compile(r"(?P<split>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})(?:-[0-9a-f]+)?\.parquet")
+
+
+def parquet_shards(folder: Path, pattern: str = "*.parquet") -> List[Path]:
+    """The parquet shards in ``folder``, sorted by name. Hugging Face names them
+    ``<split>-<i>-of-<n>[-<hash>].parquet``: two files for one shard (two revisions downloaded into one
+    folder) or a shard missing is a :class:`BenchmarkDataError` naming them, since read as they are the
+    rows would count twice or in part. Other names are taken as they are."""
+    shards = sorted(folder.glob(pattern))
+    seen: Dict[Tuple[str, int, int], Path] = {}
+    for path in shards:
+        m = _HF_SHARD.fullmatch(path.name)
+        if m is None:
+            continue
+        key = (m["split"], int(m["i"]), int(m["n"]))
+        if key in seen:
+            raise BenchmarkDataError(f"{folder}: {seen[key].name} and {path.name} are the same shard "
+                                     f"(two downloads of the dataset?): keep one revision")
+        seen[key] = path
+    for split, n in {(k[0], k[2]) for k in seen}:
+        missing = [i for i in range(n) if (split, i, n) not in seen]
+        if missing:
+            raise BenchmarkDataError(f"{folder}: {split} shard(s) {missing} of {n} missing "
+                                     f"(expected {split}-{missing[0]:05d}-of-{n:05d}*.parquet)")
+    return shards
 
 
 def parquet_rows(paths: Sequence[Path], required: Sequence[str], optional: Sequence[str],

@@ -24,9 +24,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, embedded_image, field_of,
-                      parquet_rows)
+                      parquet_rows, parquet_shards)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
+from .winoground import winoground_scores
 
 NAME = "bivlc"
 COLUMNS = ("image", "caption", "negative_caption", "negative_image", "type")
@@ -38,7 +39,7 @@ DIRECTIONS = ("Ipos_2T", "Ineg_2T", "Tpos_2I", "Tneg_2I")
 def find_shards(root: Path) -> List[Path]:
     base = root / NAME
     for d in (base / "data", base):
-        shards = sorted(d.glob("*.parquet"))
+        shards = parquet_shards(d)
         if shards:
             return shards
     raise BenchmarkMissing(f"expected data/test-*.parquet (the Hugging Face layout of imirandam/BiVLC) in {base}")
@@ -58,12 +59,10 @@ def read_instances(paths: Sequence[Path]) -> List[Dict]:
 
 def bivlc_scores(s: np.ndarray) -> Dict[str, np.ndarray]:
     """``s[n, i, c]``: similarity of image i and caption c of instance n (0 = positive, 1 = negative)."""
-    d = {"Ipos_2T": s[:, 0, 0] > s[:, 0, 1], "Ineg_2T": s[:, 1, 1] > s[:, 1, 0],
-         "Tpos_2I": s[:, 0, 0] > s[:, 1, 0], "Tneg_2I": s[:, 1, 1] > s[:, 0, 1]}
-    d["i2t"] = d["Ipos_2T"] & d["Ineg_2T"]
-    d["t2i"] = d["Tpos_2I"] & d["Tneg_2I"]
-    d["group"] = d["i2t"] & d["t2i"]
-    return d
+    w = winoground_scores(s)  # BiVLC's I2T / T2I / group are Winoground's text / image / group scores
+    return {"Ipos_2T": s[:, 0, 0] > s[:, 0, 1], "Ineg_2T": s[:, 1, 1] > s[:, 1, 0],
+            "Tpos_2I": s[:, 0, 0] > s[:, 1, 0], "Tneg_2I": s[:, 1, 1] > s[:, 0, 1],
+            "i2t": w["text"], "t2i": w["image"], "group": w["group"]}
 
 
 def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images, field_of,
-                      embedded_image, load_json_list, parquet_rows)
+                      embedded_image, load_json_list, parquet_rows, parquet_shards)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 from .winoground import winoground_scores
@@ -65,7 +65,7 @@ def read_parquet(paths: Sequence[Path]) -> List[Dict]:
 def find_files(base: Path) -> Tuple[str, List[Path]]:
     """``("parquet", shards)`` or ``("json", [test.json])`` under ``base`` (see module docstring)."""
     for d in (base / "data", base):
-        shards = sorted(d.glob(f"{SPLIT}-*.parquet"))
+        shards = parquet_shards(d, f"{SPLIT}-*.parquet")
         if shards:
             return "parquet", shards
     for d in (base / "data", base):

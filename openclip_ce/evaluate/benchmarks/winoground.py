@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
-                     embedded_image, field_of, load_jsonl, parquet_rows)
+                     embedded_image, field_of, load_jsonl, parquet_rows, parquet_shards)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
@@ -90,7 +90,7 @@ def read_parquet_examples(paths: Sequence[Path]) -> List[Dict]:
 def find_files(base: Path) -> Tuple[str, List[Path]]:
     """``("parquet", shards)`` or ``("jsonl", [examples.jsonl])`` under ``base`` (see module docstring)."""
     for d in (base / "data", base):
-        shards = sorted(d.glob("*.parquet"))
+        shards = parquet_shards(d)
         if shards:
             return "parquet", shards
     for d in (base, base / "data"):
