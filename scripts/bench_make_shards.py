@@ -39,11 +39,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from openclip_ce.generation.edits import FILL_POS, FillRequest, pick_fill_token  # noqa: E402
+from openclip_ce.generation.edits import FillRequest  # noqa: E402
+from openclip_ce.generation.generator import plan_fill  # noqa: E402
 from openclip_ce.generation.fillers import MLMFiller  # noqa: E402
 from openclip_ce.generation.generator import NegativeGenerator  # noqa: E402
 from openclip_ce.generation.tagging import SpacyTagger  # noqa: E402
-from openclip_ce.generation.words import sample_rng  # noqa: E402
 from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir  # noqa: E402
 
 clock = time.process_time
@@ -65,9 +65,9 @@ def planned_fills(tagger, items, seed=0):
     out = []
     for (key, text), toks in zip(items, tagger.tag([t for _, t in items])):
         for kind in ("att", "act", "obj"):
-            tok = pick_fill_token(text, toks, FILL_POS[kind], sample_rng(seed, key, kind))
-            if tok is not None:
-                out.append((text, tok))
+            planned = plan_fill(text, toks, kind, seed, key)
+            if planned is not None:
+                out.append((text, planned[0]))
     return out
 
 

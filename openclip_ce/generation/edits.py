@@ -67,20 +67,11 @@ class FillRequest:
     tag: str
     word: str = ""  # the original word (context for tokenization only; never a candidate)
 
-    @property
-    def space_before(self) -> bool:
-        return bool(self.left) and self.left[-1].isspace()
-
 
 
 def fill_candidates(text: str, toks: Tagged, pos: str) -> List[Tok]:
     """The words of ``pos`` that a fill may replace."""
     return [t for t in toks if t.pos == pos and is_word(text[t.start:t.end])]
-
-
-def pick_fill_token(text: str, toks: Tagged, pos: str, rng: random.Random) -> Optional[Tok]:
-    cands = fill_candidates(text, toks, pos)
-    return cands[rng.randrange(len(cands))] if cands else None
 
 
 def choose_fill(candidates: Sequence[str], original: str, tok: Tok, rng: random.Random, top_k: int,

@@ -17,6 +17,16 @@ from .tagging import SpacyTagger, Tok
 from .words import VariantCheck, is_sentence_initial, recase, sample_rng
 
 
+def plan_fill(text: str, toks, kind: str, seed: int, key: str) -> Optional[Tuple[Tok, random.Random]]:
+    """The word a ``kind`` fill replaces in ``text`` and the sample's stream that drew it (which then
+    chooses the fill), or None when the caption has no such word (the type's placeholder)."""
+    cands = fill_candidates(text, toks, FILL_POS[kind])
+    if not cands:  # a stream is seeded only when there is a draw to make: the same draws as ever
+        return None
+    rng = sample_rng(seed, key, kind)
+    return cands[rng.randrange(len(cands))], rng
+
+
 @dataclass
 class Timings:
     """Seconds of one generator: ``tag_s`` tagging, swapping, picking and encoding the masked words (CPU);
@@ -75,10 +85,9 @@ class NegativeGenerator:
             if rel:
                 out[i]["rel"] = make_rel(text, toks, lambda: sample_rng(seed, key, "rel"))
             for kind in fill_kinds:
-                cands = fill_candidates(text, toks, FILL_POS[kind])
-                if cands:  # a stream is seeded only when there is a draw to make: the same draws as ever
-                    rng = sample_rng(seed, key, kind)
-                    pending.append((i, kind, cands[rng.randrange(len(cands))], rng))
+                planned = plan_fill(text, toks, kind, seed, key)
+                if planned is not None:
+                    pending.append((i, kind, *planned))
         handle = None
         if pending:
             n = len(pending)
