@@ -152,3 +152,24 @@ def test_patched_main_trains_and_resumes_without_the_hook(patched_main_src, tmp_
     log = (logs / "p" / "out.log").read_text()
     assert f"ce_clip: restored plugin state from {logs / 'p' / 'checkpoints' / 'epoch_1.pt'}: {state}" in log
     assert [r["step"] for r in read_metrics(logs / "p")] == [1, 2, 3, 4]  # the plugin's metrics file, patched too
+
+
+_PACK_SUPPORT = """
+import copy, sys
+from open_clip.model import CLIP
+from openclip_ce.integration.text_packing import pack_support
+from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG
+
+class OwnEncodeText(CLIP):  # main's encode_text calls _encode_text: an override there changes the features
+    def _encode_text(self, text, normalize=False):
+        return super()._encode_text(text, normalize)
+
+print(pack_support(CLIP(**copy.deepcopy(TINY_VIT_B_32_CFG))), "|", pack_support(OwnEncodeText(**copy.deepcopy(TINY_VIT_B_32_CFG))))
+"""
+
+
+def test_main_models_that_override_the_inner_text_encoder_are_not_packed(main_src):
+    proc = run([sys.executable, "-c", _PACK_SUPPORT], PYTHONPATH=pythonpath(main_src))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plain, own = proc.stdout.strip().splitlines()[-1].split(" | ")
+    assert plain == "None" and own == "OwnEncodeText overrides CLIP._encode_text"

@@ -68,8 +68,8 @@ def pack_support(model: nn.Module) -> Optional[str]:
     """``None`` if :func:`encode_packed` is exact for ``model`` (as open_clip built it); otherwise why not."""
     if isinstance(model, (CLIP, CustomTextCLIP)):
         base = CLIP if isinstance(model, CLIP) else CustomTextCLIP
-        for method in ("encode_text", "forward"):
-            if _overrides(model, base, method):
+        for method in ("encode_text", "_encode_text", "forward"):  # _encode_text: main's, under encode_text
+            if hasattr(base, method) and _overrides(model, base, method):
                 return f"{type(model).__name__} overrides {base.__name__}.{method}"
     if isinstance(model, CustomTextCLIP):
         text = getattr(model, "text", None)
