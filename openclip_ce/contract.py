@@ -87,7 +87,6 @@ class StepLoss(Protocol):
         """One optimizer step has ended (host side, outside any compiled region)."""
 
 
-
 @runtime_checkable
 class ResumesWithoutState(Protocol):
     """Optional, on a plugin: ``--resume`` found no plugin state (a checkpoint copied without its state

@@ -65,7 +65,6 @@ def main_modules():
     return seen
 
 
-
 def wrap_train_one_epoch_once(wrap: Callable[[Any, Callable], Callable]) -> None:
     """Replaces main's ``train_one_epoch`` by ``wrap(open_clip_train.train, original)``, unless it is wrapped."""
     import open_clip_train.train as oc_train

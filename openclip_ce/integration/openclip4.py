@@ -134,8 +134,8 @@ def plugin_task_class(base: type) -> type:
         if isinstance(self.loss, StepLoss):
             self.loss.end_optimizer_step()
 
-    return type(f"Plugin{base.__name__}", (base,), {"prepare_batch": prepare_batch, "clamp_logit_scale": clamp_logit_scale,
-                                                    "__module__": __name__})
+    return type(f"Plugin{base.__name__}", (base,),
+                {"prepare_batch": prepare_batch, "clamp_logit_scale": clamp_logit_scale, "__module__": __name__})
 
 
 def _wrap_create_task(original):
