@@ -99,68 +99,86 @@ def read_output(root: Path) -> List[Dict]:
 
 
 # ----------------------------------------------------------------------------- judging an edit
-def edits(caption: str, negative: str):
-    """The (original token, new text, changed span within the token) of each whitespace token the negative
-    changed: tokens compared with difflib, then the changed characters within each replaced run."""
+_PUNCT = ".,;:!?\"'()[]{}«»“”‘’*|"
+
+
+def _core(chunk: str) -> str:
+    return chunk.strip(_PUNCT)
+
+
+def edits(caption: str, negative: str, swap: bool = False):
+    """(original chunk, new chunk, changed span within the original chunk) of each whitespace-delimited
+    chunk an edit changed. A fill keeps the number of chunks: chunks are compared position by position.
+    A swap moves whole chunks: each chunk that is gone is reported whole (its span: the whole core)."""
     a, b = caption.split(), negative.split()
     out = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
-        if op == "equal":
+    if not swap and len(a) == len(b):
+        pairs = [(x, y) for x, y in zip(a, b) if x != y]
+    else:
+        from collections import Counter
+
+        gone, new = Counter(a) - Counter(b), Counter(b) - Counter(a)
+        pairs = [(x, None) for x in gone.elements()]
+        new_cores = {_core(y).lower() for y in new.elements()}
+    for old, nw in pairs:
+        if nw is None:
+            core = _core(old)
+            p = old.index(core) if core else 0
+            # a chunk that is gone: broken only where part of it stayed behind (partially changed)
+            out.append((old, core if core.lower() in new_cores or not core else "", p, p + len(core)))
             continue
-        if op != "replace":
-            continue  # whole tokens moved (a swap of noun runs of different lengths): nothing glued
-        old, new = " ".join(a[i1:i2]), " ".join(b[j1:j2])
         p = 0
-        while p < min(len(old), len(new)) and old[p] == new[p]:
+        while p < min(len(old), len(nw)) and old[p] == nw[p]:
             p += 1
         s = 0
-        while s < min(len(old), len(new)) - p and old[-1 - s] == new[-1 - s]:
+        while s < min(len(old), len(nw)) - p and old[-1 - s] == nw[-1 - s]:
             s += 1
         # letters shared by the two words ("man" / "woman", "dogs" / "cats") belong to the edited word
         while p > 0 and old[p - 1].isalpha():
             p -= 1
         while s > 0 and old[-s].isalpha():
             s -= 1
-        out.append((old, new, p, len(old) - s))
+        out.append((old, nw, p, len(old) - s))
     return out
 
 
-def broken(caption: str, negative: str) -> Optional[str]:
+def broken(caption: str, negative: str, swap: bool = False) -> Optional[str]:
     """Why an edit is broken (a short reason), or None."""
-    for old, new, p, e in edits(caption, negative):
-        word = old.strip(".,;:!?\"'()[]{}«»“”‘’*")
+    for old, new, p, e in edits(caption, negative, swap):
+        word = _core(old)
         if _TAG_OR_URL.search(old):
             return "tag/url/file"
-        if any(ch.isdigit() for ch in old[p:e]) or any(ch.isdigit() for ch in word):
+        if any(ch.isdigit() for ch in word):
             return "digit"
+        if new == "" and word and any(c in word for c in "-&+/") :
+            return "hyphen"  # a joined word of a swap that was cut
         before = old[p - 1] if p > 0 else ""
         after = old[e] if e < len(old) else ""
         if before.isalnum() or after.isalnum():
             return "glued"
-        if "-" in word and (before == "-" or after == "-" or "-" in old[p:e] and old[p:e].strip("-") != word.strip("-")):
+        if (before in "-&+/" and p > 1 and old[p - 2].isalnum()) or (after in "-&+/" and e + 1 < len(old)
+                                                                       and old[e + 1].isalnum()):
             return "hyphen"
     return None
 
 
 class Dictionary:
-    def __init__(self, spacy_model: str):
-        import spacy
+    """spaCy's WordNet-derived lemma index, any part of speech (with the rule lemmatizer's lemmas)."""
 
-        nlp = spacy.load(spacy_model, exclude=["parser", "ner"])
-        table = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index")
-        self.words = set().union(*(set(table[p]) for p in ("noun", "verb", "adj", "adv") if p in table))
+    def __init__(self, spacy_model: str):
+        from openclip_ce.generation.tagging import SpacyTagger
+
+        self.tagger = SpacyTagger(spacy_model)
 
     def is_name(self, word: str) -> bool:
-        w = word.strip(".,;:!?\"'()[]{}")
+        w = word.strip(_PUNCT)
         if not w[:1].isupper() or not w.isalpha():
             return False
-        low = w.lower()
-        return not any(f in self.words for f in (low, low[:-1] if low.endswith("s") else low,
-                                                  low[:-2] if low.endswith("es") else low))
+        return not any(self.tagger.known(w, pos) for pos in ("NOUN", "VERB", "ADJ"))
 
 
-def edited_words(caption: str, negative: str) -> List[str]:
-    return [old for old, _, _, _ in edits(caption, negative)]
+def edited_words(caption: str, negative: str, swap: bool = False) -> List[str]:
+    return [old for old, _, _, _ in edits(caption, negative, swap)]
 
 
 class ForeignCheck:
@@ -201,10 +219,19 @@ class ForeignCheck:
 # ----------------------------------------------------------------------------- one source
 def run_source(name: str, captions: List[str], args, dictionary: Dictionary, foreign: ForeignCheck) -> Dict:
     root = Path(args.out) / name
-    if (root / "in").exists():
+    if args.rescore and (root / "out" / "stats.json").exists():
+        pass
+    elif (root / "in").exists():
         import shutil
 
         shutil.rmtree(root)
+    if not (args.rescore and (root / "out" / "stats.json").exists()):
+        _make(root, captions, args)
+    return _score(name, root, dictionary, foreign)
+
+
+def _make(root: Path, captions: List[str], args) -> None:
+    name = root.name
     write_shards(root / "in", captions)
     cmd = [args.python, "-m", "openclip_ce.cli", "make-shards", str(root / "in"), "--out", str(root / "out"),
            "--filler", args.filler, "--workers", "1", "--no-progress", "--spacy-model", args.spacy_model,
@@ -213,6 +240,9 @@ def run_source(name: str, captions: List[str], args, dictionary: Dictionary, for
     (root / "log.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode:
         raise SystemExit(f"{name}: make-shards exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+
+
+def _score(name: str, root: Path, dictionary: "Dictionary", foreign: "ForeignCheck") -> Dict:
     samples = read_output(root / "out")
     stats = json.loads((root / "out" / "stats.json").read_text())
     n = len(samples)
@@ -241,12 +271,12 @@ def run_source(name: str, captions: List[str], args, dictionary: Dictionary, for
                 foreign_examples.append({"caption": cap, "neg": vals})
         for t, v in vals.items():
             n_neg += 1
-            why = broken(cap, v)
+            why = broken(cap, v, t == "rel")
             if why:
                 reasons[why] = reasons.get(why, 0) + 1
                 if len(broken_examples) < 25:
                     broken_examples.append({"type": t, "why": why, "caption": cap, "neg": v})
-            if any(dictionary.is_name(w) for w in edited_words(cap, v)):
+            if any(dictionary.is_name(w) for w in edited_words(cap, v, t == "rel")):
                 names += 1
                 if len(name_examples) < 25:
                     name_examples.append({"type": t, "caption": cap, "neg": v})
@@ -298,6 +328,7 @@ def main(argv=None) -> int:
     p.add_argument("--read", type=int, default=0, help="print this many random samples per source to read")
     p.add_argument("--read-file", default=None, help="write the samples to read here (default: stdout)")
     p.add_argument("--json", default=None, help="write every number and example here")
+    p.add_argument("--rescore", action="store_true", help="score the outputs already in --out (no make-shards run)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further make-shards flags (last)")
     args = p.parse_args(argv)
 
