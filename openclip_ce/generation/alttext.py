@@ -43,8 +43,8 @@ _PROTECTED = re.compile(
     r"|[\w-]+\s*=\s*(?:\"[^\"]*\"?|'[^']*'?|\S*)"
     r"|\S*(?:[/\\_@=<>{}|~^]|\w\.\w)\S*"
 )
-# characters that join two words into one ("T-shirt", "AC/DC", "R&B", "U.S.A", "l'eau")
-_JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.:'\u2019_@")
+# characters that join two words into one ("T-shirt", "AC/DC", "R&B", "U.S.A", "l'eau", "Typography,Phone")
+_JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@")
 _WORDS = re.compile(r"[^\W\d_]+")
 
 
