@@ -13,6 +13,7 @@ A word may be edited only when all of these hold:
   whole, so it is left as it is; a possessive ``'s`` is not a join ("man" of "man's" is a word);
 * it is not inside an HTML tag or entity, a URL, an attribute (``class="..."``), or a chunk of
   text that holds a path, file or domain name, an e-mail address or an underscore;
+* it is written in Latin letters ("играть" of a caption in two scripts is never an English word);
 * a word with a capital letter is a dictionary word of the part of speech it was tagged with (spaCy's
   WordNet-derived lemma index): one that is not is a name or a brand ("Erykah", "Badu", "Damen"),
   and is not edited. Lowercase words are not checked (a check there would drop 4 % of COCO's
@@ -43,8 +44,9 @@ _PROTECTED = re.compile(
     r"|[\w-]+\s*=\s*(?:\"[^\"]*\"?|'[^']*'?|\S*)"
     r"|\S*(?:[/\\_@=<>{}|~^]|\w\.\w)\S*"
 )
-# characters that join two words into one ("T-shirt", "AC/DC", "R&B", "U.S.A", "l'eau", "Typography,Phone")
-_JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@")
+# characters that join two words into one ("T-shirt", "AC/DC", "R&B", "U.S.A", "l'eau", "Typography,Phone",
+# "Miles...$144K", "Ref…,978")
+_JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@\u2026$\u20ac\u00a3\u00a5%#")
 _WORDS = re.compile(r"[^\W\d_]+")
 
 
@@ -93,6 +95,11 @@ def _glued(text: str, start: int, end: int) -> bool:
     return False
 
 
+def _latin(word: str) -> bool:
+    """Every letter of ``word`` is a Latin one ("café" is, "играть" is not: never an English word)."""
+    return all(c < "\u0250" or "\u1e00" <= c < "\u1f00" for c in word if c.isalpha())
+
+
 class CaptionTagger:
     """``tag(texts)``: the spaCy tags of each caption, with every token no edit may touch set to
     :data:`BLOCKED_POS`. Title Case / ALL-CAPS captions are tagged as a lowercase copy."""
@@ -114,7 +121,8 @@ class CaptionTagger:
             if t.pos not in EDITABLE_POS:
                 continue
             word = text[t.start:t.end]
-            ok = not _glued(text, t.start, t.end) and (word.islower() or known(word, t.pos))
+            ok = (not _glued(text, t.start, t.end) and (word.isascii() or _latin(word))
+                  and (word.islower() or known(word, t.pos)))
             if ok:
                 if spans is None:
                     spans = protected_spans(text)

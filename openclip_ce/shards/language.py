@@ -8,7 +8,8 @@ The language comes from CLD2 (``pycld2``: Chromium's compact language detector, 
 into the wheel, nothing downloaded). Chosen by measurement on short captions (``docs/make-shards-alt-text.md``):
 it keeps 99.6-100 % of English captions, three-word ones and Title Case ones included, where the
 other candidates drop 12-42 % of them, and costs about 6 microseconds a caption (a few percent of
-tagging). A caption CLD2 cannot place is kept, unless most of its letters are in a non-Latin script.
+tagging). A caption most of whose letters are in a non-Latin script is another language (unless a
+language written in one is selected); a caption CLD2 cannot place is kept.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class LanguageFilter:
     def other(self, text: str) -> Optional[str]:
         if self._detect is None:
             return None
+        if not text.isascii() and not self.languages & _NON_LATIN:
+            letters = sum(c.isalpha() for c in text)
+            if len(_LATIN.findall(text)) * 2 < letters:  # mostly another script: not a language selected
+                return "und"
         try:
             code = self._detect(text)[2][0][1]
         except self._error:
@@ -60,10 +65,8 @@ class LanguageFilter:
                 code = self._detect(_CONTROL.sub(" ", text))[2][0][1]
             except (self._error, UnicodeError):
                 code = "un"
-        if code == "un":  # undetermined: kept, unless most letters are in another script than Latin
-            letters = [c for c in text if c.isalpha()]
-            latin = len(_LATIN.findall(text))
-            return "und" if letters and latin * 2 < len(letters) and not self.languages & _NON_LATIN else None
+        if code == "un":  # undetermined: kept
+            return None
         code = code.split("-")[0].lower()
         return None if code in self.languages else code
 
