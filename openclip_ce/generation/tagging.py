@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import unicodedata
 from functools import lru_cache
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -19,6 +20,10 @@ _SPACY_EXCLUDE = ["parser", "ner", "senter", "textcat", "textcat_multilabel", "e
 # Penn tags of base forms: the lemmatizer keeps these words as they are (spaCy decides so from the
 # morphology the attribute ruler sets; here from the tag directly)
 _BASE_FORM_TAGS = frozenset(("NN", "JJ", "VB", "VBP"))
+try:
+    from spacy.lang.en.stop_words import STOP_WORDS as _STOP_WORDS
+except ImportError:  # pragma: no cover - part of spaCy
+    _STOP_WORDS = frozenset()
 
 
 def default_spacy_model() -> str:
@@ -71,6 +76,7 @@ class SpacyTagger:
         self._index = self._dictionary()
         self._word_cache: Dict[Tuple[int, int, int], Tuple[str, str, str]] = {}
         self.known = lru_cache(maxsize=200_000)(self._known)
+        self.english = lru_cache(maxsize=200_000)(self._english)
         if self._index is None:
             log.warning("spaCy model %s has no lemma index: fills are not checked against a dictionary", model)
 
@@ -85,7 +91,7 @@ class SpacyTagger:
         """The lemmatizer's per-POS word lists (WordNet-derived ``lemma_index``), if the model has them."""
         try:
             table = self._lemmatizer.lookups.get_table("lemma_index")
-            return {pos: frozenset(table[pos.lower()]) for pos in ("NOUN", "VERB", "ADJ")}
+            return {pos: frozenset(table[pos.lower()]) for pos in ("NOUN", "VERB", "ADJ", "ADV")}
         except Exception:
             return None
 
@@ -95,6 +101,18 @@ class SpacyTagger:
             return True
         w = word.lower()
         return w in self._index[pos] or self.lemma(w, pos) in self._index[pos]
+
+    def _english(self, word: str) -> bool:
+        """Is ``word`` (any case, a possessive ``'s`` allowed) an English word: one of spaCy's English stop
+        words or a dictionary word of any part of speech? True for every word without a dictionary."""
+        if self._index is None:
+            return True
+        w = word.lower()
+        if w.endswith(("'s", "\u2019s")):
+            w = w[:-2]
+        if not w.isascii() and len(w) > 3:  # "café", "naïve": the dictionary spells them without accents
+            w = unicodedata.normalize("NFKD", w).encode("ascii", "ignore").decode() or w  # ("má", "né" stay)
+        return w in _STOP_WORDS or any(self._known(w, pos) for pos in ("NOUN", "VERB", "ADJ", "ADV"))
 
     def tag(self, texts: Sequence[str]) -> List[Tagged]:
         if self._pos_table is None:  # the model's own attribute ruler and lemmatizer
