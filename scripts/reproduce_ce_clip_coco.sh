@@ -7,7 +7,7 @@
 #
 # Inputs (nothing is downloaded by this script):
 #   COCO   folder with train2017/, val2017/ and annotations/captions_{train,val}2017.json
-#   BENCH  the benchmark data root of `openclip-ce eval` (layout: docs/EVAL_PROTOCOL.md), with zeroshot/ for the sweep
+#   BENCH  the benchmark data root of `openclip-ce eval` (layout: docs/evaluation.md), with zeroshot/ for the sweep
 # plus network access (or local copies) for the OpenAI weights and the masked LM (FILLER_MODEL), and GPUs.
 # Other settings (model, epochs, batch, lr, precision, filler, workers, extra flags): scripts/_recipe.sh.
 #

@@ -9,7 +9,7 @@
 #   COCO         folder with train2017/ and annotations/captions_train2017.json
 #   CC3M_SHARDS  CC3M as WebDataset shards, the layout img2dataset writes (jpg + txt per sample); a brace pattern
 #   VG           Visual Genome 1.2: region_descriptions.json and the images in VG_100K/ and VG_100K_2/
-#   BENCH        the benchmark data root of `openclip-ce eval` (layout: docs/EVAL_PROTOCOL.md)
+#   BENCH        the benchmark data root of `openclip-ce eval` (layout: docs/evaluation.md)
 # plus network access (or local copies) for the OpenAI weights and the masked LM (FILLER_MODEL), and GPUs.
 #
 # The mixture (the paper does not state one): sampled with replacement (open_clip's --dataset-resampled)

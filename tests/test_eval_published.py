@@ -41,7 +41,7 @@ def test_published_data_names_our_metrics_and_sources():
 
 
 def test_the_doc_table_is_the_data_file():
-    doc = (REPO / "docs" / "EVAL_PROTOCOL.md").read_text()
+    doc = (REPO / "docs" / "evaluation.md").read_text()
     section = doc.split(BEGIN, 1)[1].split(END, 1)[0]
     assert section == "\n" + doc_table()
     assert "| winoground/group | 8.00 | verified | ±1 | 8.75 |" in section

@@ -3,7 +3,7 @@
 Every benchmark comes from the registry (:mod:`openclip_ce.evaluate.registry`): its flags, its
 reader of the official released files under ``--data-root``, its protocol text. The results JSON
 holds every number plus the protocol record; a Markdown table is written next to it. The protocol
-of each benchmark is written down in docs/EVAL_PROTOCOL.md and in its module's docstring.
+of each benchmark is written down in docs/evaluation.md and in its module's docstring.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .scorer import ClipScorer
 
 log = logging.getLogger("openclip_ce.evaluate")
 
-PROTOCOL_DOC = "docs/EVAL_PROTOCOL.md"
+PROTOCOL_DOC = "docs/evaluation.md"
 
 
 def _benchmark_list(spec: str) -> List[str]:
