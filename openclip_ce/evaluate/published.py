@@ -8,7 +8,7 @@ and the tolerance a check allows; docs/evaluation.md shows them (the table there
 from the file: ``python -m openclip_ce.evaluate.published --write-doc docs/evaluation.md``).
 
 ``python -m openclip_ce.evaluate.published RESULTS.json`` prints ours beside theirs (the last step of
-``scripts/check_eval_published.sh``) and exits 0 when every checked metric present in the results
+``scripts/recipes/verify_published_numbers.sh``) and exits 0 when every checked metric present in the results
 is within its tolerance, 1 otherwise.
 """
 
@@ -57,7 +57,7 @@ def doc_table(data: Optional[Dict] = None) -> str:
     m = data["model"]
     indep = data["sources"][data["independent_source"]]
     lines = [f"`--model {m['model']} --pretrained {m['pretrained']}`, accuracies in %. *checked*: compared by "
-             f"`scripts/check_eval_published.sh`, within ± the tolerance in points. *independent*: a "
+             f"`scripts/recipes/verify_published_numbers.sh`, within ± the tolerance in points. *independent*: a "
              f"re-evaluation with the benchmarks' own code, [{indep['label']}]({indep['url']}); not a reference, a "
              f"sense of how far a faithful re-run lands.", "",
              "| metric | published | status | checked | independent | source | note |",

@@ -6,7 +6,7 @@
 # Needs: the benchmark files under $BENCH (layout in docs/evaluation.md) and the OpenAI weights
 # (open_clip downloads them, or set MODEL/PRETRAINED to a local copy). Extra arguments go to `eval`.
 #
-#   BENCH=/data/bench bash scripts/check_eval_published.sh [--device cuda --batch-size 256 ...]
+#   BENCH=/data/bench bash scripts/recipes/verify_published_numbers.sh [--device cuda --batch-size 256 ...]
 #
 # Writes $OUT/ours.json (+ .md) and $OUT/published.md. Exit status: 0 when every checked metric the
 # run produced is within its tolerance, 1 when one differs (or nothing could be checked), 2 on an error.
