@@ -24,7 +24,7 @@ from .models import default_device, load_model
 from .report import markdown_table
 from .scorer import ClipScorer
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 PROTOCOL_DOC = "docs/evaluation.md"
 

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import UserError
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(UserError):

@@ -33,7 +33,7 @@ from typing import Dict, Optional, Sequence
 
 from .probe_captions import PROBE_CAPTIONS
 
-log = logging.getLogger("openclip_ce.generation")
+log = logging.getLogger(__name__)
 
 OPS = ("blis", "numpy", "torch")
 DEFAULT_OPS = "blis"

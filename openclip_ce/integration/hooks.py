@@ -28,6 +28,8 @@ from ..metrics_file import MetricsWriter
 from .discovery import PLUGIN_GROUP, Discovered, wants_help
 from .switch import metrics_requested
 
+log = logging.getLogger(__name__)
+
 STATE_FILE = "ce_plugin_state_epoch_{epoch}.json"
 
 _found = Discovered()
@@ -334,7 +336,7 @@ def restore_plugin_state(plugin, loss, args, start_epoch: int, position: Tuple[i
         return
     path = state_path(os.path.dirname(os.path.normpath(str(resume))), start_epoch)
     if not os.path.exists(path):
-        logging.warning(
+        log.warning(
             f"{plugin.name}: no plugin state at {path}; starting its state (e.g. CE-CLIP thresholds) afresh")
         if isinstance(plugin, ResumesWithoutState):  # its counts (the metrics file's steps) go on from the trainer's
             plugin.resume_at(loss, *position)
@@ -342,7 +344,7 @@ def restore_plugin_state(plugin, loss, args, start_epoch: int, position: Tuple[i
     with open(path) as f:
         saved = json.load(f)
     plugin.load_state_dict(loss, saved["state"])
-    logging.info(f"{plugin.name}: restored plugin state from {path}: {saved['state']}")
+    log.info(f"{plugin.name}: restored plugin state from {path}: {saved['state']}")
 
 
 def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], oc_train: types.ModuleType,
@@ -371,7 +373,7 @@ def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], 
         try:
             result = run(writer)
         except StopTraining as e:  # same step on every rank: all stop together, with one line
-            logging.error("%s", e.one_line())
+            log.error("%s", e.one_line())
             raise SystemExit(EXIT_USAGE) from None
         finally:
             log_filter.source = None

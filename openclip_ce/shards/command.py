@@ -24,7 +24,7 @@ from .stats import aggregate
 
 __all__ = ["add_arguments", "run", "run_config"]
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 PROG = "openclip-ce make-shards"
 

@@ -30,7 +30,7 @@ from .process import build_generator, log_result, remote_filler, run_job
 from .progress import Progress
 from .stats import workers_summary
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 _WORKER: Dict[str, object] = {}
 

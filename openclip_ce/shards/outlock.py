@@ -21,7 +21,7 @@ import time
 from ..errors import UserError
 from .plan import state_path
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 
 class OutputLock:

@@ -32,7 +32,7 @@ from .devices import bind_process_gpu, filler_device
 from .plan import ShardJob, sidecar_path
 from .tario import ShardFormatError, ShardWriter, read_samples, remove_stale_partials
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 IN_FLIGHT = 2  # chunks of one worker between tagging and writing
 

@@ -35,7 +35,7 @@ from ..negatives import (
     empty_negatives,
 )
 
-log = logging.getLogger("openclip_ce.data")
+log = logging.getLogger(__name__)
 
 _BUNDLE_PREFIX = "\x00openclip-ce-bundle\x00"  # NUL never occurs in a decoded caption
 

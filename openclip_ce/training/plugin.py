@@ -26,7 +26,7 @@ from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGAT
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
 from .siglip_loss import SIGLIP_DIST_IMPLS, CeSigLipLoss
 
-log = logging.getLogger("openclip_ce.training")
+log = logging.getLogger(__name__)
 COLLAPSE_STEPS = 20  # optimizer steps in a row at the contrastive loss's chance value before the collapse warning
 
 

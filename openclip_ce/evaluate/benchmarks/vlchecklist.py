@@ -33,7 +33,7 @@ from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, I
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "vl-checklist"
 CATEGORIES = ("Attribute", "Object", "Relation")

@@ -45,7 +45,7 @@ from ..registry import Benchmark
 from ..scorer import CheckedLoader
 from . import zeroshot_suites as suites_mod
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "zeroshot"
 
