@@ -28,7 +28,8 @@ run in another process (a GPU process, a Ray actor) while the caller tags the ne
 
 Modules, in dependency order: :mod:`.words` (what a word is, variants, casing, seeding),
 :mod:`.tagging` (spaCy POS tags and lemmas) with :mod:`.tagging_ops` (which matrix multiply it runs
-on), :mod:`.edits` (the noun swap, the fill protocol, its chunk-wide chooser), :mod:`.mlm_tokens`
+on), :mod:`.alttext` (which words of web alt-text an edit may touch; Title Case tagged in lowercase),
+:mod:`.edits` (the noun swap, the fill protocol, its chunk-wide chooser), :mod:`.mlm_tokens`
 (the masked LM's tokenizer side) with :mod:`.bpe_pieces` (cached byte-level BPE), :mod:`.mlm_model`
 (its model side), :mod:`.fillers` (masked LM and vocabulary fillers), :mod:`.generator` (the four
 negatives of a chunk of captions). The shard job that runs it over WebDataset shards is

@@ -151,7 +151,9 @@ class RemoteMLMFiller(MLMTokens):
 
 class VocabFiller(Filler):
     """Offline filler: words with the same fine-grained tag (``NNS``, ``VBG``, ``JJ``...) taken from the
-    corpus's own captions, so inflection matches without any model. Build with :meth:`from_captions`."""
+    corpus's own captions, so inflection matches without any model. Build with :meth:`from_captions`:
+    only words an edit could replace are taken (:mod:`.alttext`), those of Title Case / ALL-CAPS
+    captions in lowercase."""
 
     ranked = False
     name = "vocab"
@@ -162,12 +164,15 @@ class VocabFiller(Filler):
     @classmethod
     def from_captions(cls, tagger: "SpacyTagger", captions: Sequence[str], per_tag: int = 2000,
                       min_count: int = 2) -> "VocabFiller":
+        from .alttext import CaptionTagger, case_normalised
+
         counts: Dict[str, Dict[str, int]] = {}
-        for text, toks in zip(captions, tagger.tag(captions)):
+        for text, toks in zip(captions, CaptionTagger(tagger).tag(captions)):
+            any_case = case_normalised(text) is not None  # Title Case / ALL CAPS: its words in lowercase
             for t in toks:
                 if t.pos in FILL_POS.values():
                     w = text[t.start:t.end]
-                    if is_word(w) and (w == w.lower() or t.start == 0):
+                    if is_word(w) and (w == w.lower() or t.start == 0 or any_case):
                         bucket = counts.setdefault(t.tag, {})
                         bucket[w.lower()] = bucket.get(w.lower(), 0) + 1
         vocab = {

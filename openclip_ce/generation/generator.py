@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..negatives import NEG_TYPES, Negatives, empty_negatives
+from .alttext import CaptionTagger
 from .edits import FILL_POS, fill_candidates, make_rel
 from .fillers import Filler
 from .mlm_tokens import FillSlots
@@ -63,6 +64,7 @@ class NegativeGenerator:
         if any(t in FILL_POS for t in types) and filler is None:
             raise ValueError(f"types {list(types)} need a filler")
         self.tagger, self.filler, self.seed = tagger, filler, seed
+        self.captions = CaptionTagger(tagger)  # the words an edit may touch (:mod:`.alttext`)
         self.types = tuple(t for t in NEG_TYPES if t in types)
         self.top_k = top_k
         self.variants = VariantCheck(tagger.lemma)
@@ -75,7 +77,7 @@ class NegativeGenerator:
         """Tag the chunk, make its swaps, pick its masked words and send them to the filler."""
         t0 = time.perf_counter()
         texts = [text for _, text in items]
-        tagged = self.tagger.tag(texts)
+        tagged = self.captions.tag(texts)
         out = [empty_negatives() for _ in items]
         pending: List[Tuple[int, str, Tok, random.Random]] = []
         fill_kinds = [k for k in self.types if k in FILL_POS]

@@ -18,7 +18,7 @@ from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
 from .plan import is_complete, plan_jobs, record_settings, state_path, verify_settings
-from .process import build_vocab, resolve_tagging
+from .process import CAPTION_NOT_FOUND, build_vocab, resolve_tagging
 from .progress import Progress
 from .stats import aggregate
 
@@ -76,13 +76,16 @@ def run_config(cfg: ShardsConfig) -> int:
         stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
         write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
+    problems = stats["problems"]
     log.info("done: %d samples in %d complete shards (%d written now, %d skipped), %d failed; coverage %s; "
-             "%.1f samples/s%s; stats in %s", stats["samples"], stats["shards"]["complete"],
-             stats["shards"]["written_this_run"], skipped, len(failed),
-             " ".join(f"{t}={c:.3f}" for t, c in stats["coverage"].items()),
+             "%d samples without negatives; problems: %s; %.1f samples/s%s; stats in %s", stats["samples"],
+             stats["shards"]["complete"], stats["shards"]["written_this_run"], skipped, len(failed),
+             " ".join(f"{t}={c:.3f}" for t, c in stats["coverage"].items()), stats["samples_without_negatives"],
+             ", ".join(f"{k} {v}" for k, v in problems.items()) or "none",
              stats["throughput"]["samples_per_s"] or 0.0,
              f", limited by {stats['throughput']['limited_by']}" if stats["throughput"]["limited_by"] else "",
              os.path.join(cfg.out, "stats.json"))
+    warn_if_mostly_lost(stats, cfg)
     if failed:
         for f in failed:
             print(f"{PROG}: failed shard: {f['error']}", file=sys.stderr)
@@ -91,6 +94,27 @@ def run_config(cfg: ShardsConfig) -> int:
                   f"rerun to retry them, or pass --skip-bad to accept", file=sys.stderr)
             return 1
     return 0
+
+
+def warn_if_mostly_lost(stats, cfg: ShardsConfig) -> None:
+    """A closing warning when most samples had no caption, or got no negative: what to check."""
+    n = stats["samples"]
+    if not n:
+        return
+    problems = stats["problems"]
+    not_found = sum(problems.get(k, 0) for k in CAPTION_NOT_FOUND)
+    where = f"--caption-key {cfg.caption_key}" + (f" --caption-json-field {cfg.caption_json_field}"
+                                                  if cfg.caption_json_field else "")
+    if 2 * not_found > n:
+        members = next((e["members"] for e in stats["problem_examples"] if "members" in e), None)
+        log.warning("most samples (%d of %d) have no caption where %s points (%s)%s: check --caption-key and "
+                    "--caption-json-field", not_found, n, where,
+                    ", ".join(f"{k} {problems[k]}" for k in CAPTION_NOT_FOUND if problems.get(k)),
+                    f"; a sample's members: {', '.join(members)}" if members else "")
+    elif 2 * stats["samples_without_negatives"] > n:
+        log.warning("most samples (%d of %d) got no negative: check --caption-key / --caption-json-field (%s), "
+                    "--languages (%s) and --types; problems: %s", stats["samples_without_negatives"], n, where,
+                    ",".join(cfg.languages) or "all", ", ".join(f"{k} {v}" for k, v in problems.items()) or "none")
 
 
 def load_or_build_vocab(jobs, cfg: ShardsConfig) -> None:

@@ -17,10 +17,11 @@ from ..generation.tagging import SPACY_MODEL_HELP, default_spacy_model
 from ..generation.tagging_ops import OPS as TAGGING_OPS
 from ..negatives import NEG_TYPES, parse_neg_types
 from .devices import parse_device, parse_devices
+from .language import parse_languages
 
 # settings that change the bytes written: a resumed run must use the same ones
 OUTPUT_SETTINGS = ("seed", "types", "filler", "filler_model", "spacy_model", "top_k", "caption_key",
-                   "caption_json_field", "max_caption_chars", "vocab_captions", "vocab_per_tag")
+                   "caption_json_field", "max_caption_chars", "languages", "vocab_captions", "vocab_per_tag")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ShardsConfig:
     caption_key: str = "txt"
     caption_json_field: Optional[str] = None
     max_caption_chars: int = 2000
+    languages: Tuple[str, ...] = ("en",)  # () = every language (no filter)
     vocab_captions: int = 20000
     vocab_per_tag: int = 2000
     # how tagging and the masked LM run (never the output bytes)
@@ -88,6 +90,7 @@ class ShardsConfig:
     def output_settings(self) -> Dict[str, object]:
         d = {k: getattr(self, k) for k in OUTPUT_SETTINGS}
         d["types"] = list(self.types)
+        d["languages"] = list(self.languages) or "all"
         if self.filler != "mlm":
             d.pop("filler_model")
         if self.filler != "vocab":
@@ -142,6 +145,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="read the caption from this field (dotted path) of the sample's JSON member")
     d.add_argument("--max-caption-chars", type=int, default=default("max_caption_chars"),
                    help="longer captions pass through with null negatives (counted as caption_too_long)")
+    d.add_argument("--languages", default=",".join(default("languages")),
+                   help="captions identified (CLD2) as another language pass through with null negatives, counted as "
+                        "other_language_caption; comma-separated ISO 639-1 codes, or 'all' for no filter (the edits "
+                        "use an English tagger and dictionary)")
     r = p.add_argument_group("execution")
     r.add_argument("--workers", type=int, default=default("workers"),
                    help="processes that read, tag and write shards (local processes / Ray tasks in flight); "
@@ -200,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
         seed=args.seed, types=types, filler=args.filler, filler_model=args.filler_model,
         spacy_model=args.spacy_model or default_spacy_model(), top_k=args.top_k, caption_key=caption_key,
         caption_json_field=args.caption_json_field, max_caption_chars=args.max_caption_chars,
+        languages=parse_languages(args.languages),
         vocab_captions=args.vocab_captions, vocab_per_tag=args.vocab_per_tag, tagging_ops=args.tagging_ops,
         device=args.device, fp32=args.fp32, batch_size=args.batch_size, chunk_size=args.chunk_size,
         workers=args.workers, devices=parse_devices(args.devices),

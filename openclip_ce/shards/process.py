@@ -28,6 +28,7 @@ from ..generation.tagging import SpacyTagger
 from ..generation.tagging_ops import cache_path, cached_choice, choose_ops, machine_key, store_choice
 from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
 from .config import ShardsConfig
+from .language import LanguageFilter
 from .devices import bind_process_gpu, filler_device
 from .plan import ShardJob, sidecar_path
 from .tario import ShardFormatError, ShardWriter, read_samples, remove_stale_partials
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 IN_FLIGHT = 2  # chunks of one worker between tagging and writing
 
 PROBLEM_KINDS = ("no_caption", "empty_caption", "non_utf8_caption", "caption_too_long", "bad_caption_json",
-                 "replaced_neg_json")
+                 "non_string_caption", "other_language_caption", "replaced_neg_json")
+# kinds that say the caption was not found where --caption-key / --caption-json-field point
+CAPTION_NOT_FOUND = ("no_caption", "bad_caption_json", "non_string_caption")
 
 
 def _json_field(obj, path: str):
@@ -48,8 +51,17 @@ def _json_field(obj, path: str):
     return obj
 
 
+_FILTERS: Dict[Tuple[str, ...], LanguageFilter] = {}
+
+
+def language_filter(cfg: ShardsConfig) -> LanguageFilter:
+    if cfg.languages not in _FILTERS:
+        _FILTERS[cfg.languages] = LanguageFilter(cfg.languages)
+    return _FILTERS[cfg.languages]
+
+
 def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tuple[Optional[str], Optional[str]]:
-    """``(caption, None)`` or ``(None, problem kind)``."""
+    """``(caption, None)`` or ``(None, problem kind)``: no input makes it raise."""
     raw = members_by_ext.get(cfg.caption_key)
     if raw is None:
         return None, "no_caption"
@@ -60,17 +72,28 @@ def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tupl
     if cfg.caption_json_field:
         try:
             value = _json_field(json.loads(text), cfg.caption_json_field)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, too long a number, too deep a nesting
             return None, "bad_caption_json"
-        if not isinstance(value, str):
+        if value is None:
             return None, "no_caption"
+        if not isinstance(value, str):
+            return None, "non_string_caption"
+        try:
+            value.encode("utf-8")  # a lone surrogate ("\ud800") that JSON escapes let through
+        except UnicodeEncodeError:
+            return None, "non_utf8_caption"
         text = value
     if not text.strip():
         return None, "empty_caption"
     if len(text) > cfg.max_caption_chars:
         return None, "caption_too_long"
+    if language_filter(cfg).other(text) is not None:
+        return None, "other_language_caption"
     return text, None
 
+
+class SampleError(Exception):
+    """A sample that failed its shard: the message names the shard and the sample key."""
 
 
 class FillerDied(UserError):
@@ -85,22 +108,27 @@ class ShardStats:
         self.negatives = {t: 0 for t in NEG_TYPES}
         self.problems: Dict[str, int] = {}
         self.samples_with_problems = 0
+        self.samples_without_negatives = 0
         self._last_sample = -1  # index (self.samples) of the last sample counted as having a problem
         self.problem_examples: List[Dict[str, str]] = []
         self.examples: List[Dict[str, object]] = []
 
-    def problem(self, key: str, kind: str) -> None:
+    def problem(self, key: str, kind: str, members: Sequence[str] = ()) -> None:
         self.problems[kind] = self.problems.get(kind, 0) + 1
         if self._last_sample != self.samples:
             self.samples_with_problems += 1
             self._last_sample = self.samples
         if len(self.problem_examples) < 5:
-            self.problem_examples.append({"shard": self.job.src, "key": key, "kind": kind})
+            example = {"shard": self.job.src, "key": key, "kind": kind}
+            if kind in CAPTION_NOT_FOUND:
+                example["members"] = sorted(members)  # what the sample has, for a wrong --caption-key
+            self.problem_examples.append(example)
 
     def as_dict(self, seconds: float, timings: Dict[str, float]) -> Dict[str, object]:
         return {"shard": self.job.rel, "src": self.job.src, "status": "ok", "samples": self.samples,
                 "negatives": self.negatives, "problems": self.problems,
                 "samples_with_problems": self.samples_with_problems,
+                "samples_without_negatives": self.samples_without_negatives,
                 "problem_examples": self.problem_examples, "examples": self.examples,
                 "seconds": round(seconds, 3), **timings}
 
@@ -119,15 +147,18 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
     in_flight: Deque = deque()  # (samples, prepared chunk or None, number of captions)
 
     def write(samples, prep, n):
-        negs = iter(gen.finish(prep) if prep is not None else [])
+        negs = iter(_guarded(gen.finish, prep, gen, prep.items) if prep is not None else [])
         for key, members, caption in samples:
             for m in members:
                 writer.write_raw(m.raw)
             if key is None:
                 continue
             neg = next(negs) if caption is not None else empty_negatives()
+            made = 0
             for t in NEG_TYPES:
+                made += neg[t] is not None
                 stats.negatives[t] += neg[t] is not None
+            stats.samples_without_negatives += not made
             if caption is not None and len(stats.examples) < 3 and any(v is not None for v in neg.values()):
                 stats.examples.append({"key": key, "caption": caption, "neg": neg})
             writer.add(f"{key}.{NEG_MEMBER}", encode_negatives(neg), members[-1].mtime if members else 0)
@@ -136,7 +167,8 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
     def flush(last=False):
         items = [(k, c) for k, _, c in pending if c is not None]
         if pending:
-            in_flight.append((list(pending), gen.prepare(items) if items and gen is not None else None, len(items)))
+            prep = _guarded(gen.prepare, items, gen, items) if items and gen is not None else None
+            in_flight.append((list(pending), prep, len(items)))
             pending.clear()
         while in_flight and (last or len(in_flight) >= IN_FLIGHT):
             write(*in_flight.popleft())
@@ -159,7 +191,7 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
                 kept.append(m)
             caption, problem = extract_caption(by_ext, cfg)
             if problem:
-                stats.problem(key, problem)
+                stats.problem(key, problem, by_ext)
             else:
                 n_captions += 1
             pending.append((key, kept, caption))
@@ -177,6 +209,25 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
         raise
     write_json_atomic(sidecar_path(cfg.out, job.rel), result)
     return result
+
+
+def _guarded(step, arg, gen, items):
+    """``step(arg)`` (a chunk's prepare or finish); if it fails, the failure is raised again as a
+    :class:`SampleError` that names the sample: each caption of the chunk is generated alone until one
+    fails the same way (a failure no single caption repeats names the chunk's first and last keys)."""
+    try:
+        return step(arg)
+    except FillerDied:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised with the sample's key
+        for key, caption in items:
+            try:
+                gen.generate([(key, caption)])
+            except FillerDied:
+                raise
+            except Exception as e1:  # noqa: BLE001
+                raise SampleError(f"sample {key}: {type(e1).__name__}: {e1}") from e1
+        raise SampleError(f"samples {items[0][0]} .. {items[-1][0]}: {type(e).__name__}: {e}") from e
 
 
 def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
@@ -305,7 +356,8 @@ def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:
     except FillerDied:  # not this shard's fault: the run stops (one line), a rerun resumes
         raise
     except Exception as e:  # noqa: BLE001 - one bad shard must not stop the others
-        msg = str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {type(e).__name__}: {e}"
+        msg = (str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {e}" if isinstance(e, SampleError)
+               else f"{job.src}: {type(e).__name__}: {e}")
         if not isinstance(e, (ShardFormatError, OSError)):
             log.exception("unexpected error on shard %s", job.src)
         return {"shard": job.rel, "src": job.src, "status": "failed", "error": msg}

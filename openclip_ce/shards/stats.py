@@ -43,6 +43,8 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
         "negatives": negatives,
         "problems": {k: problems[k] for k in sorted(problems)},
         "samples_with_problems": sum(s["samples_with_problems"] for s in per_shard),
+        # every sample whose four negatives are all null (a problem, or no editable word)
+        "samples_without_negatives": sum(s.get("samples_without_negatives", 0) for s in per_shard),
         "problem_examples": [e for s in per_shard for e in s["problem_examples"]][:20],
         "throughput": {
             "seconds": round(wall, 3), "samples_this_run": captions,

@@ -21,6 +21,7 @@ docs/performance.md).
     python scripts/benchmarks/bench_make_shards.py                              # everything, tiny model, CPU
     python scripts/benchmarks/bench_make_shards.py --no-naive --no-cli          # 1 and 2 only (about a minute)
     python scripts/benchmarks/bench_make_shards.py --device cuda --hidden 768 --layers 6 --heads 12 --fills-only
+    python scripts/benchmarks/bench_make_shards.py --rules-only --captions-file captions_val2017.json  # alt-text rules' cost
 """
 
 from __future__ import annotations
@@ -311,6 +312,51 @@ def cli_run(captions, model_dir, spacy_model, device, workers, tmp):
     return wall, stats
 
 
+def read_caption_file(path):
+    """Captions of a COCO caption file (``annotations``), a JSON list, or a text file (one a line)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        obj = json.loads(text)
+        return [a["caption"] for a in obj["annotations"]] if isinstance(obj, dict) else list(obj)
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def alttext_rules(captions, spacy_model, rounds, chunk=512):
+    """(captions/s with the alt-text rules and the language filter, captions/s without, language filter
+    us/caption): the generator with the vocabulary filler (``--filler vocab``: tagging, rules, swaps,
+    fills) on the same captions, CPU time of this process, best of ``rounds`` (interleaved). "Without"
+    tags with the bare tagger, as before the rules existed."""
+    from openclip_ce.generation.fillers import VocabFiller
+
+    tagger = SpacyTagger(spacy_model)
+    try:
+        from openclip_ce.shards.language import LanguageFilter
+    except ImportError:  # an older checkout: no rules to compare
+        return None
+    lang = LanguageFilter(("en",))
+    vocab = VocabFiller.from_captions(tagger, captions[:5000])
+    with_rules = NegativeGenerator(tagger, vocab, seed=0)
+    without = NegativeGenerator(tagger, vocab, seed=0)
+    without.captions = tagger  # the generator's tagging before the rules: spaCy's tags as they are
+    items = [(f"k{i}", c) for i, c in enumerate(captions)]
+    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+
+    def new():
+        for c in chunks:
+            with_rules.generate([(k, t) for k, t in c if lang.other(t) is None])
+
+    def old():
+        for c in chunks:
+            without.generate(c)
+    t_new, t_old, t_lang = [], [], []
+    for _ in range(rounds):
+        t_new.append(best_of(1, new))
+        t_old.append(best_of(1, old))
+        t_lang.append(best_of(1, lambda: [lang.other(c) for c in captions]))
+    n = len(captions)
+    return n / min(t_new), n / min(t_old), 1e6 * min(t_lang) / n
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--captions", type=int, default=4000, help="captions for our pipeline (part 3)")
@@ -331,6 +377,11 @@ def main():
     p.add_argument("--fills-only", action="store_true", help="only the raw fill throughput (GPU target)")
     p.add_argument("--no-naive", action="store_true", help="skip part 3's comparison with the naive way")
     p.add_argument("--no-cli", action="store_true", help="skip the end-to-end make-shards run")
+    p.add_argument("--captions-file", default=None,
+                   help="real captions (COCO caption JSON, JSON list, or one a line) for every part instead of the "
+                        "built-in sample captions")
+    p.add_argument("--rules-only", action="store_true",
+                   help="only the alt-text rules and language filter against the bare tagging (--filler vocab)")
     args = p.parse_args()
 
     import torch
@@ -344,6 +395,20 @@ def main():
         a, b = rng.choice(pool), rng.choice(pool)
         captions.append(a if i % 2 else a.rstrip(".") + " and " + b[0].lower() + b[1:])
 
+    if args.captions_file:
+        real = read_caption_file(args.captions_file)
+        captions = [real[i % len(real)] for i in range(len(captions))]
+    if args.rules_only:
+        n = min(len(captions), args.captions)
+        res = alttext_rules(captions[:n], args.spacy_model, args.rounds)
+        if res is None:
+            print("rules   : this checkout has no alt-text rules")
+            return
+        new, old, lang_us = res
+        print(f"rules   : {new:6.0f} captions/s with the alt-text rules and --languages en vs {old:6.0f} captions/s "
+              f"without -> {new / old:.3f}x; language filter {lang_us:.1f} us/caption ({n} captions, --filler vocab, "
+              f"CPU time, 1 thread, best of {args.rounds})")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.fills_only:
             model_dir = write_tiny_mlm_dir(Path(tmp) / "mlm", hidden=args.hidden, layers=args.layers, heads=args.heads)

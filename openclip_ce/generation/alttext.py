@@ -1,0 +1,134 @@
+"""Web alt-text rules: which words of a caption an edit may touch, and how Title Case is tagged.
+
+Alt-text is not a sentence: product titles in Title Case, sizes and codes ("2lb", "66cm"), HTML
+fragments, URLs, file names and slugs, names and brands. :class:`CaptionTagger` wraps the spaCy
+tagger so that every edit (the noun swap and the three fills) sees only the words it may change:
+a token it may not change gets the part of speech ``X``, which no edit uses.
+
+A word may be edited only when all of these hold:
+
+* it is not glued to a letter or digit outside itself ("lb" of "2lb", "cm" of "66cm"), nor joined
+  to one by a hyphen, slash, ampersand, plus, dot, colon or apostrophe ("shirt" of "T-shirt",
+  "up" of "close-up"): a hyphenated word is replaced whole or not at all, and no edit replaces it
+  whole, so it is left as it is; a possessive ``'s`` is not a join ("man" of "man's" is a word);
+* it is not inside an HTML tag or entity, a URL, an attribute (``class="..."``), or a chunk of
+  text that holds a path, file or domain name, an e-mail address or an underscore;
+* it is written in Latin letters ("играть" of a caption in two scripts is never an English word);
+* a word with a capital letter is a dictionary word of the part of speech it was tagged with (spaCy's
+  WordNet-derived lemma index): one that is not is a name or a brand ("Erykah", "Badu", "Damen"),
+  and is not edited. Lowercase words are not checked (a check there would drop 4 % of COCO's
+  adjective edits, most of them nouns tagged as adjectives: "fire hydrant").
+
+Title Case and ALL-CAPS captions ("Kitchen Cabinet Storage Ideas by Larder With Fridge Freezer") are
+tagged as a lowercase copy, so that spaCy sees their common nouns, adjectives and verbs instead of a
+run of proper nouns; the edits then work on the original text, and a replacement takes the case of
+the word it replaces (:func:`~.words.recase`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, Optional, Sequence, Tuple
+
+from .tagging import Tagged, Tok
+
+EDITABLE_POS = frozenset(("NOUN", "VERB", "ADJ"))
+BLOCKED_POS = "X"
+
+# text an edit never enters: tags (also one cut off at the end), entities, URLs, attributes, and
+# whitespace-delimited chunks with a path, file or domain name, an address or an underscore
+_PROTECTED = re.compile(
+    r"\S*<[A-Za-z/!?][^<>]*(?:>\S*|$)"
+    r"|\S*&(?:#\d+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);?\S*"
+    r"|(?:[A-Za-z][A-Za-z0-9+.-]*://|www\.)\S*"
+    r"|[\w-]+\s*=\s*(?:\"[^\"]*\"?|'[^']*'?|\S*)"
+    r"|\S*(?:[/\\_@=<>{}|~^]|\w\.\w)\S*"
+)
+# characters that join two words into one ("T-shirt", "AC/DC", "R&B", "U.S.A", "l'eau", "Typography,Phone",
+# "Miles...$144K", "Ref…,978")
+_JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@\u2026$\u20ac\u00a3\u00a5%#")
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def protected_spans(text: str) -> List[Tuple[int, int]]:
+    """Character spans of ``text`` that no edit may enter (empty for plain text)."""
+    return [m.span() for m in _PROTECTED.finditer(text)]
+
+
+def case_normalised(text: str) -> Optional[str]:
+    """A lowercase copy of a Title Case or ALL-CAPS caption, with the same offsets; None otherwise.
+
+    Title Case: at least half of the words after the first start with a capital (and one at least
+    does). ALL CAPS: four or more cased letters, at most a fifth of them lowercase."""
+    words = _WORDS.findall(text)
+    if not words:
+        return None
+    cased = sum(len(w) for w in words)
+    lower_letters = sum(c.islower() for w in words for c in w)
+    all_caps = cased >= 4 and lower_letters * 5 <= cased
+    rest = words[1:]
+    capitals = sum(w[0].isupper() for w in rest)
+    title = capitals > 0 and capitals * 2 >= len(rest)
+    if not (all_caps or title):
+        return None
+    low = text.lower()
+    if len(low) != len(text):  # a character whose lowercase is longer ("İ"): map one by one
+        low = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    return low
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """Is ``text[start:end]`` joined to a letter or digit outside it, directly or by joiners ("T-shirt",
+    "Chair--Beige")? A possessive ('s, ’s) is not a join."""
+    i = start - 1
+    while i >= 0 and text[i] in _JOINERS:
+        i -= 1
+    if i >= 0 and text[i].isalnum() and i <= start - 1:
+        return True
+    j = end
+    while j < len(text) and text[j] in _JOINERS:
+        j += 1
+    if j < len(text) and text[j].isalnum():
+        possessive = (j == end + 1 and text[end] in "'\u2019" and text[j] in "sS"
+                      and (j + 1 == len(text) or not text[j + 1].isalnum()))
+        return not possessive
+    return False
+
+
+def _latin(word: str) -> bool:
+    """Every letter of ``word`` is a Latin one ("café" is, "играть" is not: never an English word)."""
+    return all(c < "\u0250" or "\u1e00" <= c < "\u1f00" for c in word if c.isalpha())
+
+
+class CaptionTagger:
+    """``tag(texts)``: the spaCy tags of each caption, with every token no edit may touch set to
+    :data:`BLOCKED_POS`. Title Case / ALL-CAPS captions are tagged as a lowercase copy."""
+
+    def __init__(self, tagger):
+        self.tagger = tagger
+        self.lemma, self.known = tagger.lemma, tagger.known
+
+    def tag(self, texts: Sequence[str]) -> List[Tagged]:
+        copies = [case_normalised(t) for t in texts]
+        tagged = self.tagger.tag([c if c is not None else t for t, c in zip(texts, copies)])
+        return [self._editable(text, toks) for text, toks in zip(texts, tagged)]
+
+    def _editable(self, text: str, toks: Tagged) -> Tagged:
+        spans = None
+        out = None
+        known = self.known
+        for i, t in enumerate(toks):
+            if t.pos not in EDITABLE_POS:
+                continue
+            word = text[t.start:t.end]
+            ok = (not _glued(text, t.start, t.end) and (word.isascii() or _latin(word))
+                  and (word.islower() or known(word, t.pos)))
+            if ok:
+                if spans is None:
+                    spans = protected_spans(text)
+                ok = not any(s < t.end and t.start < e for s, e in spans)
+            if not ok:
+                if out is None:
+                    out = list(toks)
+                out[i] = Tok(t.start, t.end, BLOCKED_POS, t.tag, t.lemma)
+        return toks if out is None else tuple(out)
