@@ -252,3 +252,12 @@ def test_atomic_write_errors_name_the_file_and_leave_nothing(tmp_path, monkeypat
         write_json_atomic(tmp_path / "stats.json", {"a": 1})
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "stats.json")
     assert os.listdir(tmp_path) == []
+
+
+def test_debug_adds_the_traceback_to_the_one_line(tmp_path):
+    cmd = make_shards_cmd([tmp_path / "in"], tmp_path / "out", NO_MODEL, "--types", "colour")
+    plain = subprocess.run(cmd, capture_output=True, text=True, env=env(), cwd=str(REPO), timeout=120)
+    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, env=env(), cwd=str(REPO), timeout=120)
+    line = "openclip-ce make-shards: error: --types: expected a non-empty comma-separated subset"
+    assert plain.returncode == 2 and plain.stderr.startswith(line) and "Traceback" not in plain.stderr
+    assert debug.returncode != 0 and debug.stderr.startswith(line) and "Traceback (most recent call last)" in debug.stderr
