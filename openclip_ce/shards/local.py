@@ -221,8 +221,8 @@ def _dead_worker(procs: Dict, running: Dict[int, Tuple]) -> str:
                else f"a worker (pid {pid}) died")
     else:
         how, who = "cause unknown", "a worker process died"
-    return (f"{who} ({how}); the shards completed so far are kept and no partial file counts as complete: "
-            f"rerun the same command to resume (if memory ran out, lower --workers or --chunk-size)")
+    return (f"{who} ({how}); the shards completed so far are kept and the unfinished ones' partial files "
+            f"deleted: rerun the same command to resume (if memory ran out, lower --workers or --chunk-size)")
 
 
 def drain(queue, progress: Progress, running: Optional[Dict[int, Tuple]] = None) -> None:
