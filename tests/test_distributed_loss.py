@@ -22,13 +22,21 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loss_modes(results):
-    return [[line for line in rank if line["mode"] != "no_negatives_guard"] for rank in results]
+    return [[line for line in rank if line["mode"] not in ("no_negatives_guard", "nonfinite_guard")] for rank in results]
 
 
 def test_no_negatives_guard_is_decided_on_the_global_batch(results):
     guard = [next(line for line in rank if line["mode"] == "no_negatives_guard") for rank in results]
     assert [g["rank0_only"] for g in guard] == [None, None]  # rank 1 alone sees none: nobody stops
     assert [g["none"] for g in guard] == [3, 3]                # none anywhere: both stop at step 3
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_check_step(results):
+    guard = [next(line for line in rank if line["mode"] == "nonfinite_guard") for rank in results]
+    # both stop at step 4 naming step 2, though rank 0's own loss was finite (its own first NaN step: 0)
+    assert [g["sticky"] for g in guard] == [[4, True, 0], [4, True, 2]]
+    assert [g["skipped"] for g in guard] == [None, None]            # over by the check: the scaler skipped it
+    assert all(g["sticky_thresholds_finite"] and g["skipped_thresholds_finite"] for g in guard)
 
 
 def _key(mode):
