@@ -122,6 +122,7 @@ def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
         ["--model", "coca_ViT-B-32", "--loss", "ce_clip"],
         base + ["--loss", "ce_clip", "--distill-model", "ViT-B-32", "--distill-pretrained", "openai"],
         base + ["--loss", "ce_clip", "--ce-neg-types", "rel,colour"],
+        base + ["--loss", "ce_clip", "--ce-dist-timeout", "0"],
     ])
     assert res[0] == {"ok": True, "loss": "ce_clip", "dist": None, "alpha": 0.3, "types": ["rel", "obj"]}
     assert not res[1]["ok"] and "invalid choice: 'bogus'" in res[1]["err"]
@@ -130,6 +131,7 @@ def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
         assert not r["ok"] and r["code"] == 2, r
         assert what in r["err"] and "not supported with --loss ce_clip" in r["err"], r
     assert not res[6]["ok"] and "--ce-neg-types" in res[6]["err"] and "colour" in res[6]["err"]
+    assert not res[7]["ok"] and "--ce-dist-timeout: must be a number > 0, got 0" in res[7]["err"]
 
 
 def test_help_lists_plugin_flags_and_disable_turns_the_hook_off():

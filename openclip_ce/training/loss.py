@@ -140,9 +140,9 @@ class CeClipLoss(nn.Module):
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
         self._trainer_steps = 0  # optimizer steps reported by the trainer (end_optimizer_step), likewise
         # the first optimizer step whose loss was not finite (0: none), decided on the device; read on the
-        # host every `finite_check_every` steps and at the end of an epoch (watch_finite)
+        # host every `finite_check_every` steps (0: only at the end of an epoch) once the trainer set it (watch_finite)
         self.register_buffer("nonfinite_step", torch.zeros((), dtype=torch.long), persistent=False)
-        self.finite_check_every = 1
+        self.finite_check_every = 0
         self.nonfinite_skipped = False  # the trainer skips non-finite steps (fp16 GradScaler): only a lasting one stops
         self.step_offset = 0  # optimizer steps before this process's run (--resume), for the messages
 
@@ -234,7 +234,7 @@ class CeClipLoss(nn.Module):
         """The host-side checks after optimizer step ``step`` (this process's count, the same on every rank)."""
         if step == self.no_negatives_steps:
             self._raise_if_no_negative_seen()
-        if (step - 1) % self.finite_check_every == 0:
+        if self.finite_check_every and (step - 1) % self.finite_check_every == 0:
             self._raise_if_not_finite(step)
 
     # ------------------------------------------------------------------ non-finite loss

@@ -11,6 +11,7 @@ whichever way it is wired. Nothing here imports open_clip.
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import logging
 import math
@@ -43,6 +44,13 @@ def _non_negative(value: str) -> float:
     v = float(value)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
     return v
 
 
@@ -99,6 +107,9 @@ class CeClipPlugin:
         g.add_argument("--ce-no-cmr", action="store_true", help="ablation: drop the CMR loss")
         g.add_argument("--ce-strict", action="store_true",
                        help="a training sample without a valid neg.json is an error (default: all-placeholder, counted in the log)")
+        g.add_argument("--ce-dist-timeout", type=_positive_float, default=None, metavar="MINUTES",
+                       help="how long the ranks wait in a collective for one that stopped responding before the run "
+                            "fails (default: torch's, 30 min for gloo, 10 for NCCL; open_clip has no flag for it)")
         g.add_argument("--ce-no-trim", action="store_true",
                        help="encode every caption and valid negative in a row of its own at the full context length "
                             "(default: packed several to a row, where exact for the text tower; same result, faster)")
@@ -125,6 +136,8 @@ class CeClipPlugin:
             raise ValueError(
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
         _check_open_clip_4_args(args)
+        if getattr(args, "ce_dist_timeout", None) and not hasattr(torch.distributed, "set_timeout"):
+            raise ValueError(f"--ce-dist-timeout needs torch.distributed.set_timeout (torch {torch.__version__} lacks it)")
         check_resume_latest(args)  # a damaged latest checkpoint: one line naming it and the newest whole one
 
     # ------------------------------------------------------------------ loss
@@ -135,6 +148,11 @@ class CeClipPlugin:
         every = min([n for n in (getattr(args, "log_every_n_steps", None), getattr(args, "log_metric_every_n_steps", None))
                      if n] or [1])
         loss.watch_finite(every, skipped_steps=getattr(args, "precision", None) == "amp")
+        minutes = getattr(args, "ce_dist_timeout", None)
+        if minutes and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # open_clip initialised the process group with torch's default timeout; every later collective waits this long
+            torch.distributed.set_timeout(datetime.timedelta(minutes=minutes))
+            log.info("ce_clip: collectives time out after %g min (--ce-dist-timeout)", minutes)
         return loss
 
     def _objective_loss(self, args: argparse.Namespace) -> CeClipLoss:

@@ -102,6 +102,35 @@ def nonfinite_guard(rank, world, scale):
     return out
 
 
+def frozen_rank(rank):
+    """--ce-dist-timeout (through the plugin's create_loss): rank 1 stops responding (sleeps past the timeout);
+    rank 0's next collective fails after the timeout instead of torch's default 30 minutes (gloo)."""
+    import argparse
+    import time
+
+    from openclip_ce.negatives import NEG_TYPES
+    from openclip_ce.training.plugin import plugin
+
+    args = argparse.Namespace(
+        ce_neg_types=NEG_TYPES, ce_alpha=0.2, ce_beta=0.4, ce_threshold_max=10.0, ce_fixed_threshold=None,
+        ce_itc_negatives="global", ce_no_itc_negatives=False, ce_no_imc=False, ce_no_cmr=False, local_loss=False,
+        gather_with_grad=False, rank=rank, world_size=dist.get_world_size(), accum_freq=1,
+        ce_allow_no_negatives=False, device="cpu", siglip=False, ce_dist_timeout=0.04)  # 2.4 s
+    plugin.create_loss(args)
+    t = torch.ones(1)
+    dist.all_reduce(t)  # both ranks answer
+    out = {"mode": "frozen_rank", "raised": None}
+    start = time.monotonic()
+    if rank == 1:
+        time.sleep(8)  # frozen
+    else:
+        try:
+            dist.all_reduce(t)
+        except RuntimeError as e:
+            out["raised"] = [round(time.monotonic() - start, 1), "Timed out" in str(e)]
+    return out
+
+
 def main():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -147,7 +176,9 @@ def main():
     with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "w") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")
-    dist.destroy_process_group()
+    frozen = frozen_rank(rank)  # last: the process group does not survive the timeout
+    with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "a") as f:
+        f.write(json.dumps(frozen) + "\n")
     return 0
 
 
