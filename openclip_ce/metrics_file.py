@@ -11,8 +11,8 @@ metrics are read from the device anyway, for the log line, TensorBoard and W&B):
 seen (each step adds the global batch, ``--batch-size`` x ``--accum-freq`` x world size, of the run
 that took it); the loss terms are the last step's,
 weighted as summed into ``loss``; a value that is not finite (a diverged run's NaN loss) is written as
-``null`` (the file is strict JSON) and read back as NaN. Written by the logging rank only (rank 0, ``--logs`` not ``none``),
-whichever way the plugin is wired (the import hook or a patched open_clip). A run without a plugin
+``null`` (the file is strict JSON) and read back as NaN. Written by the logging rank only (rank 0,
+``--logs`` not ``none``), whichever way the plugin is wired (the import hook or a patched open_clip). A run without a plugin
 loss (stock open_clip) writes nothing, unless ``OPENCLIP_CE_METRICS=1`` asks the import hook to record
 open_clip's own loss scalars there in the same form (the demo's and the GPU check's plain-CLIP
 baselines). A leaf module: the plugin and the integration both write it, :func:`read_metrics` reads it.

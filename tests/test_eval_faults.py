@@ -43,7 +43,8 @@ def test_an_empty_checkpoint_is_named_by_eval_and_interpolate(model, tmp_path, c
     torch.save({"w": torch.zeros(2)}, whole)
     rc = main(["interpolate", "--model", model, "--base", str(empty), "--finetuned", str(whole), "--alpha", "0.5",
                "--out", str(tmp_path / "wise.pt")])
-    assert rc == 2 and f"{empty}: cannot load checkpoint (an empty file, 0 bytes)" in _one_line_error(capsys, "interpolate")
+    assert rc == 2
+    assert f"{empty}: cannot load checkpoint (an empty file, 0 bytes)" in _one_line_error(capsys, "interpolate")
     assert not (tmp_path / "wise.pt").exists()
 
 

@@ -104,7 +104,8 @@ def test_the_plugin_state_is_strict_json_and_an_unreadable_state_file_is_not_fat
 
     loss = CeClipLoss()
     loss.thresholds[0] = float("nan")
-    args = argparse.Namespace(save_logs=True, checkpoint_path=str(tmp_path), loss="ce_clip", _plugin_state_restored=True)
+    args = argparse.Namespace(save_logs=True, checkpoint_path=str(tmp_path), loss="ce_clip",
+                              _plugin_state_restored=True)
     run_plugin_epoch(plugin, loss, args, 0, run=lambda writer: None, oc_train=argparse.Namespace(),
                      wandb_names=(), position=(0, 0))
     text = (tmp_path / "ce_plugin_state_epoch_1.json").read_text()

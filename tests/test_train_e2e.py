@@ -337,7 +337,8 @@ def test_resume_latest_from_a_damaged_checkpoint_names_the_newest_whole_one(tmp_
     proc = run([sys.executable, "-m", "open_clip_train.main", *args])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     line = next(l for l in proc.stderr.splitlines() if "--resume latest" in l)
-    assert f"{checkpoints / 'epoch_10.pt'}, the checkpoint open_clip would resume from, is damaged (an empty file)" in line
+    damaged = checkpoints / "epoch_10.pt"
+    assert f"{damaged}, the checkpoint open_clip would resume from, is damaged (an empty file)" in line
     assert f"the newest whole checkpoint is {checkpoints / 'epoch_1.pt'}" in line
 
 

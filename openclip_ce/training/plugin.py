@@ -137,7 +137,8 @@ class CeClipPlugin:
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
         _check_open_clip_4_args(args)
         if getattr(args, "ce_dist_timeout", None) and not hasattr(torch.distributed, "set_timeout"):
-            raise ValueError(f"--ce-dist-timeout needs torch.distributed.set_timeout (torch {torch.__version__} lacks it)")
+            raise ValueError(
+                f"--ce-dist-timeout needs torch.distributed.set_timeout (torch {torch.__version__} lacks it)")
         check_resume_latest(args)  # a damaged latest checkpoint: one line naming it and the newest whole one
 
     # ------------------------------------------------------------------ loss
@@ -145,12 +146,12 @@ class CeClipPlugin:
         loss = self._objective_loss(args)
         # a non-finite loss is looked for where open_clip reads the metrics anyway: its log steps (main: the
         # denser of its console and metric intervals); fp16 AMP (--precision amp) skips non-finite steps
-        every = min([n for n in (getattr(args, "log_every_n_steps", None), getattr(args, "log_metric_every_n_steps", None))
-                     if n] or [1])
+        intervals = (getattr(args, "log_every_n_steps", None), getattr(args, "log_metric_every_n_steps", None))
+        every = min([n for n in intervals if n] or [1])
         loss.watch_finite(every, skipped_steps=getattr(args, "precision", None) == "amp")
         minutes = getattr(args, "ce_dist_timeout", None)
         if minutes and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # open_clip initialised the process group with torch's default timeout; every later collective waits this long
+            # open_clip made the process group with torch's default timeout: every later collective waits this long
             torch.distributed.set_timeout(datetime.timedelta(minutes=minutes))
             log.info("ce_clip: collectives time out after %g min (--ce-dist-timeout)", minutes)
         return loss

@@ -81,4 +81,5 @@ def check_resume_latest(args: argparse.Namespace) -> None:
     then = (f"the newest whole checkpoint is {whole}: move the damaged file aside ({aside}) and run again with "
             f"--resume latest, which then resumes from it" if whole else
             f"no other checkpoint in {checkpoint_dir} is whole: move it aside ({aside}) and start the run again")
-    raise ValueError(f"--resume latest: {latest}, the checkpoint open_clip would resume from, is damaged ({why}); {then}")
+    raise ValueError(
+        f"--resume latest: {latest}, the checkpoint open_clip would resume from, is damaged ({why}); {then}")
