@@ -21,9 +21,9 @@ import sys
 import types
 from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
-from ..contract import LOSS_DEFAULT, ResumesWithoutState, StopTraining
+from ..contract import LOSS_DEFAULT, EpochLoss, ResumesWithoutState, StopTraining
 from ..errors import EXIT_USAGE
-from ..fileio import write_json_atomic
+from ..fileio import write_atomic
 from ..metrics_file import MetricsWriter
 from .discovery import PLUGIN_GROUP, Discovered, wants_help
 from .switch import metrics_requested
@@ -335,16 +335,21 @@ def restore_plugin_state(plugin, loss, args, start_epoch: int, position: Tuple[i
     if not resume or start_epoch == 0:
         return
     path = state_path(os.path.dirname(os.path.normpath(str(resume))), start_epoch)
-    if not os.path.exists(path):
-        log.warning(
-            f"{plugin.name}: no plugin state at {path}; starting its state (e.g. CE-CLIP thresholds) afresh")
+    problem = None if os.path.exists(path) else "no plugin state at"
+    if problem is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = json.load(f)
+            state = saved["state"]
+        except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: JSON (UnicodeDecodeError too)
+            problem = f"plugin state unreadable ({type(e).__name__}: {' '.join(str(e).split())[:200]}) at"
+    if problem is not None:
+        log.warning(f"{plugin.name}: {problem} {path}; starting its state (e.g. CE-CLIP thresholds) afresh")
         if isinstance(plugin, ResumesWithoutState):  # its counts (the metrics file's steps) go on from the trainer's
             plugin.resume_at(loss, *position)
         return
-    with open(path) as f:
-        saved = json.load(f)
-    plugin.load_state_dict(loss, saved["state"])
-    log.info(f"{plugin.name}: restored plugin state from {path}: {saved['state']}")
+    plugin.load_state_dict(loss, state)
+    log.info(f"{plugin.name}: restored plugin state from {path}: {state}")
 
 
 def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], oc_train: types.ModuleType,
@@ -372,16 +377,17 @@ def run_plugin_epoch(plugin, loss, args, epoch: int, run: Callable[[Any], Any], 
                 stack.enter_context(swapped(oc_train, name, WandbProxy(module, source)))
         try:
             result = run(writer)
+            if isinstance(loss, EpochLoss):  # every rank, before main writes this epoch's checkpoint
+                loss.end_epoch()
         except StopTraining as e:  # same step on every rank: all stop together, with one line
             log.error("%s", e.one_line())
             raise SystemExit(EXIT_USAGE) from None
         finally:
             log_filter.source = None
     if getattr(args, "save_logs", False) and getattr(args, "checkpoint_path", None):
-        write_json_atomic(
-            state_path(args.checkpoint_path, epoch + 1),
-            {"epoch": epoch + 1, "loss": args.loss, "state": plugin.state_dict(loss)}, indent=2,
-        )
+        state = {"epoch": epoch + 1, "loss": args.loss, "state": plugin.state_dict(loss)}
+        # strict JSON: a NaN or inf in the state is a bug of the plugin, refused here rather than written
+        write_atomic(state_path(args.checkpoint_path, epoch + 1), json.dumps(state, indent=2, allow_nan=False) + "\n")
     return result
 
 
