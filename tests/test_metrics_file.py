@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openclip_ce.integration.hooks import LossScalarRecorder, TensorBoardProxy
+from openclip_ce.integration.reporting import LossScalarRecorder, TensorBoardProxy
 from openclip_ce.metrics_file import FILE, MetricsWriter, metrics_path, read_metrics
 from openclip_ce.training.plots import parse_training_log, plot_training_log
 
@@ -98,7 +98,7 @@ def test_the_plugin_state_is_strict_json_and_an_unreadable_state_file_is_not_fat
     import logging
     import math
 
-    from openclip_ce.integration.hooks import restore_plugin_state, run_plugin_epoch, state_path
+    from openclip_ce.integration.epoch import restore_plugin_state, run_plugin_epoch, state_path
     from openclip_ce.training.loss import CeClipLoss
     from openclip_ce.training.plugin import plugin
 

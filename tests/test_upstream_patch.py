@@ -40,7 +40,7 @@ def patched_site(tmp_path_factory):
 
 def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
     code = ("import open_clip_train.main as m, open_clip_train;"
-            "from openclip_ce.integration import openclip33 as c;"
+            "from openclip_ce.integration import parser_hook as c;"
             "print(open_clip_train.__file__, c.parser_hook_installed(), not hasattr(m.parse_args, '__wrapped__'))")
     patched = run([sys.executable, "-c", code], PYTHONPATH=_path(patched_site))
     assert patched.returncode == 0, patched.stderr
