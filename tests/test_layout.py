@@ -147,7 +147,7 @@ def _cycles(edges):
 # the package imports it at run time.
 FLOORS = (
     ("__init__", "errors", "fileio", "logconfig"),              # leaves
-    ("contract", "negatives", "metrics_file", "plotting"),      # shared formats and contracts
+    ("contract", "negatives", "pickled", "metrics_file", "plotting"),  # shared formats and contracts
     ("integration", "generation"),                              # open_clip's internals; hard-negative generation
     ("training", "shards"),                                     # the plugin; make-shards
     ("evaluate",),                                              # benchmarks, compare, analyze
@@ -186,7 +186,7 @@ def test_no_import_circle_and_every_import_points_down():
 
 @pytest.mark.parametrize("importer, imported", [
     ("openclip_ce.generation.tagging_ops", "openclip_ce.testing.tiny_mlm"),   # the package using a test fixture
-    ("openclip_ce.integration.hooks", "openclip_ce.training.plugin"),          # the wiring reaching into the plugin
+    ("openclip_ce.integration.installer", "openclip_ce.training.plugin"),      # the wiring reaching into the plugin
     ("openclip_ce.training.loss", "openclip_ce.shards.config"),                # sideways, one floor
     ("openclip_ce.errors", "openclip_ce.fileio"),                              # between two leaves
 ])
