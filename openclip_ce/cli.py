@@ -6,7 +6,7 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 
 This is the one place that configures logging (``--log-level``) and turns a
 :class:`~openclip_ce.errors.UserError` into one line, ``openclip-ce COMMAND: error: ...``, and exit
-code 2.
+code 2 (``--debug``: the traceback follows the line).
 """
 
 from __future__ import annotations
@@ -58,15 +58,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS[name][1])
     module.add_arguments(parser)
     parser.add_argument("--log-level", default="INFO", choices=LEVELS, help="log messages at this level and above")
+    parser.add_argument("--debug", action="store_true",
+                        help="errors end with their traceback too (default: one line naming the file or sample)")
     args = parser.parse_args(rest)
     configure_logging(args.log_level)
     try:
         return int(module.run(args) or 0)
     except UserError as e:
         print(f"{prog}: error: {e.one_line()}", file=sys.stderr)
+        if args.debug:
+            raise
         return EXIT_USAGE
     except OSError as e:
-        if e.filename is None:  # not about a path the user gave: a real failure, with its traceback
+        if e.filename is None or args.debug:  # not about a path the user gave: a real failure, with its traceback
             raise
         # a path that cannot be read or written (--out in a read-only or missing place, a full disk, ...)
         print(f"{prog}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)

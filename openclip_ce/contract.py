@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Protocol, runtime_checkable
 
 import torch
 
-from .errors import UserError
+from .errors import EXIT_USAGE, UserError
 
 LOSS_DEFAULT = "clip"  # open_clip's own objective; no plugin may take this name
 # the pooling of a causal text tower where packed captions give each caption's own feature (exactly): the
@@ -32,7 +32,13 @@ PACKABLE_POOLS = ("argmax", "eos", "first")
 
 class StopTraining(UserError):
     """Raised by a plugin (typically from its loss, at the same step on every rank) to end the run on
-    purpose: the wiring logs its message as one line and exits with status 2, without a traceback."""
+    purpose: the wiring logs its message as one line and exits with status 2, without a traceback.
+
+    An open_clip patched with ``patches/`` knows nothing of this package: it recognises the stop by the
+    class attributes below (an exception whose ``stop_training`` is true) and exits with ``exit_code``."""
+
+    stop_training = True
+    exit_code = EXIT_USAGE
 
 
 @runtime_checkable
@@ -85,6 +91,16 @@ class StepLoss(Protocol):
 
     def end_optimizer_step(self) -> None:
         """One optimizer step has ended (host side, outside any compiled region)."""
+
+
+@runtime_checkable
+class EpochLoss(Protocol):
+    """Optional, on a plugin's loss: the trainer calls :meth:`end_epoch` on the host, on every rank, after
+    each training epoch and before that epoch's checkpoint is written (a last check, e.g. that the loss
+    stayed finite, may raise :class:`StopTraining` so that no checkpoint of broken weights is written)."""
+
+    def end_epoch(self) -> None:
+        """One training epoch has ended (host side, every rank)."""
 
 
 @runtime_checkable

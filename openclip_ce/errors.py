@@ -17,3 +17,10 @@ class UserError(Exception):
 
     def one_line(self) -> str:
         return " ".join(str(self).split()) or type(self).__name__
+
+
+def reason(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` of a caught exception on one line, for a :class:`UserError` naming what failed; the
+    type alone when the message is empty (``EOFError()`` from a 0-byte file)."""
+    text = " ".join(str(exc).split())[:limit]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

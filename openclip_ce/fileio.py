@@ -5,29 +5,53 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 
+def _create_temporary(path: Path) -> tuple:
+    """A new file next to ``path``, created with mode 0666 so that the kernel applies the process's
+    umask (as ``open()`` does for the target itself): results are meant to be shared. Reading the umask
+    would need ``os.umask``, which sets it process-wide and races with other threads."""
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write via a temporary file in the same directory and ``os.replace``: never a half-written file."""
+    """Write via a temporary file in the same directory and ``os.replace``: never a half-written file.
+    An ``OSError`` (a full disk, a read-only folder) leaves no temporary file and names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temporary(path)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())  # the data on disk before the rename: a power cut leaves old or new, not empty
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        try:
             os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """``e`` with ``path`` as its file name (a full disk's error from ``write`` names no file)."""
+    if e.filename is not None:
+        return e
+    return OSError(e.errno, e.strerror or str(e), str(path))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 1) -> None:

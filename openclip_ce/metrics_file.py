@@ -10,8 +10,9 @@ metrics are read from the device anyway, for the log line, TensorBoard and W&B):
 ``step``: optimizer steps done (counting those before a ``--resume``); ``samples``: training samples
 seen (each step adds the global batch, ``--batch-size`` x ``--accum-freq`` x world size, of the run
 that took it); the loss terms are the last step's,
-weighted as summed into ``loss``. Written by the logging rank only (rank 0, ``--logs`` not ``none``),
-whichever way the plugin is wired (the import hook or a patched open_clip). A run without a plugin
+weighted as summed into ``loss``; a value that is not finite (a diverged run's NaN loss) is written as
+``null`` (the file is strict JSON) and read back as NaN. Written by the logging rank only (rank 0,
+``--logs`` not ``none``), whichever way the plugin is wired (the import hook or a patched open_clip). A run without a plugin
 loss (stock open_clip) writes nothing, unless ``OPENCLIP_CE_METRICS=1`` asks the import hook to record
 open_clip's own loss scalars there in the same form (the demo's and the GPU check's plain-CLIP
 baselines). A leaf module: the plugin and the integration both write it, :func:`read_metrics` reads it.
@@ -20,6 +21,7 @@ baselines). A leaf module: the plugin and the integration both write it, :func:`
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -63,8 +65,14 @@ class MetricsWriter:
         self._last_step = steps_here
         step, samples = self.position(steps_here)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        record = {"step": step, "samples": samples, **{k: _strict(v) for k, v in values.items()}}
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "samples": samples, **values}) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+
+
+def _strict(value: Any) -> Any:
+    """NaN and infinities -> None (JSON ``null``): the file stays strict JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def metrics_path(run: str | os.PathLike) -> str:
@@ -79,7 +87,7 @@ def metrics_path(run: str | os.PathLike) -> str:
 def read_metrics(run: str | os.PathLike) -> List[Dict[str, float]]:
     """The records of a run in step order. A record whose step is not after the previous one starts a
     resumed run: the earlier records from that step on were trained again, and are dropped. A last
-    line cut short (a run killed while writing) is ignored."""
+    line cut short (a run killed while writing) is ignored; ``null`` values (not finite) are NaN."""
     path = metrics_path(run)
     records: List[Dict[str, float]] = []
     with open(path, encoding="utf-8") as f:
@@ -90,5 +98,5 @@ def read_metrics(run: str | os.PathLike) -> List[Dict[str, float]]:
                 continue
             while records and records[-1]["step"] >= rec["step"]:
                 records.pop()
-            records.append(rec)
+            records.append({k: float("nan") if v is None else v for k, v in rec.items()})
     return records

@@ -48,6 +48,12 @@ def validate_negatives(obj: object) -> Negatives:
         v = obj.get(t)
         if v is not None and not isinstance(v, str):
             raise NegativesFormatError(f"{t!r} must be a string or null, got {type(v).__name__}")
+        if v is not None and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:  # JSON's "\ud800" escape: no character, no tokenizer takes it
+                raise NegativesFormatError(f"{t!r} holds a lone surrogate {v[e.start]!r} at position {e.start} "
+                                           f"(an escaped UTF-16 half without its pair)") from None
         out[t] = v if (v is not None and v.strip()) else None
     return out
 
@@ -60,6 +66,8 @@ def decode_negatives(data: bytes | str) -> Negatives:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise NegativesFormatError(f"not valid UTF-8 JSON ({e})") from e
+    except RecursionError:  # thousands of nested brackets: the parser's depth limit, not a crash
+        raise NegativesFormatError("JSON nested too deeply (expected a flat object)") from None
     return validate_negatives(obj)
 
 

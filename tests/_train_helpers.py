@@ -15,6 +15,18 @@ def tiny_model(tmp_path) -> str:
     return write_tiny_model_dir(Path(tmp_path) / "model")
 
 
+def nan_model(tmp_path) -> str:
+    """A tiny model folder whose weights (open_clip loads them from the folder) hold one NaN."""
+    import open_clip
+    import torch
+
+    name = write_tiny_model_dir(Path(tmp_path) / "nan_model")
+    sd = open_clip.create_model(name).state_dict()
+    sd["visual.proj"].view(-1)[0] = float("nan")
+    torch.save(sd, Path(tmp_path) / "nan_model" / "open_clip_pytorch_model.bin")
+    return name
+
+
 def demo_shards(tmp_path, num_shards=4, per_shard=16):
     write_demo_shards(Path(tmp_path) / "shards", num_shards, per_shard)
     return str(Path(tmp_path) / "shards" / f"{{00000..{num_shards - 1:05d}}}.tar")

@@ -67,7 +67,7 @@ def test_a_run_without_a_plugin_loss_keeps_every_open_clip_object():
 
 
 def test_wandb_and_tensorboard_proxies_add_plugin_metrics():
-    from openclip_ce.integration.hooks import TensorBoardProxy, WandbProxy
+    from openclip_ce.integration.reporting import TensorBoardProxy, WandbProxy
 
     logged = []
     fake_wandb = types.SimpleNamespace(log=lambda data, step=None: logged.append((data, step)), run="RUN")

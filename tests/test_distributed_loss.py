@@ -22,13 +22,29 @@ def results(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loss_modes(results):
-    return [[line for line in rank if line["mode"] != "no_negatives_guard"] for rank in results]
+    return [[line for line in rank if line["mode"] not in ("no_negatives_guard", "nonfinite_guard", "frozen_rank")]
+            for rank in results]
 
 
 def test_no_negatives_guard_is_decided_on_the_global_batch(results):
     guard = [next(line for line in rank if line["mode"] == "no_negatives_guard") for rank in results]
     assert [g["rank0_only"] for g in guard] == [None, None]  # rank 1 alone sees none: nobody stops
     assert [g["none"] for g in guard] == [3, 3]                # none anywhere: both stop at step 3
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_check_step(results):
+    guard = [next(line for line in rank if line["mode"] == "nonfinite_guard") for rank in results]
+    # both stop at step 4 naming step 2, though rank 0's own loss was finite (its own first NaN step: 0)
+    assert [g["sticky"] for g in guard] == [[4, True, 0], [4, True, 2]]
+    assert [g["skipped"] for g in guard] == [None, None]            # over by the check: the scaler skipped it
+    assert all(g["sticky_thresholds_finite"] and g["skipped_thresholds_finite"] for g in guard)
+
+
+def test_dist_timeout_ends_the_wait_for_a_frozen_rank(results):
+    """--ce-dist-timeout 0.04 (2.4 s): rank 0 waits that long for a rank that stopped responding, not the 30
+    minutes of torch's default for gloo (what open_clip leaves it at)."""
+    raised = next(line for line in results[0] if line["mode"] == "frozen_rank")["raised"]
+    assert raised is not None and raised[1] and 2.0 <= raised[0] < 8, raised
 
 
 def _key(mode):

@@ -91,7 +91,7 @@ def test_aro_box_past_the_edge_through_the_reader_and_the_model(tmp_path, tiny):
 def test_aro_protocol_says_unclamped():
     text = aro.BENCHMARK.protocol(aro.BENCHMARK.defaults)["vg_crop"]
     assert "unclamped" in text and "Image.crop" in text and "black" in text
-    doc = (REPO / "docs" / "EVAL_PROTOCOL.md").read_text()
+    doc = (REPO / "docs" / "evaluation.md").read_text()
     assert "**not clamped**" in doc and "all-black crop" in doc
 
 

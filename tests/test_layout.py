@@ -141,21 +141,104 @@ def _cycles(edges):
     return out
 
 
-def test_no_import_circle_and_the_integration_imports_no_plugin_code():
+# The floors of the package, bottom first. A part (subpackage or top-level module) may import only parts on
+# floors below its own: a new import that points up, or sideways between two parts of one floor, fails here.
+# `testing` (fixtures and tiny models for the tests and the benchmark scripts) is the top floor: nothing in
+# the package imports it at run time.
+FLOORS = (
+    ("__init__", "errors", "fileio", "logconfig"),              # leaves
+    ("contract", "negatives", "pickled", "metrics_file", "plotting"),  # shared formats and contracts
+    ("integration", "generation"),                              # open_clip's internals; hard-negative generation
+    ("training", "shards"),                                     # the plugin; make-shards
+    ("evaluate",),                                              # benchmarks, compare, analyze
+    ("wiseft",),                                                # weight interpolation on top of evaluate
+    ("cli", "train", "demo"),                                   # entry points
+    ("testing",),
+)
+
+
+def _unit(module):
+    return module.split(".")[1] if module.count(".") else "__init__"
+
+
+def _upward_arrows(edges):
+    """(importer, imported) pairs between parts whose floors do not allow it."""
+    floor = {u: i for i, units in enumerate(FLOORS) for u in units}
+    bad = []
+    for a, targets in sorted(edges.items()):
+        for b in sorted(targets):
+            ua, ub = _unit(a), _unit(b)
+            if ua != ub and floor.get(ub, len(FLOORS)) >= floor.get(ua, -1):
+                bad.append((a, b))
+    return bad
+
+
+def test_no_import_circle_and_every_import_points_down():
     edges = _import_graph()
     assert _cycles(edges) == []
-    # between the package's parts (subpackages, top-level modules) too: a layering, no import goes back up
-    unit = lambda m: m.split(".")[1] if m.count(".") else "__init__"  # noqa: E731
-    parts = {}
-    for a, targets in edges.items():
-        parts.setdefault(unit(a), set()).update(unit(b) for b in targets if unit(b) != unit(a))
-    assert _cycles(parts) == [], parts
-    # the wiring knows plugins only through the contract, and reaches nothing above it
-    assert parts["integration"] <= {"contract", "errors", "fileio", "metrics_file"}, parts["integration"]
-    for leaf in ("contract", "errors", "metrics_file"):
-        assert parts.get(leaf, set()) <= {"errors"}, (leaf, parts.get(leaf))
+    assert {_unit(m) for m in edges} == {u for units in FLOORS for u in units}, "a new part needs its floor"
+    assert _upward_arrows(edges) == []
+    # the wiring knows plugins only through the contract
+    assert not [b for a, ts in edges.items() if _unit(a) == "integration" for b in ts if _unit(b) == "training"]
     switch = edges["openclip_ce.integration.switch"]
     assert switch == set() and "openclip_ce.integration.switch" in edges["openclip_ce.integration.bootstrap"]
+
+
+@pytest.mark.parametrize("importer, imported", [
+    ("openclip_ce.generation.tagging_ops", "openclip_ce.testing.tiny_mlm"),   # the package using a test fixture
+    ("openclip_ce.integration.installer", "openclip_ce.training.plugin"),      # the wiring reaching into the plugin
+    ("openclip_ce.training.loss", "openclip_ce.shards.config"),                # sideways, one floor
+    ("openclip_ce.errors", "openclip_ce.fileio"),                              # between two leaves
+])
+def test_an_upward_arrow_fails_the_layering_check(importer, imported):
+    edges = _import_graph()
+    edges[importer] = set(edges[importer]) | {imported}
+    assert _upward_arrows(edges) == [(importer, imported)]
+
+
+def _script_imports():
+    """scripts/**/*.py -> the top-level names they import, and whether they edit sys.path."""
+    import ast
+    from pathlib import Path
+
+    out = {}
+    for p in sorted((Path(__file__).resolve().parents[1] / "scripts").rglob("*.py")):
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names.add((node.module or "").split(".")[0])
+        edits_path = any(isinstance(n, ast.Attribute) and n.attr in ("insert", "append") and
+                         isinstance(n.value, ast.Attribute) and n.value.attr == "path" for n in ast.walk(tree))
+        out[p.relative_to(p.parents[2]).as_posix()] = (names, edits_path)
+    return out
+
+
+def _script_problems(scripts):
+    """What breaks the scripts' rules: a folder other than the three kinds, an import of the tests (or of a
+    test helper module), an edit of sys.path."""
+    problems = []
+    for s, (names, edits_path) in sorted(scripts.items()):
+        if s.split("/")[1] not in ("recipes", "benchmarks", "gpu_checks"):
+            problems.append(f"{s}: not in recipes/, benchmarks/ or gpu_checks/")
+        if {"tests", "conftest"} & names or any(n.startswith("_") and n not in ("__future__", "_wds") for n in names):
+            problems.append(f"{s}: imports test code")
+        if edits_path:
+            problems.append(f"{s}: edits sys.path")
+    return problems
+
+
+def test_scripts_import_the_package_never_the_tests():
+    scripts = _script_imports()
+    assert scripts and any("openclip_ce" in names for names, _ in scripts.values())
+    assert _script_problems(scripts) == []
+    scripts["scripts/benchmarks/new.py"] = ({"openclip_ce", "tests"}, True)  # what the check exists to stop
+    scripts["scripts/new.py"] = ({"openclip_ce"}, False)
+    assert _script_problems(scripts) == ["scripts/benchmarks/new.py: imports test code",
+                                         "scripts/benchmarks/new.py: edits sys.path",
+                                         "scripts/new.py: not in recipes/, benchmarks/ or gpu_checks/"]
 
 
 def test_wiseft_builds_on_evaluate_one_way():

@@ -245,3 +245,61 @@ def test_collapsed_features_are_counted_and_warned_about_once(caplog):
             assert len(warned) == (1 if step + 1 >= COLLAPSE_STEPS else 0)
     loss(img, txt, scale, neg, mask)  # learning features: off chance
     assert loss.steps_at_chance() == 0
+
+
+def test_a_non_finite_loss_stops_at_the_next_check_step_or_at_the_end_of_the_epoch():
+    """The flag is set on the device at the first non-finite step and read on the host at steps 1, 1 + every,
+    ... (open_clip's log steps) and at the end of the epoch; the thresholds never take a NaN."""
+    from openclip_ce.training.loss import NonFiniteLossError
+
+    img, txt, scale, neg, mask = random_batch(seed=0)
+    bad = img.clone()
+    bad[0, 0] = float("nan")
+
+    def run(loss, batches, end_epoch=False):
+        for step, x in enumerate(batches, start=1):
+            try:
+                loss(x, txt, scale, neg, mask)
+            except NonFiniteLossError as e:
+                return step, str(e)
+        if end_epoch:
+            try:
+                loss.end_epoch()
+            except NonFiniteLossError as e:
+                return "end", str(e)
+        return None, ""
+
+    loss = _loss()
+    loss.watch_finite(4)
+    step, message = run(loss, [img, img, bad, img, img])
+    assert step == 5 and "since optimizer step 3; stopped at step 5" in message
+    assert torch.isfinite(loss.thresholds).all()
+    # between two checks at the epoch's end: no checkpoint of these weights is written
+    where, message = run(_reset(loss), [img, bad, img], end_epoch=True)
+    assert where == "end" and "since optimizer step 2; stopped at the end of the epoch" in message
+    # steps counted on from a resumed run; accumulated steps count once
+    loss = _loss(accum_freq=2)
+    loss.watch_finite(1)
+    loss.step_offset = 100
+    assert run(loss, [img, img, img, bad])[1].startswith("--loss ce_clip: the training loss is not finite (NaN or "
+                                                          "inf) since optimizer step 102; stopped at step 102")
+    # fp16 GradScaler skips non-finite steps: only a non-finite loss that lasts until a check stops the run
+    loss = _loss()
+    loss.watch_finite(4, skipped_steps=True)
+    assert run(loss, [img, bad, img, img, img], end_epoch=True) == (None, "")
+    assert run(_reset(loss), [img, img, bad, bad, bad])[0] == 5
+    # evaluation calls never count
+    assert run(_loss().eval(), [bad] * 3, end_epoch=True) == (None, "")
+
+
+def _reset(loss):
+    """The same settings, fresh state."""
+    fresh = _loss(accum_freq=loss.accum_freq)
+    fresh.watch_finite(loss.finite_check_every, skipped_steps=loss.nonfinite_skipped)
+    return fresh
+
+
+def test_thresholds_from_a_state_are_restored_only_when_finite():
+    loss = _loss()
+    assert loss.load_threshold_dict({"rel": float("nan"), "att": 1.5, "act": None, "obj": float("inf")})
+    assert loss.threshold_dict() == {"rel": 0.0, "att": 1.5, "act": 0.0, "obj": 0.0}

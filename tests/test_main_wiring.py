@@ -12,7 +12,8 @@ import torch
 from openclip_ce.metrics_file import read_metrics
 from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 from tests._proc import run, torchrun
-from tests._train_helpers import csv_with_negatives, demo_shards, sample_members, tiny_model, train_args, write_shard
+from tests._train_helpers import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
+                                  write_shard)
 from tests._vendor import pythonpath
 
 pytestmark = pytest.mark.slow
@@ -132,6 +133,43 @@ def test_main_refuses_what_the_plugin_cannot_take_and_stops_without_negatives(ma
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "no valid hard negative reached the loss in the first 50 optimizer steps" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _stopped_in_one_line(proc, message):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if "| ERROR |" in l]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def _nan_run(src, tmp_path, *extra):
+    """A model with one NaN weight, compiled as main compiles by default (the task's forward, loss included):
+    the non-finite loss is found on the host after the optimizer step, at the first log step."""
+    logs = tmp_path / "logs"
+    args = train_args(nan_model(tmp_path), demo_shards(tmp_path, 1, 8), logs, "nan", "--loss", "ce_clip",
+                      "--log-every-n-steps", "3", "--torchcompile", "--torchcompile-backend", "eager", *extra,
+                      samples=8, batch=4)
+    proc = _main(src, args)
+    _stopped_in_one_line(proc, "training loss is not finite (NaN or inf) since optimizer step 1; stopped at step 1")
+    assert not list((logs / "nan" / "checkpoints").iterdir())  # no checkpoint, no state file
+    return logs / "nan"
+
+
+def test_main_stops_a_nan_loss_at_the_first_log_step_when_compiled(main_src, tmp_path):
+    _nan_run(main_src, tmp_path)
+
+
+def test_patched_main_stops_in_one_line_without_negatives_when_compiled_and_on_a_nan_loss(patched_main_src, tmp_path):
+    """The patch calls the loss's host-side hooks as the import hook does: the no-negatives guard fires under
+    --torchcompile (it never did: plain CLIP trained, exit 0), and a plugin's stop is one line, exit 2 (it
+    was a traceback, exit 1); the non-finite loss stops the run too."""
+    rng = random.Random(4)
+    write_shard(tmp_path / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
+    args = train_args(tiny_model(tmp_path), str(tmp_path / "plain.tar"), tmp_path / "logs", "none", "--loss", "ce_clip",
+                      "--log-every-n-steps", "100", "--torchcompile", "--torchcompile-backend", "eager",
+                      samples=104, batch=2)
+    _stopped_in_one_line(_main(patched_main_src, args),
+                         "no valid hard negative reached the loss in the first 50 optimizer steps")
+    _nan_run(patched_main_src, tmp_path)
 
 
 def test_patched_main_trains_and_resumes_without_the_hook(patched_main_src, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from openclip_ce.integration.hooks import LossScalarRecorder, TensorBoardProxy
+from openclip_ce.integration.reporting import LossScalarRecorder, TensorBoardProxy
 from openclip_ce.metrics_file import FILE, MetricsWriter, metrics_path, read_metrics
 from openclip_ce.training.plots import parse_training_log, plot_training_log
 
@@ -81,3 +81,45 @@ def test_plots_read_the_metrics_file(tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError):
         parse_training_log(tmp_path / "missing")
+
+
+def test_non_finite_values_are_written_as_null_and_read_back_as_nan(tmp_path):
+    MetricsWriter(_args(tmp_path)).write(1, {"loss": float("nan"), "imc_loss": float("inf"), "ce_valid_rel": 0.5})
+    line = (tmp_path / "run" / FILE).read_text()
+    json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}"))  # strict JSON
+    assert '"loss": null' in line and '"imc_loss": null' in line
+    (record,) = read_metrics(tmp_path / "run")
+    assert record["loss"] != record["loss"] and record["ce_valid_rel"] == 0.5
+
+
+def test_the_plugin_state_is_strict_json_and_an_unreadable_state_file_is_not_fatal(tmp_path, caplog):
+    """A state with a NaN threshold is written with null; a state file that is not JSON (or an old one with a
+    bare NaN) on --resume: a warning naming it, the thresholds start afresh (as without the file)."""
+    import logging
+    import math
+
+    from openclip_ce.integration.epoch import restore_plugin_state, run_plugin_epoch, state_path
+    from openclip_ce.training.loss import CeClipLoss
+    from openclip_ce.training.plugin import plugin
+
+    loss = CeClipLoss()
+    loss.thresholds[0] = float("nan")
+    args = argparse.Namespace(save_logs=True, checkpoint_path=str(tmp_path), loss="ce_clip",
+                              _plugin_state_restored=True)
+    run_plugin_epoch(plugin, loss, args, 0, run=lambda writer: None, oc_train=argparse.Namespace(),
+                     wandb_names=(), position=(0, 0))
+    text = (tmp_path / "ce_plugin_state_epoch_1.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(text))["state"]["thresholds"]["rel"] is None
+
+    resume = argparse.Namespace(resume=str(tmp_path / "epoch_1.pt"))
+    for content in ("{not json", '{"state": {"thresholds": {"rel": NaN, "att": 2.0}}}'):
+        with open(state_path(str(tmp_path), 1), "w") as f:
+            f.write(content)
+        fresh = CeClipLoss()
+        with caplog.at_level(logging.WARNING):
+            restore_plugin_state(plugin, fresh, resume, 1, (8, 64))
+        thresholds = fresh.threshold_dict()
+        assert all(math.isfinite(v) for v in thresholds.values())
+    assert thresholds["att"] == 2.0  # the finite values of an old state file are kept
+    assert any("plugin state unreadable (JSONDecodeError" in r.getMessage() and "ce_plugin_state_epoch_1.json" in
+               r.getMessage() for r in caplog.records)

@@ -1,4 +1,4 @@
-"""The reproduction recipes (scripts/reproduce_ce_clip_*.sh): --dry-run, and a tiny end-to-end run on fixture
+"""The reproduction recipes (scripts/recipes/reproduce_ce_clip_*.sh): --dry-run, and a tiny end-to-end run on fixture
 data through every step (tiny model, vocab filler, a few steps), rerun to check that it resumes."""
 
 import io
@@ -88,7 +88,7 @@ def _tiny_env(root: Path) -> dict:
 
 
 def _script(name, *args, timeout=600, **extra):
-    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+    return subprocess.run(["bash", str(ROOT / "scripts" / "recipes" / name), *args], capture_output=True, text=True,
                           timeout=timeout, env=env(**extra), cwd=ROOT)
 
 

@@ -16,7 +16,7 @@ def test_coco_to_wds(tmp_path):
     coco = {"images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (1, 2, 3)],
             "annotations": [{"id": 10 + k, "image_id": 1 + k % 3, "caption": f" caption {k} "} for k in range(6)]}
     (tmp_path / "caps.json").write_text(json.dumps(coco))
-    cmd = [sys.executable, str(SCRIPTS / "coco_to_wds.py"), "--images", str(tmp_path / "img"),
+    cmd = [sys.executable, str(SCRIPTS / "recipes" / "coco_to_wds.py"), "--images", str(tmp_path / "img"),
            "--captions", str(tmp_path / "caps.json"), "--per-shard", "2"]
     assert subprocess.run(cmd + ["--out", str(tmp_path / "one")]).returncode == 0
     assert json.loads((tmp_path / "one" / "sizes.json").read_text()) == {"00000.tar": 2, "00001.tar": 1}
@@ -54,7 +54,7 @@ def test_vg_to_wds_crops_regions_filters_and_excludes(tmp_path):
     ]
     (tmp_path / "regions.json").write_text(json.dumps(data))
     (tmp_path / "aro.json").write_text(json.dumps([{"image_path": "3.jpg", "true_caption": "x"}]))
-    cmd = [sys.executable, str(SCRIPTS / "vg_to_wds.py"), "--regions", str(tmp_path / "regions.json"),
+    cmd = [sys.executable, str(SCRIPTS / "recipes" / "vg_to_wds.py"), "--regions", str(tmp_path / "regions.json"),
            "--images", str(tmp_path / "VG_100K"), "--images", str(tmp_path / "VG_100K_2"),
            "--exclude-images", str(tmp_path / "aro.json"), "--per-shard", "2", "--out", str(tmp_path / "out")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -77,7 +77,7 @@ def test_vg_to_wds_crops_regions_filters_and_excludes(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
+def test_gpu_check_make_shards_tiny_mode_runs_on_cpu(tmp_path):
     """The GPU device check, in its CPU smoke mode: every step (filler alone as the GPU process and in one
     process, local runs with several workers feeding a masked-LM process, the Ray run, output comparison)
     runs through the code paths of the GPU run and writes its figures, so a lent GPU's minutes are not
@@ -86,7 +86,7 @@ def test_check_make_shards_gpu_tiny_mode_runs_on_cpu(tmp_path):
     from tests._gen_helpers import env
 
     out = tmp_path / "figures.json"
-    cmd = [sys.executable, str(SCRIPTS / "check_make_shards_gpu.py"), "--json", str(out), "--device", "cpu", "--tiny",
+    cmd = [sys.executable, str(SCRIPTS / "gpu_checks" / "make_shards.py"), "--json", str(out), "--device", "cpu", "--tiny",
            "--shards", "2", "--captions", "8", "--workers", "1,2", "--ray-workers", "1", "--batch-sizes", "8,256",
            "--chunk-size", "2", "--workdir", str(tmp_path / "w")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
@@ -112,7 +112,7 @@ def test_bench_make_shards_measures_the_filler_and_tagging_against_their_baselin
     """The CPU benchmark's first two parts (issue 18's goals) run and print their figures."""
     import re
 
-    cmd = [sys.executable, str(SCRIPTS / "bench_make_shards.py"), "--no-naive", "--no-cli", "--overhead-captions", "64",
+    cmd = [sys.executable, str(SCRIPTS / "benchmarks" / "bench_make_shards.py"), "--no-naive", "--no-cli", "--overhead-captions", "64",
            "--tag-captions", "64", "--rounds", "1", "--overhead-batch", "16"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -132,7 +132,7 @@ def test_bench_train_step_runs_every_variant(tmp_path, compile_):
     model = write_tiny_model_dir(tmp_path / "m", TINY_VIT_B_32_CFG)
     # compiled: aot_eager keeps the smoke run at seconds (inductor would generate C++ for every variant)
     extra = ["--compile", "--compile-backend", "aot_eager"] if compile_ else ["--compare-layouts"]
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "bench_train_step.py"), "--model", model, "--batch-size", "8",
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "benchmarks" / "bench_train_step.py"), "--model", model, "--batch-size", "8",
                            "--steps", "1", "--warmup", "0", "--precision", "fp32", "--device", "cpu", *extra],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -150,7 +150,7 @@ def test_bench_train_step_runs_every_variant(tmp_path, compile_):
 
 
 def test_mixture_factors_and_bad_shares(tmp_path):
-    """scripts/mixture.py: share / samples per source (largest 1), epoch = first source once; bad --mix is one line."""
+    """scripts/recipes/mixture.py: share / samples per source (largest 1), epoch = first source once; bad --mix is one line."""
     folders = []
     for name, n in (("a", 100), ("b", 400)):
         (tmp_path / name).mkdir()
@@ -160,7 +160,7 @@ def test_mixture_factors_and_bad_shares(tmp_path):
         folders.append(str(tmp_path / name))
 
     def mixture(*args):
-        return subprocess.run([sys.executable, str(SCRIPTS / "mixture.py"), *args], capture_output=True, text=True)
+        return subprocess.run([sys.executable, str(SCRIPTS / "recipes" / "mixture.py"), *args], capture_output=True, text=True)
 
     proc = mixture("--mix", "1:1", *folders)
     assert proc.returncode == 0, proc.stderr
@@ -172,9 +172,9 @@ def test_mixture_factors_and_bad_shares(tmp_path):
         assert proc.returncode == 2 and proc.stderr.strip() == f"mixture: error: --mix needs 2 positive shares, got {bad!r}"
 
 
-def test_check_train_step_gpu_smoke(tmp_path):
+def test_gpu_check_train_step_smoke(tmp_path):
     """The prepared GPU check runs through every step on a CPU with tiny sizes and writes its figures."""
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "check_train_step_gpu.py"), "--out", str(tmp_path), "--smoke"],
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "gpu_checks" / "train_step.py"), "--out", str(tmp_path), "--smoke"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = json.loads((tmp_path / "train_step_gpu.json").read_text())

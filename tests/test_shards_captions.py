@@ -64,7 +64,8 @@ def test_json_captions_of_every_shape_are_counted_never_crash(tmp_path, filler, 
     """Lone surrogates (the vocabulary build crashed on them; the masked LM failed the shard on every
     retry), deep nesting, huge numbers, non-string fields: each sample passes with null negatives and
     its own problem kind; the run exits 0."""
-    _json_shard(tmp_path / "in" / "00000.tar")
+    # plain captions beside them, so that --filler vocab finds words that occur twice (it refuses an empty vocabulary)
+    _json_shard(tmp_path / "in" / "00000.tar", extra=[(json.dumps({"caption": c}).encode(), None) for c in PLAIN * 3])
     extra = ["--filler", filler, "--caption-json-field", "caption"]
     if filler == "mlm":
         extra += ["--filler-model", tiny_filler(tmp_path, [])]
@@ -86,13 +87,18 @@ def test_json_captions_of_every_shape_are_counted_never_crash(tmp_path, filler, 
     assert "non_string_caption 4" in done and "bad_caption_json 3" in done and "non_utf8_caption 3" in done
 
 
-def test_a_wrong_caption_key_ends_with_a_warning_that_names_it(tmp_path, caplog):
+def test_a_wrong_caption_key_ends_with_a_warning_that_names_it(tmp_path, caplog, capsys):
     members = []
     for i, cap in enumerate(PLAIN * 3):
         members += [(f"k{i:03d}.jpg", jpeg(i)), (f"k{i:03d}.caption", cap.encode())]
     write_tar(tmp_path / "in" / "00000.tar", members)
     caplog.set_level("INFO")
-    assert _make_shards([tmp_path / "in", "--out", tmp_path / "out", "--filler", "vocab"]) == 0
+    # --filler vocab reads the captions first: none found is a one-line error naming the key, nothing written
+    assert _make_shards([tmp_path / "in", "--out", tmp_path / "out0", "--filler", "vocab"]) == 2
+    assert "the shards hold no caption (--caption-key 'txt')" in capsys.readouterr().err
+    assert not (tmp_path / "out0" / "00000.tar").exists()
+    # a run that needs no vocabulary goes through, and its closing warning names the key
+    assert _make_shards([tmp_path / "in", "--out", tmp_path / "out", "--types", "rel"]) == 0
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "most samples" in r.getMessage()]
     assert len(warned) == 1
     assert "--caption-key txt" in warned[0] and "no_caption 12" in warned[0] and "caption, jpg" in warned[0]

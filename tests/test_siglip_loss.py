@@ -184,14 +184,14 @@ def test_benchmark_scripts_smoke(tmp_path):
     from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 
     scripts = Path(__file__).resolve().parent.parent / "scripts"
-    proc = subprocess.run([sys.executable, str(scripts / "bench_loss.py"), "--batch", "8", "--dim", "16", "--iters", "1",
+    proc = subprocess.run([sys.executable, str(scripts / "benchmarks" / "bench_loss.py"), "--batch", "8", "--dim", "16", "--iters", "1",
                            "--rounds", "1", "--device", "cpu"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for mode in ("global", "own"):
         assert re.search(rf"CeSigLipLoss {mode} .*ratio to SigLipLoss +[\d.]+x +ratio to CeClipLoss {mode} +[\d.]+x",
                          proc.stdout), proc.stdout
     model = write_tiny_model_dir(tmp_path / "m", TINY_VIT_B_32_CFG)
-    proc = subprocess.run([sys.executable, str(scripts / "bench_train_step.py"), "--model", model, "--batch-size", "4",
+    proc = subprocess.run([sys.executable, str(scripts / "benchmarks" / "bench_train_step.py"), "--model", model, "--batch-size", "4",
                            "--steps", "1", "--warmup", "0", "--device", "cpu", "--siglip"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = re.findall(r"^(plain CLIP|plain SigLIP|CE-CLIP packed|CE-SigLIP packed) +[\d.]+ +[\d.]+x", proc.stdout, re.M)

@@ -51,6 +51,10 @@ def test_a_ce_step_after_the_first_reads_nothing_back_from_the_device(pack):
         batch = layout_text_batch(text_batch(8, seed=seed), spec).to("cpu")
         counts.append(count_host_reads(step, torch.randn(8, 3, 32, 32), batch)[1])
     assert counts[1:] == [{}, {}], counts
+    # the non-finite check reads one value at steps 1, 1 + every, ... (open_clip's log steps), nothing between
+    loss.watch_finite(2)
+    reads = [count_host_reads(step, torch.randn(8, 3, 32, 32), batch)[1] for _ in (4, 5)]
+    assert reads[0] == {} and sum(reads[1].values()) == 1, reads
     # the counter sees what it should: the old design's boolean gather of the valid negatives
     neg = torch.randn(8, 4, 32)
     assert count_host_reads(lambda: neg[batch.valid])[1] == {"aten::index (boolean mask)": 1}

@@ -67,7 +67,7 @@ def test_rows_layout_keeps_valid_captions_only_and_a_missing_caption_is_an_error
 
 def test_row_capacity_pads_to_a_fixed_shape_grows_when_needed_and_can_be_fixed(caplog):
     cap = RowCapacity(headroom=0.1, multiple=8)
-    with caplog.at_level(logging.INFO, logger="openclip_ce.packing"):
+    with caplog.at_level(logging.INFO, logger="openclip_ce.training.packing"):
         assert cap.rows_for("packed", 50, 500) == 56
         assert [cap.rows_for("packed", n, 500) for n in (40, 56, 3)] == [56, 56, 56]
         assert cap.rows_for("packed", 57, 500) == 64
@@ -239,10 +239,10 @@ def test_towers_where_packing_is_not_exact_get_one_caption_per_row_and_say_so_on
 
     model, why = _unpackable()[case]
     assert why in pack_support(model)
-    with caplog.at_level(logging.INFO, logger="openclip_ce.adapter"):
+    with caplog.at_level(logging.INFO, logger="openclip_ce.training.adapter"):
         for _ in range(3):  # adapting is idempotent
             assert adapt_model(model, pack=True) is None
-    lines = [r.getMessage() for r in caplog.records if r.name == "openclip_ce.adapter"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "openclip_ce.training.adapter"]
     assert len(lines) == 1 and "one caption per row" in lines[0] and why in lines[0], lines
     assert pack_spec_of(model) is None
     tokens = text_batch(2)
@@ -264,12 +264,12 @@ def test_ce_no_trim_flag_turns_packing_off_for_the_model_and_the_data(caplog):
     parser = argparse.ArgumentParser()
     plugin.add_arguments(parser)
     on, off = _model("clip"), _model("clip")
-    with caplog.at_level(logging.INFO, logger="openclip_ce.adapter"):
+    with caplog.at_level(logging.INFO, logger="openclip_ce.training.adapter"):
         plugin.adapt_model(parser.parse_args([]), on)
         assert plugin.train_collate(parser.parse_args([]), list).spec == PackSpec("argmax")
         plugin.adapt_model(parser.parse_args(["--ce-no-trim"]), off)
         assert plugin.train_collate(parser.parse_args(["--ce-no-trim"]), list).spec is None
     assert pack_spec_of(on) == PackSpec("argmax") and pack_spec_of(off) is None
-    lines = [r.getMessage() for r in caplog.records if r.name == "openclip_ce.adapter"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "openclip_ce.training.adapter"]
     assert "packed into rows" in lines[0] and "one caption per row at the full context length: --ce-no-trim" in lines[1]
     assert set(on.state_dict()) == set(_model("clip").state_dict())  # adapting adds nothing to checkpoints

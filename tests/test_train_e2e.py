@@ -10,7 +10,8 @@ import torch
 
 from openclip_ce.metrics_file import read_metrics
 from tests._proc import run, torchrun
-from tests._train_helpers import csv_with_negatives, demo_shards, sample_members, tiny_model, train_args, write_shard
+from tests._train_helpers import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
+                                  write_shard)
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +122,7 @@ def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
         ["--model", "coca_ViT-B-32", "--loss", "ce_clip"],
         base + ["--loss", "ce_clip", "--distill-model", "ViT-B-32", "--distill-pretrained", "openai"],
         base + ["--loss", "ce_clip", "--ce-neg-types", "rel,colour"],
+        base + ["--loss", "ce_clip", "--ce-dist-timeout", "0"],
     ])
     assert res[0] == {"ok": True, "loss": "ce_clip", "dist": None, "alpha": 0.3, "types": ["rel", "obj"]}
     assert not res[1]["ok"] and "invalid choice: 'bogus'" in res[1]["err"]
@@ -129,6 +131,7 @@ def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
         assert not r["ok"] and r["code"] == 2, r
         assert what in r["err"] and "not supported with --loss ce_clip" in r["err"], r
     assert not res[6]["ok"] and "--ce-neg-types" in res[6]["err"] and "colour" in res[6]["err"]
+    assert not res[7]["ok"] and "--ce-dist-timeout: must be a number > 0, got 0" in res[7]["err"]
 
 
 def test_help_lists_plugin_flags_and_disable_turns_the_hook_off():
@@ -193,9 +196,9 @@ def test_bad_neg_json_is_counted_or_strictly_rejected(tmp_path):
 
     strict = run([sys.executable, "-m", "open_clip_train.main",
                   *train_args(model, data, logs, "strict", "--loss", "ce_clip", "--ce-strict", samples=16, batch=4)])
-    assert strict.returncode != 0
-    assert re.search(r"NegativesError: shard \S+bad\d\.tar key s\dk\d: (missing|malformed) neg\.json.*--ce-strict",
-                     strict.stderr), strict.stderr[-3000:]
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr, strict.stderr[-3000:]  # one line, named
+    assert re.search(r"ERROR \| shard \S+bad\d\.tar key s\dk\d: (missing|malformed) neg\.json.*--ce-strict\)$",
+                     strict.stderr, re.M), strict.stderr[-3000:]
 
 
 def test_csv_dataset_with_negative_columns(tmp_path):
@@ -303,6 +306,40 @@ def test_a_ce_clip_run_that_never_sees_a_negative_stops(tmp_path):
     proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--ce-allow-no-negatives"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (logs / "allowed" / "checkpoints" / "epoch_1.pt").exists()
+
+
+def test_a_model_with_a_nan_weight_stops_at_the_first_log_step_without_a_checkpoint(tmp_path):
+    """One NaN weight: the loss is NaN from step 1; the run stops there in one line instead of training NaN
+    to the end and writing a NaN checkpoint and a state file with a bare NaN (invalid JSON)."""
+    model, data, logs = nan_model(tmp_path), demo_shards(tmp_path, 2, 8), tmp_path / "logs"
+    args = train_args(model, data, logs, "nan", "--loss", "ce_clip", "--log-every-n-steps", "3", samples=16, batch=4)
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [l for l in proc.stderr.splitlines() if "| ERROR |" in l]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "training loss is not finite (NaN or inf) since optimizer step 1; stopped at step 1" in errors[0]
+    checkpoints = logs / "nan" / "checkpoints"
+    assert not (checkpoints / "epoch_1.pt").exists() and not (checkpoints / "ce_plugin_state_epoch_1.json").exists()
+
+
+def test_resume_latest_from_a_damaged_checkpoint_names_the_newest_whole_one(tmp_path):
+    """A latest checkpoint cut short (a job killed while saving): one line naming it and the one to resume
+    from, before anything is loaded, instead of torch's traceback at every restart of the job."""
+    checkpoints = tmp_path / "logs" / "cut" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save({"epoch": 1, "state_dict": {"w": torch.zeros(4)}}, checkpoints / "epoch_1.pt")
+    torch.save({"epoch": 2, "state_dict": {"w": torch.zeros(4096)}}, checkpoints / "epoch_2.pt")
+    whole = (checkpoints / "epoch_2.pt").read_bytes()
+    (checkpoints / "epoch_2.pt").write_bytes(whole[:len(whole) // 2])
+    (checkpoints / "epoch_10.pt").write_bytes(b"")  # open_clip picks epoch_10 last (natural order): damaged too
+    args = train_args(tiny_model(tmp_path), demo_shards(tmp_path, 1, 8), tmp_path / "logs", "cut", "--loss", "ce_clip",
+                      "--resume", "latest", samples=8, batch=4)
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = next(l for l in proc.stderr.splitlines() if "--resume latest" in l)
+    damaged = checkpoints / "epoch_10.pt"
+    assert f"{damaged}, the checkpoint open_clip would resume from, is damaged (an empty file)" in line
+    assert f"the newest whole checkpoint is {checkpoints / 'epoch_1.pt'}" in line
 
 
 def test_packed_text_batches_give_the_unpacked_first_step_loss(tmp_path):

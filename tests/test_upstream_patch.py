@@ -2,6 +2,7 @@
 and the bootstrap stands aside; CE-CLIP training, checkpoint state and resume work through it."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from tests._proc import run, torchrun
-from tests._train_helpers import demo_shards, tiny_model, train_args
+from tests._train_helpers import demo_shards, nan_model, tiny_model, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def patched_site(tmp_path_factory):
 
 def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
     code = ("import open_clip_train.main as m, open_clip_train;"
-            "from openclip_ce.integration import openclip33 as c;"
+            "from openclip_ce.integration import parser_hook as c;"
             "print(open_clip_train.__file__, c.parser_hook_installed(), not hasattr(m.parse_args, '__wrapped__'))")
     patched = run([sys.executable, "-c", code], PYTHONPATH=_path(patched_site))
     assert patched.returncode == 0, patched.stderr
@@ -69,6 +70,21 @@ def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_pat
     log = (logs / "p" / "out.log").read_text()
     assert f"ce_clip: restored plugin state from {logs / 'p' / 'checkpoints' / 'epoch_1.pt'}: {state}" in log
     assert (logs / "p" / "checkpoints" / "epoch_2.pt").exists(), proc.stderr[-3000:]
+
+
+def test_a_nan_loss_stops_every_rank_at_the_same_step_in_one_line_through_the_patch(patched_site, tmp_path):
+    """Two ranks, a model with one NaN weight: both stop at step 1 with one line each (the patch logs a
+    plugin's stop and exits 2, where it gave a traceback and exit 1); no checkpoint is written."""
+    logs = tmp_path / "logs"
+    args = train_args(nan_model(tmp_path), demo_shards(tmp_path, 2, 8), logs, "nan", "--loss", "ce_clip",
+                      "--dist-backend", "gloo", "--log-every-n-steps", "3", samples=16, batch=4)
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=_path(patched_site))
+    assert proc.returncode != 0
+    stops = [l for l in proc.stderr.splitlines() if "| ERROR |" in l and "not finite" in l]
+    assert len(stops) == 2 and all("since optimizer step 1; stopped at step 1" in l for l in stops), proc.stderr[-4000:]
+    assert proc.stderr.count("exitcode  : 2 ") == 2  # torchrun's report: both ranks exited 2 themselves
+    assert not re.findall(r'File "[^"]*(open_clip_train|openclip_ce)/', proc.stderr)  # no rank's traceback
+    assert not list((logs / "nan" / "checkpoints").iterdir())
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ from .common import json_dumps
 from .models import default_device, load_model
 from .scorer import ClipScorer
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 METRICS = ("intra_similarity", "cross_modal_gap")
 

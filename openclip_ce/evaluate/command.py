@@ -3,7 +3,7 @@
 Every benchmark comes from the registry (:mod:`openclip_ce.evaluate.registry`): its flags, its
 reader of the official released files under ``--data-root``, its protocol text. The results JSON
 holds every number plus the protocol record; a Markdown table is written next to it. The protocol
-of each benchmark is written down in docs/EVAL_PROTOCOL.md and in its module's docstring.
+of each benchmark is written down in docs/evaluation.md and in its module's docstring.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from .models import default_device, load_model
 from .report import markdown_table
 from .scorer import ClipScorer
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
-PROTOCOL_DOC = "docs/EVAL_PROTOCOL.md"
+PROTOCOL_DOC = "docs/evaluation.md"
 
 
 def _benchmark_list(spec: str) -> List[str]:

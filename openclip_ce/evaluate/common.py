@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -76,12 +76,25 @@ class EvalOptions:
 # --------------------------------------------------------------------------- files
 
 
-def load_json(path: Path) -> Any:
+def decode_json(data: bytes | str, where: str) -> Any:
+    """The JSON value of ``data`` (a document's bytes); anything else is a one-line
+    :class:`BenchmarkDataError` naming ``where``: bytes that are not UTF-8 (with their offset), text that
+    is not JSON, or nesting deeper than Python's parser follows (it would raise ``RecursionError``)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BenchmarkDataError(f"{path}: not valid UTF-8 JSON ({e})") from e
+        return json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except UnicodeDecodeError as e:
+        raise BenchmarkDataError(f"{where}: not valid UTF-8 JSON (byte {e.start}: {e.reason})") from None
+    except json.JSONDecodeError as e:
+        raise BenchmarkDataError(f"{where}: not valid UTF-8 JSON ({e})") from None
+    except RecursionError:
+        raise BenchmarkDataError(f"{where}: not usable JSON (nested deeper than Python's JSON reader "
+                                 f"follows, about {sys.getrecursionlimit()} levels)") from None
+
+
+def load_json(path: Path) -> Any:
+    """The JSON value in ``path`` (one-line errors: :func:`decode_json`)."""
+    with open(path, "rb") as f:
+        return decode_json(f.read(), str(path))
 
 
 def load_json_list(path: Path, what: str) -> List[Any]:
@@ -113,16 +126,14 @@ def accuracy_by_group(correct, groups: Sequence[str], names: Sequence[str]) -> D
     return out
 
 
-def load_jsonl(path: Path) -> List[Any]:
+def load_jsonl(path: Path) -> List[Tuple[int, Any]]:
+    """The values of a JSON Lines file with their line numbers in the file (1-based; blank lines are
+    skipped but counted). A line that is not JSON is a one-line error naming the file and the line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named like any other bad line
         for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise BenchmarkDataError(f"{path}: line {lineno}: not valid JSON ({e})") from e
+            if line.strip():
+                rows.append((lineno, decode_json(line, f"{path}: line {lineno}")))
     return rows
 
 

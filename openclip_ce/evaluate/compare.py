@@ -30,7 +30,7 @@ from .reference import available, chart_series, load_reference, pair_models, ref
 from .report import (ALPHA, bench_of, load_results, markdown_table, metric_keys, metric_stats,
                      protocol_differences)
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 REF_EDGES = ("black", "dimgray", "darkgoldenrod", "firebrick", "navy")  # outlines of published-number bars
 

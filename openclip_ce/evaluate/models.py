@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, reason
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(UserError):
@@ -130,6 +130,8 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
 
     Memory-mapped where the file allows it, so a checkpoint carrying optimizer state is not read
     into memory twice (open_clip's loader reads the weights next)."""
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: cannot load checkpoint (an empty file, 0 bytes)")
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -138,7 +140,7 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or pickled objects weights_only refuses
-        raise ModelLoadError(f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{path}: cannot load checkpoint ({reason(e)})") from e
     weights = obj.get("state_dict") if isinstance(obj, dict) and "state_dict" in obj else obj
     if not isinstance(weights, dict) or not weights:
         raise ModelLoadError(f"{path}: no state_dict in checkpoint")
@@ -156,7 +158,7 @@ def checkpoint_state_dict(path: Path) -> Dict[str, Any]:
     try:
         sd = open_clip_factory.load_state_dict(str(path), weights_only=True)
     except Exception as e:
-        raise ModelLoadError(f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        raise ModelLoadError(f"{path}: cannot load checkpoint ({reason(e)})") from e
     if not isinstance(sd, dict) or not sd:
         raise ModelLoadError(f"{path}: no state_dict in checkpoint")
     return sd

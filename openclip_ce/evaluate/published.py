@@ -4,11 +4,11 @@ Before trusting a comparison between two models, a user confirms on their own ma
 that ``openclip-ce eval`` reproduces what the benchmarks' authors published for the one model they
 all report, OpenAI's CLIP ViT-B/32. The published numbers live in ``published.json`` next to this
 module, keyed by our summary metric names, each with its source, how sure we are of it (``status``)
-and the tolerance a check allows; docs/EVAL_PROTOCOL.md shows them (the table there is generated
-from the file: ``python -m openclip_ce.evaluate.published --write-doc docs/EVAL_PROTOCOL.md``).
+and the tolerance a check allows; docs/evaluation.md shows them (the table there is generated
+from the file: ``python -m openclip_ce.evaluate.published --write-doc docs/evaluation.md``).
 
 ``python -m openclip_ce.evaluate.published RESULTS.json`` prints ours beside theirs (the last step of
-``scripts/check_eval_published.sh``) and exits 0 when every checked metric present in the results
+``scripts/recipes/verify_published_numbers.sh``) and exits 0 when every checked metric present in the results
 is within its tolerance, 1 otherwise.
 """
 
@@ -52,12 +52,12 @@ def _pct(v: Optional[float], digits: int = 2) -> str:
 
 
 def doc_table(data: Optional[Dict] = None) -> str:
-    """The Markdown table of docs/EVAL_PROTOCOL.md (between the published-table markers), then its sources."""
+    """The Markdown table of docs/evaluation.md (between the published-table markers), then its sources."""
     data = data or load_published()
     m = data["model"]
     indep = data["sources"][data["independent_source"]]
     lines = [f"`--model {m['model']} --pretrained {m['pretrained']}`, accuracies in %. *checked*: compared by "
-             f"`scripts/check_eval_published.sh`, within ± the tolerance in points. *independent*: a "
+             f"`scripts/recipes/verify_published_numbers.sh`, within ± the tolerance in points. *independent*: a "
              f"re-evaluation with the benchmarks' own code, [{indep['label']}]({indep['url']}); not a reference, a "
              f"sense of how far a faithful re-run lands.", "",
              "| metric | published | status | checked | independent | source | note |",
@@ -129,7 +129,7 @@ def side_by_side(rows: Sequence[Dict], results: Dict, data: Optional[Dict] = Non
         lines.append(f"Verdict: all {len(checked)} checked metrics agree within their tolerance.")
     if missing:
         lines.append(f"Not in the results (benchmark data missing or not requested): {', '.join(missing)}.")
-    lines.append("Sources and notes: docs/EVAL_PROTOCOL.md, 'Published results'.")
+    lines.append("Sources and notes: docs/evaluation.md, 'Published results'.")
     return "\n".join(lines) + "\n"
 
 
@@ -144,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("results", nargs="?", help="results JSON of `openclip-ce eval --model ViT-B-32 --pretrained openai`")
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
     p.add_argument("--write-doc", default=None, metavar="DOC",
-                   help="regenerate the published-results table of DOC (docs/EVAL_PROTOCOL.md) from the data file")
+                   help="regenerate the published-results table of DOC (docs/evaluation.md) from the data file")
     args = p.parse_args(argv)
     prog = p.prog
     try:

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from . import registry
+from .common import decode_json
 from .report import bench_of, fmt_percent
 
 REFERENCES = Path(__file__).with_name("references")
@@ -47,8 +48,8 @@ def load_reference(spec: str) -> Reference:
     path = REFERENCES / f"{spec}.json" if (REFERENCES / f"{spec}.json").is_file() else Path(spec)
     if not path.is_file():
         raise UserError(f"--reference {spec}: neither a shipped reference ({', '.join(available())}) nor a file")
+    data = decode_json(path.read_bytes(), f"--reference {path}")  # one line for bytes, syntax and nesting alike
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         models = list(data["models"])
         ref = Reference(data["name"], data["title"], models, list(data.get("notes", [])), {}, {})
         for entry in data["metrics"]:

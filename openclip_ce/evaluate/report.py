@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Sequence
 
 from ..errors import UserError
 from . import registry
+from .common import decode_json
 from .outcomes import TEST_NAME, OutcomesFormatError, metric_items, paired_test
 
 ALPHA = 0.05
@@ -23,8 +24,8 @@ ALPHA = 0.05
 def load_results(path: str | Path) -> Dict:
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = decode_json(path.read_bytes(), str(path))  # one line for bytes, syntax and nesting alike
+    except OSError as e:
         raise UserError(f"{path}: cannot read results JSON ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("summary"), dict):
         raise UserError(f"{path}: not an `openclip-ce eval` results file (no 'summary' object)")

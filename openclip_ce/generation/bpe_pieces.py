@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-log = logging.getLogger("openclip_ce.generation")
+log = logging.getLogger(__name__)
 
 _W = r"\t\n\x0b\x0c\r "
 # GPT-2's pre-tokenizer regex, for ASCII text

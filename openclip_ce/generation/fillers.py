@@ -23,7 +23,7 @@ from .words import VariantCheck, is_word
 if TYPE_CHECKING:
     from .tagging import SpacyTagger, Tok
 
-log = logging.getLogger("openclip_ce.generation")
+log = logging.getLogger(__name__)
 
 DEFAULT_FILLER_MODEL = "distilroberta-base"
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .mlm_tokens import FillBatch, MLMVocab, _starts, cannot_load
 
-log = logging.getLogger("openclip_ce.generation")
+log = logging.getLogger(__name__)
 
 
 def split_head(model):

@@ -10,7 +10,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import GenerationSetupError
 
-log = logging.getLogger("openclip_ce.generation")
+log = logging.getLogger(__name__)
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm"
 # spaCy's own package name first; the same 3.8 model republished on PyPI installs with openclip-ce

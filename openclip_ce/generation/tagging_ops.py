@@ -31,7 +31,9 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-log = logging.getLogger("openclip_ce.generation")
+from .probe_captions import PROBE_CAPTIONS
+
+log = logging.getLogger(__name__)
 
 OPS = ("blis", "numpy", "torch")
 DEFAULT_OPS = "blis"
@@ -88,13 +90,11 @@ def apply_ops(nlp, name: str) -> None:
 
 
 def probe_captions(n: int = 256) -> Sequence[str]:
-    """Varied captions for the probe (the sample captions and pairs of them)."""
-    from ..testing.tiny_mlm import SAMPLE_CAPTIONS
-
-    caps = list(SAMPLE_CAPTIONS)
+    """Varied captions for the probe (the probe captions and pairs of them)."""
+    caps = list(PROBE_CAPTIONS)
     i = 0
     while len(caps) < n:
-        a, b = SAMPLE_CAPTIONS[i % len(SAMPLE_CAPTIONS)], SAMPLE_CAPTIONS[(7 * i + 3) % len(SAMPLE_CAPTIONS)]
+        a, b = PROBE_CAPTIONS[i % len(PROBE_CAPTIONS)], PROBE_CAPTIONS[(7 * i + 3) % len(PROBE_CAPTIONS)]
         caps.append(a.rstrip(".") + " and " + b[0].lower() + b[1:])
         i += 1
     return caps[:n]

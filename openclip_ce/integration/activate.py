@@ -1,7 +1,8 @@
 """Turn the plugins on for one ``open_clip_train.main`` run: version table, discovery, parser hook.
 
 Called by the bootstrap when ``open_clip_train.main`` is imported, and by ``openclip-ce train``.
-The installed open_clip picks its wiring from :data:`.versions.WIRINGS`. On an open_clip no row
+The installed open_clip picks its wiring from :data:`.versions.WIRINGS`; the installer
+(:mod:`.installer`) hooks the parser with that wiring's ``WIRING``. On an open_clip no row
 covers, a run that does not ask for a plugin loss goes on untouched after one warning line; a run
 that asks for one is refused before anything is patched.
 """
@@ -14,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from ..errors import EXIT_USAGE, UserError
 from .discovery import asks_for_plugin, discover_plugins, requested_loss, upstream_has_plugin_lookup
-from . import versions
+from . import installer, versions
 
 
 class UnsupportedOpenClipVersion(UserError):
@@ -45,7 +46,7 @@ def activate(argv: Sequence[str], builtin: Sequence[Any] = ()) -> bool:
               file=sys.stderr)
         _active = False
         return _active
-    importlib.import_module(wiring.module).install_parser_hook(discover_plugins(builtin=builtin))
+    installer.install_parser_hook(importlib.import_module(wiring.module).WIRING, discover_plugins(builtin=builtin))
     _active = True
     return _active
 

@@ -3,8 +3,9 @@
 Each row maps a range of open_clip versions to the module that wires the training plugins into that
 version's ``open_clip_train.main`` (the bootstrap and ``openclip-ce train`` pick the row at start-up),
 and says what a ``--loss`` plugin run gets there (the README's "supported open_clip versions" table
-is this table). Every wiring module lists the open_clip names, signatures and formats it relies on
-(its ``REQUIRES``, checked by :mod:`.requires`); ``tests/test_wiring_requirements.py`` checks each
+is this table). Every wiring module states what differs in its version as a ``WIRING``
+(:class:`.installer.Wiring`), and lists the open_clip names, signatures and formats the wiring relies
+on (its ``REQUIRES``, checked by :mod:`.requires`); ``tests/test_wiring_requirements.py`` checks each
 list against the open_clip it was written for, so an upgrade fails one clear test instead of a run.
 
 The version is the one of the open_clip that ``import open_clip`` loads (its ``version.py``), not the
@@ -26,8 +27,8 @@ _VERSION_LINE = re.compile(r"""^__version__\s*=\s*['"]([^'"]+)['"]""", re.M)
 
 
 @dataclass(frozen=True)
-class Wiring:
-    module: str                      # the wiring module (imported only when its row is chosen)
+class VersionRow:
+    module: str                      # the wiring module, with its WIRING (imported only when its row is chosen)
     versions: str                    # the range, for people
     low: Tuple[int, int]             # (major, minor), inclusive
     high: Tuple[int, int]            # (major, minor), exclusive
@@ -39,8 +40,8 @@ class Wiring:
         return mm is not None and self.low <= mm < self.high
 
 
-WIRINGS: Tuple[Wiring, ...] = (
-    Wiring(
+WIRINGS: Tuple[VersionRow, ...] = (
+    VersionRow(
         module="openclip_ce.integration.openclip33", versions="3.3.x", low=(3, 3), high=(3, 4),
         tested_on="open_clip_torch 3.3.0 (PyPI)",
         gives="everything: webdataset, csv and synthetic data; DDP (CPU too), --accum-freq, AMP, "
@@ -48,7 +49,7 @@ WIRINGS: Tuple[Wiring, ...] = (
               "the checkpoints); the metrics in the log line, TensorBoard, W&B and train_metrics.jsonl; "
               "the no-negatives guard; packed text batches where exact",
     ),
-    Wiring(
+    VersionRow(
         module="openclip_ce.integration.openclip4", versions="4.x from 4.2.0.dev0 (main)", low=(4, 2), high=(5, 0),
         tested_on="open_clip main @ 89fb801 (4.2.0.dev0)",
         gives="the same through main's task machinery (the CE loss inside a CLIPTask / SigLIPTask, the text "
@@ -81,7 +82,7 @@ def openclip_version() -> str:
         return "(not installed)"
 
 
-def wiring_for(version: str) -> Optional[Wiring]:
+def wiring_for(version: str) -> Optional[VersionRow]:
     return next((w for w in WIRINGS if w.matches(version)), None)
 
 

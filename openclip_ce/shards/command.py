@@ -1,7 +1,8 @@
 """The ``openclip-ce make-shards`` command: plan, run an engine, write ``stats.json``, report.
 
 Exit codes: 0 all shards complete; 1 some shards failed (listed in ``stats.json``; rerun retries
-them; ``--skip-bad`` makes it 0); 2 a usage or setup error (one line).
+them; ``--skip-bad`` makes it 0); 2 a usage or setup error, or a run stopped by what is no shard's fault
+(a full disk, a dead worker or masked-LM process): one line, and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ import os
 import sys
 import time
 
+from ..errors import UserError
 from ..fileio import write_json_atomic
 from .config import ShardsConfig, add_arguments, config_from_args
 from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
 from .plan import is_complete, plan_jobs, record_settings, state_path, verify_settings
-from .process import CAPTION_NOT_FOUND, build_vocab, resolve_tagging
+from .process import CAPTION_NOT_FOUND, build_vocab, resolve_tagging, vocab_words
 from .progress import Progress
 from .stats import aggregate
 
 __all__ = ["add_arguments", "run", "run_config"]
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 PROG = "openclip-ce make-shards"
 
@@ -118,11 +120,26 @@ def warn_if_mostly_lost(stats, cfg: ShardsConfig) -> None:
 
 
 def load_or_build_vocab(jobs, cfg: ShardsConfig) -> None:
-    """--filler vocab: the vocabulary of a resumed run is reused (it decides the output), else built."""
+    """--filler vocab: the vocabulary of a resumed run is reused (it decides the output), else built.
+    A stored vocabulary without a word (written by an older version whose inputs could not be read) is
+    never reused: built again when no shard was completed with it, else an error asking for --overwrite."""
     vocab_path = state_path(cfg.out, "vocab.json")
     if os.path.exists(vocab_path) and not cfg.overwrite:
-        with open(vocab_path, encoding="utf-8") as f:
-            cfg.vocab = json.load(f)
-    else:
-        cfg.vocab = build_vocab(jobs, cfg)
-        write_json_atomic(vocab_path, cfg.vocab)
+        try:
+            with open(vocab_path, encoding="utf-8") as f:
+                stored = json.load(f)
+        except (OSError, ValueError) as e:
+            stored, why = None, f"unreadable ({e})"
+        else:
+            why = "empty"
+        if vocab_words(stored):
+            cfg.vocab = stored
+            return
+        done = [j for j in jobs if is_complete(cfg.out, j)]
+        if done:
+            raise UserError(f"{vocab_path}: the stored --filler vocab vocabulary is {why}, and {len(done)} shard(s) "
+                            f"were completed with it (no att/act/obj negatives); rerun with --overwrite")
+        log.warning("%s: the stored vocabulary is %s and no shard was completed with it: building it again",
+                    vocab_path, why)
+    cfg.vocab = build_vocab(jobs, cfg)
+    write_json_atomic(vocab_path, cfg.vocab)

@@ -28,7 +28,7 @@ from ..logconfig import configure_logging
 from .devices import gpu_peak_mib
 from .process import FillerDied, make_mlm_scorer
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 QUEUE_PER_WORKER = 2  # requests a filler process may have waiting per worker it serves
 POLL_S = 1.0          # how often a waiting worker checks that its filler process is alive

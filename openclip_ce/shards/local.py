@@ -8,7 +8,8 @@ and the masked LM where ``--device`` says.
   GPU ``i mod n``). Workers hold no model: ``--workers`` is the number of CPU cores to use.
 
 Each spawned worker takes the next ``(index, device)`` slot from a queue filled by the parent, so the
-assignment logged at start is the one the workers really use.
+assignment logged at start is the one the workers really use. A worker that dies (``kill -9``, the
+out-of-memory killer) stops the run with one line naming it and its shard (:class:`WorkerDied`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
-from typing import Dict, List, Optional, Sequence
+import signal
+from concurrent.futures.process import BrokenProcessPool
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from ..errors import UserError
 
 from ..logconfig import configure_logging
 from .config import ShardsConfig
@@ -27,12 +32,18 @@ from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, filler_devices, 
 from .fill_server import FillLinks, FillServers, exit_with_parent
 from .plan import ShardJob
 from .process import build_generator, log_result, remote_filler, run_job
+from .tario import remove_stale_partials
 from .progress import Progress
 from .stats import workers_summary
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 _WORKER: Dict[str, object] = {}
+
+
+class WorkerDied(UserError):
+    """A worker process died (killed, out of memory): the run stops with one line naming it; the shard
+    it was writing leaves no file under its name, completed shards stay complete, a rerun resumes."""
 
 
 class LocalEngine:
@@ -121,12 +132,21 @@ def _generator(cfg: ShardsConfig, index: int, device: str, servers: Optional[Fil
 
 def _worker_run(job: ShardJob) -> Dict:
     cfg, queue, servers = _WORKER["cfg"], _WORKER["queue"], _WORKER["servers"]
+    queue.put(("start", _WORKER["index"], os.getpid(), job.rel))  # names this worker if it dies on this shard
     if _WORKER["gen"] is None:
-        log.info("worker %d (pid %d): masked LM on %s%s", _WORKER["index"], os.getpid(), _WORKER["device"],
-                 " (its GPU's process)" if servers is not None else "")
+        log.info("worker %d (pid %d): %s", _WORKER["index"], os.getpid(), _filler_words(cfg, _WORKER["device"],
+                                                                                        servers is not None))
         _WORKER["gen"] = _generator(cfg, _WORKER["index"], _WORKER["device"], servers)
     return _annotate(run_job(job, _WORKER["gen"], cfg, queue.put), _WORKER["index"], _WORKER["device"],
                      servers is not None)
+
+
+def _filler_words(cfg: ShardsConfig, device: str, gpu_process: bool) -> str:
+    if not cfg.needs_filler:
+        return "no filler (--types " + ",".join(cfg.types) + ")"
+    if cfg.filler == "vocab":
+        return "vocabulary filler (no masked LM)"
+    return f"masked LM on {device}" + (" (its GPU's process)" if gpu_process else "")
 
 
 def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str], progress: Progress,
@@ -147,33 +167,73 @@ def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str
     queue, slots = ctx.Queue(), ctx.Queue()
     for slot in enumerate(devices):
         slots.put(slot)
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                initargs=(cfg, queue, slots, links)) as ex:
-        pending = {ex.submit(_worker_run, job) for job in jobs}
-        try:
-            while pending:
-                done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
-                drain(queue, progress)
+    running: Dict[int, Tuple] = {}  # pid -> ("start", worker index, pid, shard) of its current shard
+    procs: Dict = {}
+    try:
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
+                                    initargs=(cfg, queue, slots, links)) as ex:
+            pending = {ex.submit(_worker_run, job) for job in jobs}
+            procs = getattr(ex, "_processes", None) or {}  # the pool's processes by pid (CPython keeps them here)
+            try:
+                while pending:
+                    done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                    drain(queue, progress, running)
+                    if servers is not None:
+                        servers.check()
+                    for fut in done:
+                        res = fut.result()  # setup errors (GenerationSetupError) propagate: the run stops
+                        results.append(res)
+                        log_result(res)
+                        progress.shard_done(res["status"] == "ok")
+            except BaseException:
+                for f in pending:
+                    f.cancel()
                 if servers is not None:
-                    servers.check()
-                for fut in done:
-                    res = fut.result()  # setup errors (GenerationSetupError) propagate: the run stops
-                    results.append(res)
-                    log_result(res)
-                    progress.shard_done(res["status"] == "ok")
-        except BaseException:
-            for f in pending:
-                f.cancel()
-            if servers is not None:
-                servers.abort.set()  # workers waiting on a filler process give up
-            raise
-        drain(queue, progress)
+                    servers.abort.set()  # workers waiting on a filler process give up
+                raise
+            drain(queue, progress, running)
+    except BrokenProcessPool:  # the pool has ended (and joined) every worker by now
+        drain(queue, progress, running)
+        targets = {j.rel: j.target for j in jobs}
+        for _, _, _, rel in running.values():  # their temporary files go now, not at the rerun
+            remove_stale_partials(targets[rel])
+        raise WorkerDied(_dead_worker(procs, running)) from None
     return results
 
 
-def drain(queue, progress: Progress) -> None:
+def _dead_worker(procs: Dict, running: Dict[int, Tuple]) -> str:
+    """One line: which worker died, how, on which shard, and what to do. The pool ends the other workers
+    with SIGTERM once one is gone; the one that died first has another exit status."""
+    dead = [(pid, p.exitcode) for pid, p in procs.items() if p.exitcode not in (None, 0, -signal.SIGTERM)]
+    if dead:
+        pid, code = dead[0]
+        if code >= 0:
+            how = f"exit status {code}"
+        else:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+            if code == -signal.SIGKILL:
+                how += ": the out-of-memory killer, or kill -9"
+        started = running.get(pid)
+        who = (f"worker {started[1]} (pid {pid}) died while writing shard {started[3]}" if started
+               else f"a worker (pid {pid}) died")
+    else:
+        how, who = "cause unknown", "a worker process died"
+    return (f"{who} ({how}); the shards completed so far are kept and the unfinished ones' partial files "
+            f"deleted: rerun the same command to resume (if memory ran out, lower --workers or --chunk-size)")
+
+
+def drain(queue, progress: Progress, running: Optional[Dict[int, Tuple]] = None) -> None:
+    """Progress counts (ints) to ``progress``; a worker's ``("start", index, pid, shard)`` to ``running``."""
     while True:
         try:
-            progress.add_captions(queue.get_nowait())
+            item = queue.get_nowait()
         except queue_mod.Empty:
             return
+        if isinstance(item, tuple):
+            if running is not None:
+                running[item[2]] = item
+        else:
+            progress.add_captions(item)

@@ -21,7 +21,7 @@ import time
 from ..errors import UserError
 from .plan import state_path
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 
 class OutputLock:
@@ -53,8 +53,11 @@ class OutputLock:
         self._fd = fd
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same; only a refusal message names no holder
+            pass
         return self
 
     def __exit__(self, *exc) -> None:

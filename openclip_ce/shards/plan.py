@@ -24,7 +24,7 @@ from ..fileio import write_json_atomic
 from .config import ShardsConfig
 from .tario import GZ_SUFFIXES
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 STATE_DIR = ".make-shards"
 # in config.json, recorded but not compared on resume: choices that do not change the output bytes

@@ -6,13 +6,19 @@ computes while this worker tags. The samples are still written in input order.
 
 Every input member is copied byte for byte (headers included); after each sample's members comes
 ``<key>.neg.json``. A sample without a usable caption passes through with all-null negatives and is
-counted by kind (:data:`PROBLEM_KINDS`). The output is written under a temporary name and renamed
-into place only when complete (:class:`~openclip_ce.shards.tario.ShardWriter`); the shard's ``done``
-record (what makes it count as complete) is written only after that rename.
+counted by kind (:data:`PROBLEM_KINDS`). Samples are split as open_clip splits them
+(:func:`~openclip_ce.shards.tario.read_samples`): a key that repeats right after itself
+(``k.jpg k.txt k.jpg k.txt``) is two samples, each with its own ``neg.json`` (counted as
+``duplicate_key``). Members webdataset would unpickle are copied like the rest and counted
+(``pickled_member``, :mod:`openclip_ce.pickled`). A full disk stops the run (:class:`DiskFull`).
+The output is written under a temporary name and renamed into place only when complete
+(:class:`~openclip_ce.shards.tario.ShardWriter`); the shard's ``done`` record (what makes it count as
+complete) is written only after that rename.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,13 +33,14 @@ from ..generation.generator import NegativeGenerator
 from ..generation.tagging import SpacyTagger
 from ..generation.tagging_ops import cache_path, cached_choice, choose_ops, machine_key, store_choice
 from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
+from ..pickled import is_pickled
 from .config import ShardsConfig
 from .language import LanguageFilter
 from .devices import bind_process_gpu, filler_device
 from .plan import ShardJob, sidecar_path
-from .tario import ShardFormatError, ShardWriter, read_samples, remove_stale_partials
+from .tario import ShardFormatError, ShardWriter, member_ext, read_samples, remove_stale_partials
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 IN_FLIGHT = 2  # chunks of one worker between tagging and writing
 
@@ -41,6 +48,11 @@ PROBLEM_KINDS = ("no_caption", "empty_caption", "non_utf8_caption", "caption_too
                  "non_string_caption", "other_language_caption", "replaced_neg_json")
 # kinds that say the caption was not found where --caption-key / --caption-json-field point
 CAPTION_NOT_FOUND = ("no_caption", "bad_caption_json", "non_string_caption")
+# not about the caption (counted in the same ``problems``): a key repeated by the next sample (each still
+# gets its own negatives), a member webdataset's decoders would unpickle (copied through; the plugin's
+# training stage drops it)
+SAMPLE_PROBLEM_KINDS = ("duplicate_key", "pickled_member")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _json_field(obj, path: str):
@@ -104,6 +116,11 @@ class FillerDied(UserError):
     shards completed so far stay complete, so a rerun resumes."""
 
 
+class DiskFull(UserError):
+    """No space left (or over quota) where the output is written: not one shard's fault, so the run
+    stops with one line; no temporary file is left, completed shards stay complete, a rerun resumes."""
+
+
 class ShardStats:
     def __init__(self, job: ShardJob):
         self.job = job
@@ -121,7 +138,7 @@ class ShardStats:
         if self._last_sample != self.samples:
             self.samples_with_problems += 1
             self._last_sample = self.samples
-        if len(self.problem_examples) < 5:
+        if len(self.problem_examples) < 5 or all(e["kind"] != kind for e in self.problem_examples):  # each kind named
             example = {"shard": self.job.src, "key": key, "kind": kind}
             if kind in CAPTION_NOT_FOUND:
                 example["members"] = sorted(members)  # what the sample has, for a wrong --caption-key
@@ -178,19 +195,26 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
 
     try:
         n_captions = 0
+        previous_key = None
         for key, members in read_samples(job.src, scratch_dir=os.path.dirname(job.target)):
             if key is None:
                 pending.append((None, members, None))
                 continue
             stats.samples += 1
+            if key == previous_key:  # open_clip starts a new sample here too: this one gets its own negatives
+                stats.problem(key, "duplicate_key")
+            previous_key = key
             by_ext = {}
             kept = []
             for m in members:
-                ext = m.name[len(key) + 1:]
+                ext = member_ext(m)  # lower case, as open_clip's samples have it; None: skipped by webdataset
                 if ext == NEG_MEMBER:
                     stats.problem(key, "replaced_neg_json")  # an earlier neg.json is replaced, not duplicated
                     continue
-                by_ext.setdefault(ext, m.data)
+                if ext is not None:
+                    by_ext.setdefault(ext, m.data)
+                    if is_pickled(ext):
+                        stats.problem(key, "pickled_member")
                 kept.append(m)
             caption, problem = extract_caption(by_ext, cfg)
             if problem:
@@ -211,6 +235,12 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
         writer.abort()
         raise
     write_json_atomic(sidecar_path(cfg.out, job.rel), result)
+    pickled = result["problems"].get("pickled_member")
+    if pickled:
+        example = next(e["key"] for e in stats.problem_examples if e["kind"] == "pickled_member")
+        log.warning("%s: %d member(s) that webdataset's decoders unpickle (.pyd/.pickle/.pth; first in sample "
+                    "%r): copied through unchanged; a --loss ce_clip training run drops them, stock open_clip "
+                    "would unpickle them (code from the data)", job.src, pickled, example)
     return result
 
 
@@ -328,8 +358,11 @@ def build_generator(cfg: ShardsConfig, filler=None, device: Optional[str] = None
 
 
 def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[str]]:
-    """--filler vocab: the same-tag vocabulary from the first ``vocab_captions`` captions (shard order)."""
+    """--filler vocab: the same-tag vocabulary from the first ``vocab_captions`` captions (shard order).
+    A vocabulary without a word (no shard readable, no caption found) is an error, never written: it
+    would give every att/act/obj negative a placeholder, in this run and in every rerun that reuses it."""
     captions: List[str] = []
+    unreadable: List[str] = []
     for job in jobs:
         if len(captions) >= cfg.vocab_captions:
             break
@@ -337,7 +370,11 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[s
             for key, members in read_samples(job.src):
                 if key is None:
                     continue
-                by_ext = {m.name[len(key) + 1:]: m.data for m in members}
+                by_ext: Dict[str, bytes] = {}
+                for m in members:
+                    ext = member_ext(m)
+                    if ext is not None:
+                        by_ext.setdefault(ext, m.data)
                 text, _ = extract_caption(by_ext, cfg)
                 if text is not None:
                     captions.append(text)
@@ -345,10 +382,27 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[s
                         break
         except (ShardFormatError, OSError) as e:
             log.warning("vocabulary: skipping %s (%s)", job.src, e)
+            unreadable.append(job.src)
     vocab = VocabFiller.from_captions(tagger_for(cfg), captions, per_tag=cfg.vocab_per_tag).vocab
+    if not vocab_words(vocab):
+        if captions:
+            why = f"no word occurs twice with one tag in the {len(captions)} caption(s) read"
+        elif unreadable:
+            why = f"no caption could be read ({len(unreadable)} shard(s) unreadable, first: {unreadable[0]})"
+        else:
+            why = f"the shards hold no caption (--caption-key {cfg.caption_key!r})"
+        raise UserError(f"--filler vocab: the vocabulary is empty: {why}; nothing was written. Fix the inputs "
+                        f"and rerun, or use --filler mlm (or --types rel, which needs no filler)")
     log.info("vocabulary filler: %d captions -> %s", len(captions),
              ", ".join(f"{t}:{len(w)}" for t, w in vocab.items()))
     return vocab
+
+
+def vocab_words(vocab) -> int:
+    """Words in a ``--filler vocab`` vocabulary (``{tag: [word, ...]}``); 0 for anything else."""
+    if not isinstance(vocab, dict):
+        return 0
+    return sum(len(w) for w in vocab.values() if isinstance(w, list) and all(isinstance(x, str) for x in w))
 
 
 
@@ -359,6 +413,10 @@ def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:
     except FillerDied:  # not this shard's fault: the run stops (one line), a rerun resumes
         raise
     except Exception as e:  # noqa: BLE001 - one bad shard must not stop the others
+        if isinstance(e, OSError) and e.errno in DISK_FULL:  # every shard would fail next: the run stops
+            raise DiskFull(f"{os.strerror(e.errno)}: {e.filename or job.target} (writing shard {job.rel}); no "
+                           f"partial file is left and the shards completed so far are kept: free space under "
+                           f"{cfg.out} and rerun the same command to resume") from None
         msg = (str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {e}" if isinstance(e, SampleError)
                else f"{job.src}: {type(e).__name__}: {e}")
         if not isinstance(e, (ShardFormatError, OSError)):

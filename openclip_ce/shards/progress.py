@@ -7,7 +7,7 @@ import time
 
 from tqdm import tqdm
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 
 class Progress:

@@ -36,7 +36,7 @@ from .ray_resources import (TASK_CPUS, FillerPlan, describe_missing, describe_pl
                             local_ray_resources, missing_resources, uses_actors)
 from .stats import workers_summary
 
-log = logging.getLogger("openclip_ce.shards")
+log = logging.getLogger(__name__)
 
 
 class RayEngine:

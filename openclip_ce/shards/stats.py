@@ -45,7 +45,7 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
         "samples_with_problems": sum(s["samples_with_problems"] for s in per_shard),
         # every sample whose four negatives are all null (a problem, or no editable word)
         "samples_without_negatives": sum(s.get("samples_without_negatives", 0) for s in per_shard),
-        "problem_examples": [e for s in per_shard for e in s["problem_examples"]][:20],
+        "problem_examples": _examples([e for s in per_shard for e in s["problem_examples"]]),
         "throughput": {
             "seconds": round(wall, 3), "samples_this_run": captions,
             "samples_per_s": round(captions / wall, 2) if wall > 0 else None,
@@ -57,6 +57,17 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
         "settings": cfg.output_settings(),
         "run": run_info,
     }
+
+
+def _examples(examples: List[Dict], n: int = 20) -> List[Dict]:
+    """The first ``n`` problem examples, and the first of every kind not among them."""
+    kinds = {e["kind"] for e in examples[:n]}
+    more = []
+    for e in examples[n:]:
+        if e["kind"] not in kinds:
+            kinds.add(e["kind"])
+            more.append(e)
+    return examples[:n] + more
 
 
 def limited_by(tag_s: float, fill_s: float, wait_s: float) -> str:

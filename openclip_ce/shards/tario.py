@@ -1,8 +1,12 @@
 """Streaming tar shard I/O (make-shards writes with it; analyze reads with it): members are copied as raw bytes (headers included),
 so every input member reaches the output byte for byte; new members are appended after their sample.
 
-* :func:`read_samples` - ``(key, [Member, ...])`` groups of one shard, in file order, webdataset's
-  grouping rule (consecutive members sharing the part of the name before the first dot).
+* :func:`read_samples` - ``(key, [Member, ...])`` groups of one shard, in file order, split exactly
+  where open_clip's ``group_by_keys_nothrow`` splits them: a new sample when the key (the name up to
+  the first dot of its last path part) changes *or an extension repeats* (``k.jpg k.txt k.jpg k.txt``
+  is two samples). Members webdataset skips (not a regular file, ``__meta__`` names, no dot) split
+  nothing: one between two members of a sample is carried inside that sample's group
+  (:func:`member_ext` is ``None`` for it).
   Truncated or corrupt archives raise :class:`ShardFormatError` instead of ending early.
 * :class:`ShardWriter` - writes to a hidden temporary name next to the target and renames it into
   place only on :meth:`ShardWriter.commit`; an interrupted write never leaves a file under the target name.
@@ -27,7 +31,8 @@ from ..errors import UserError
 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
-_KEY_RE = re.compile(r"^((?:.*/|)[^./]+)[.]([^/]*)$", re.DOTALL)
+_KEY_RE = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$", re.DOTALL)  # webdataset's base_plus_ext
+_META_RE = re.compile(r"__[^/]*__($|/)")  # names webdataset's tar reader skips (its skip_meta)
 GZ_SUFFIXES = (".tar.gz", ".tgz")
 
 
@@ -53,6 +58,20 @@ def split_key(name: str) -> Tuple[Optional[str], Optional[str]]:
     """webdataset's rule: ``dir/abc.seg.txt`` -> (``dir/abc``, ``seg.txt``); no dot -> (None, None)."""
     m = _KEY_RE.match(name)
     return (m.group(1), m.group(2)) if m else (None, None)
+
+
+def webdataset_key(m: "Member") -> Tuple[Optional[str], Optional[str]]:
+    """``(key, lower-case extension)`` of a member as open_clip's webdataset pipeline sees it, or
+    ``(None, None)`` for one it skips (not a regular file, a ``__meta__`` name, no key)."""
+    if not m.is_file or _META_RE.match(m.name):
+        return None, None
+    key, ext = split_key(m.name)
+    return (key, ext.lower()) if key is not None else (None, None)
+
+
+def member_ext(m: "Member") -> Optional[str]:
+    """The lower-case extension a sample's member has in open_clip's samples (``None``: skipped there)."""
+    return webdataset_key(m)[1]
 
 
 def _iter_members(f: BinaryIO, shard: str) -> Iterator[Member]:
@@ -108,20 +127,31 @@ def read_samples(path: str, scratch_dir: Optional[str] = None) -> Iterator[Tuple
 
 
 def _group(members: Iterator[Member]) -> Iterator[Tuple[Optional[str], List[Member]]]:
-    key, group = None, []
+    """open_clip's ``group_by_keys_nothrow`` on raw members (see the module docstring)."""
+    key, group, exts, held = None, [], set(), []  # held: skipped members after the group's last one
     for m in members:
-        k, _ = split_key(m.name) if m.is_file else (None, None)
-        if group and (k is None or k != key):
-            yield key, group
-            group = []
+        k, ext = webdataset_key(m)
         if k is None:
-            yield None, [m]
-            key = None
+            if group:
+                held.append(m)
+            else:
+                yield None, [m]
             continue
+        if group and (k != key or ext in exts):
+            yield key, group
+            for h in held:
+                yield None, [h]
+            group, exts = [], set()
+        else:
+            group += held
+        held = []
         key = k
         group.append(m)
+        exts.add(ext)
     if group:
         yield key, group
+    for h in held:
+        yield None, [h]
 
 
 def member_bytes(name: str, data: bytes, mtime: int) -> bytes:
@@ -186,12 +216,15 @@ class ShardWriter:
         os.replace(self.tmp, self.target)
 
     def abort(self) -> None:
-        try:
-            if self._gz is not None:
-                self._gz.close()
-        except Exception:
-            pass
-        self._file.close()
+        """Close and delete the temporary file. Closing may fail (a full disk refuses the buffered rest:
+        the descriptor is closed all the same); the file is deleted regardless, so that no ``.partial``
+        keeps the space taken."""
+        for f in (self._gz, self._file):
+            try:
+                if f is not None:
+                    f.close()
+            except Exception:  # noqa: BLE001 - the write already failed; its error is the one reported
+                pass
         try:
             os.remove(self.tmp)
         except FileNotFoundError:

@@ -12,69 +12,10 @@ import os
 from pathlib import Path
 from typing import Iterable, List, Sequence
 
-# Captions written for this project (COCO-like), used as tokenizer corpus, test and benchmark data.
-SAMPLE_CAPTIONS: List[str] = [
-    "A gray cat sits on top of a wooden chair near a plant.",
-    "Two men are riding horses on the beach.",
-    "A dog running on the grass.",
-    "A wooden chair near the window.",
-    "The cat is sleeping.",
-    "A dog chases a cat.",
-    "Small dogs play in the park.",
-    "A woman holding an umbrella walks down a rainy street.",
-    "A red bus parked next to a tall building.",
-    "A plate of pasta with fresh tomatoes and basil.",
-    "Three children are playing soccer in a muddy field.",
-    "An old man reads a newspaper on a wooden bench.",
-    "A young girl is eating a large slice of pizza.",
-    "A man in a blue shirt throws a frisbee to his dog.",
-    "Several boats are docked in a quiet harbor.",
-    "A black and white photo of a train crossing a bridge.",
-    "A kitchen with white cabinets and a stainless steel refrigerator.",
-    "A giraffe stands next to a tree in the zoo.",
-    "A person skiing down a snowy mountain slope.",
-    "Two zebras grazing in a dry field.",
-    "A little boy flies a colorful kite at the beach.",
-    "A bowl of soup sits beside a piece of bread.",
-    "A surfer rides a huge wave in the ocean.",
-    "A laptop and a cup of coffee on a messy desk.",
-    "People are waiting for the bus at a crowded station.",
-    "A brown horse eats hay in a barn.",
-    "A man is cutting a birthday cake with a knife.",
-    "A bathroom with a white sink and a small mirror.",
-    "A motorcycle parked on the side of a narrow road.",
-    "A woman is talking on her phone while walking.",
-    "A bird perched on a branch of a leafless tree.",
-    "Two elephants walk along a dusty path.",
-    "A pizza with mushrooms and olives on a metal tray.",
-    "A tennis player swings a racket at the ball.",
-    "A teddy bear sitting on a bed with blue sheets.",
-    "A group of friends having dinner at a long table.",
-    "A clock tower stands in the middle of a busy square.",
-    "A baby sleeping in a crib next to a stuffed toy.",
-    "A skateboarder jumps over a concrete ramp.",
-    "A vase of yellow flowers on a kitchen table.",
-    "An airplane flying over a city at sunset.",
-    "A sheep standing alone in a green pasture.",
-    "A chef prepares food in a busy restaurant kitchen.",
-    "A cow lying in the shade of a large tree.",
-    "A man and a woman share an umbrella in the rain.",
-    "A fire hydrant painted bright red on a sidewalk.",
-    "A street sign points toward the old harbor.",
-    "A child brushing her teeth in front of a mirror.",
-    "A table covered with plates, cups and silverware.",
-    "A bear catches a fish in a fast river.",
-    "A computer monitor and a keyboard on a white desk.",
-    "A woman rides a bicycle past a row of shops.",
-    "Two dogs are pulling on a rope toy.",
-    "A sandwich cut in half on a paper plate.",
-    "A train pulls into a station on a cloudy day.",
-    "A man wearing a helmet rides a motorcycle.",
-    "A living room with a brown couch and a television.",
-    "A plastic chair stands on the porch.",
-    "Plastic chairs stand here.",
-    "Wooden chairs stand here.",
-]
+from ..generation.probe_captions import PROBE_CAPTIONS
+
+# the tagging-ops probe's captions double as the tiny tokenizer's corpus and the tests' data
+SAMPLE_CAPTIONS: List[str] = list(PROBE_CAPTIONS)
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 

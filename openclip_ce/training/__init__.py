@@ -7,6 +7,7 @@
 * :mod:`.plugin`    the plugin object announced through the ``open_clip_train.plugins`` entry point
   (it follows :mod:`openclip_ce.contract`)
 * :mod:`.plots`     plots of a run's loss terms and thresholds, from its ``train_metrics.jsonl``
+* :mod:`.resume`    ``--resume latest``: the checkpoint open_clip would resume from, checked to be whole
 
 Nothing here imports open_clip: the wiring into it lives in :mod:`openclip_ce.integration`.
 """

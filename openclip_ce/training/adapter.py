@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .packing import CeTextBatch, PackSpec, dense_text_batch
 
-log = logging.getLogger("openclip_ce.adapter")
+log = logging.getLogger(__name__)
 
 _SPEC_ATTR = "_ce_pack_spec"  # plain attributes (not modules, parameters or buffers): state_dict unchanged
 _ENCODER_ATTR = "_ce_encode_packed"  # the integration's packed encoder, when this run packs

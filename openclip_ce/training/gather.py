@@ -70,6 +70,13 @@ def all_reduce_sum(t: torch.Tensor, world_size: int) -> torch.Tensor:
     return t
 
 
+def all_reduce_min(t: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The minimum of ``t`` over every rank, in place (a no-op on one rank); returns ``t``."""
+    if world_size > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
+
+
 # ---------------------------------------------------------------- CE-SigLIP: exchange of one block per hop
 # open_clip's SigLipLoss passes text features around the ring (``--loss-dist-impl`` bidir / shift) or
 # broadcasts them with an all-reduce / all-gather (reduce / gather). CE-SigLIP passes the *image* features

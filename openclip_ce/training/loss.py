@@ -44,7 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..contract import StopTraining
-from .gather import all_reduce_sum, gather_tensor
+from .gather import all_reduce_min, all_reduce_sum, gather_tensor
 
 ITC_NEGATIVE_MODES = ("global", "own")
 NO_NEGATIVES_STEPS = 50  # optimizer steps without any valid negative before training stops
@@ -60,6 +60,10 @@ LOSS_TERMS = ("contrastive_loss", "imc_loss", "cmr_loss")  # the weighted terms 
 
 class NoNegativesError(StopTraining):
     """No valid hard negative reached the loss in the first optimizer steps: the run would be plain CLIP."""
+
+
+class NonFiniteLossError(StopTraining):
+    """The training loss became NaN or infinite: the weights diverged (or started non-finite)."""
 
 
 class CeClipLoss(nn.Module):
@@ -135,6 +139,12 @@ class CeClipLoss(nn.Module):
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long), persistent=False)
         self._eager_calls = 0  # training calls seen in eager mode, for the no-negatives check (host side)
         self._trainer_steps = 0  # optimizer steps reported by the trainer (end_optimizer_step), likewise
+        # the first optimizer step whose loss was not finite (0: none), decided on the device; read on the
+        # host every `finite_check_every` steps (0: only at the end of an epoch) once the trainer set it (watch_finite)
+        self.register_buffer("nonfinite_step", torch.zeros((), dtype=torch.long), persistent=False)
+        self.finite_check_every = 0
+        self.nonfinite_skipped = False  # the trainer skips non-finite steps (fp16 GradScaler): only a lasting one stops
+        self.step_offset = 0  # optimizer steps before this process's run (--resume), for the messages
 
     # ------------------------------------------------------------------ state / reporting
     def threshold_dict(self) -> Dict[str, float]:
@@ -147,8 +157,9 @@ class CeClipLoss(nn.Module):
             return False
         with torch.no_grad():
             for i, t in enumerate(self.neg_types):
-                if t in values and values[t] is not None:
-                    self.thresholds[i] = float(values[t])
+                v = values.get(t)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    self.thresholds[i] = float(v)
         return True
 
     def metrics(self) -> Dict[str, float]:
@@ -199,24 +210,61 @@ class CeClipLoss(nn.Module):
         ])
         return all_reduce_sum(stats, self.world_size)
 
-    def _check_negatives_seen(self) -> None:
-        """Raise :class:`NoNegativesError` when ``no_negatives_steps`` optimizer steps passed without a valid negative.
+    def _count_eager_call(self) -> None:
+        """Count the optimizer steps for the host-side checks (:meth:`_end_of_step`) per eager training call,
+        for a trainer that runs the loss eagerly (open_clip 3.3, also under --torchcompile, which compiles the
+        model only); a trainer that reports its steps (:meth:`end_optimizer_step`) takes over from this count.
 
-        ``seen_valid`` is accumulated on the device from statistics already summed over ranks, so every
-        rank takes the same decision at the same step. The flag is read once, at that step, on the host:
-        counted here, per eager training call, for a trainer that runs the loss eagerly (open_clip 3.3,
-        also under --torchcompile, which compiles the model only), or by :meth:`end_optimizer_step`."""
+        The no-negatives check raises :class:`NoNegativesError` when ``no_negatives_steps`` optimizer steps
+        passed without a valid negative. ``seen_valid`` is accumulated on the device from statistics already
+        summed over ranks, so every rank takes the same decision at the same step; the flag is read once,
+        at that step, on the host."""
         self._eager_calls += 1
-        if self.no_negatives_steps is not None and self._eager_calls == self.no_negatives_steps * self.accum_freq:
-            self._raise_if_no_negative_seen()
+        if self._eager_calls % self.accum_freq == 0:
+            self._end_of_step(self._eager_calls // self.accum_freq)
 
     def end_optimizer_step(self) -> None:
         """Host side, after each optimizer step, for a trainer that may run the loss compiled (open_clip
         main's --torchcompile compiles the task's forward, loss included, where a check inside the loss
-        would never run): the no-negatives check counts these steps instead of the loss's calls."""
+        would never run): the host-side checks count these steps instead of the loss's calls."""
         self._trainer_steps += 1
-        if self._trainer_steps == self.no_negatives_steps:
+        self._end_of_step(self._trainer_steps)
+
+    def _end_of_step(self, step: int) -> None:
+        """The host-side checks after optimizer step ``step`` (this process's count, the same on every rank)."""
+        if step == self.no_negatives_steps:
             self._raise_if_no_negative_seen()
+        if self.finite_check_every and (step - 1) % self.finite_check_every == 0:
+            self._raise_if_not_finite(step)
+
+    # ------------------------------------------------------------------ non-finite loss
+    def watch_finite(self, every: int, skipped_steps: bool = False) -> None:
+        """Read the non-finite flag every ``every`` optimizer steps (the trainer's log interval: steps 1,
+        1 + every, ...) and at the end of each epoch. ``skipped_steps``: the trainer skips the update of a
+        step whose gradients are not finite (fp16 AMP's GradScaler), so only a non-finite loss that lasts
+        until a check stops the run; otherwise the first one does (its update made the weights NaN)."""
+        self.finite_check_every = max(1, int(every))
+        self.nonfinite_skipped = bool(skipped_steps)
+
+    def end_epoch(self) -> None:
+        """Host side, on every rank, after a training epoch and before its checkpoint is written."""
+        self._raise_if_not_finite(None)
+
+    def _raise_if_not_finite(self, step: Optional[int]) -> None:
+        """One host read (and, on several ranks, one all-reduce, so that every rank decides alike)."""
+        never = torch.iinfo(torch.long).max
+        first = torch.where(self.nonfinite_step > 0, self.nonfinite_step, never)
+        first = int(all_reduce_min(first, self.world_size))
+        if first == never:
+            return
+        at = "at the end of the epoch" if step is None else f"at step {self.step_offset + step}"
+        raise NonFiniteLossError(
+            f"--loss ce_clip: the training loss is not finite (NaN or inf) since optimizer step "
+            f"{self.step_offset + first}; stopped {at}, before a checkpoint of these weights is written (checked "
+            f"every {self.finite_check_every} step(s), the log interval, and at each epoch's end). Likely causes: "
+            f"non-finite values in the starting weights (--pretrained, the model's folder, --resume), a learning "
+            f"rate too high for this model (lower --lr, longer --warmup, --grad-clip-norm), fp16 overflow "
+            f"(--precision amp_bf16 or fp32). Resume from the last checkpoint written before that step.")
 
     def _raise_if_no_negative_seen(self) -> None:
         if not bool(self.seen_valid):
@@ -244,9 +292,7 @@ class CeClipLoss(nn.Module):
         self.calls_at_chance.copy_(torch.where(at_chance, self.calls_at_chance + 1, 0))
         if self.fixed_threshold is None:
             new = (gap_sum / valid.clamp_min(1)).clamp(0.0, self.threshold_max)
-            self.thresholds.copy_(torch.where(has, new, self.thresholds))
-        if not torch.compiler.is_compiling() and self._trainer_steps == 0:  # else end_optimizer_step counts
-            self._check_negatives_seen()
+            self.thresholds.copy_(torch.where(has & torch.isfinite(new), new, self.thresholds))
 
     def _imc_and_cmr(self, scale, pos, ik, txt, neg, mask, factor, n_has, n_valid) -> Dict[str, torch.Tensor]:
         """The weighted IMC and CMR terms over the rows given (``pos`` = S(I,T) [R], ``ik`` = S(I,T_k)
@@ -303,6 +349,8 @@ class CeClipLoss(nn.Module):
             )
         if self.training:
             self._keep_loss_terms(losses)
+            if not torch.compiler.is_compiling() and self._trainer_steps == 0:  # else end_optimizer_step counts
+                self._count_eager_call()
         return losses if output_dict else sum(losses.values())
 
     @torch.no_grad()
@@ -310,6 +358,11 @@ class CeClipLoss(nn.Module):
         """Device ops only (no host read): the record of :meth:`loss_terms` and :meth:`optimizer_steps`."""
         zero = self.last_losses.new_zeros(())
         self.last_losses.copy_(torch.stack([losses.get(k, zero).detach().float() for k in LOSS_TERMS]))
+        # the first step of a non-finite loss; where the trainer skips such steps, of the current run of them
+        bad = ~torch.isfinite(self.last_losses.sum())
+        first = torch.where(self.nonfinite_step > 0, self.nonfinite_step, self.train_calls // self.accum_freq + 1)
+        kept = torch.zeros_like(self.nonfinite_step) if self.nonfinite_skipped else self.nonfinite_step
+        self.nonfinite_step.copy_(torch.where(bad, first, kept))
         self.train_calls.add_(1)
 
     def _forward_fp32(self, img, txt, scale, neg, mask, bias) -> Dict[str, torch.Tensor]:

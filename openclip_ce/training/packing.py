@@ -34,7 +34,7 @@ import torch
 
 from ..contract import PACKABLE_POOLS
 
-log = logging.getLogger("openclip_ce.packing")
+log = logging.getLogger(__name__)
 
 PLACEHOLDER_TOKEN = -1  # a placeholder negative's row (never a real token id: ids are >= 0)
 

@@ -11,8 +11,10 @@ whichever way it is wired. Nothing here imports open_clip.
 from __future__ import annotations
 
 import argparse
+import datetime
 import functools
 import logging
+import math
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 import torch
@@ -24,9 +26,10 @@ from .data import NegativesCsvDataset, NegativesError, NegativesTokenizer, attac
 from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGATIVE_MODES, NO_NEGATIVES_STEPS,
                    CeClipLoss)
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
+from .resume import check_resume_latest
 from .siglip_loss import SIGLIP_DIST_IMPLS, CeSigLipLoss
 
-log = logging.getLogger("openclip_ce.training")
+log = logging.getLogger(__name__)
 COLLAPSE_STEPS = 20  # optimizer steps in a row at the contrastive loss's chance value before the collapse warning
 
 
@@ -41,6 +44,13 @@ def _non_negative(value: str) -> float:
     v = float(value)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return v
+
+
+def _positive_float(value: str) -> float:
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {value}")
     return v
 
 
@@ -97,6 +107,9 @@ class CeClipPlugin:
         g.add_argument("--ce-no-cmr", action="store_true", help="ablation: drop the CMR loss")
         g.add_argument("--ce-strict", action="store_true",
                        help="a training sample without a valid neg.json is an error (default: all-placeholder, counted in the log)")
+        g.add_argument("--ce-dist-timeout", type=_positive_float, default=None, metavar="MINUTES",
+                       help="how long the ranks wait in a collective for one that stopped responding before the run "
+                            "fails (default: torch's, 30 min for gloo, 10 for NCCL; open_clip has no flag for it)")
         g.add_argument("--ce-no-trim", action="store_true",
                        help="encode every caption and valid negative in a row of its own at the full context length "
                             "(default: packed several to a row, where exact for the text tower; same result, faster)")
@@ -123,9 +136,27 @@ class CeClipPlugin:
             raise ValueError(
                 f"--ce-fixed-threshold {args.ce_fixed_threshold} exceeds --ce-threshold-max {args.ce_threshold_max}")
         _check_open_clip_4_args(args)
+        if getattr(args, "ce_dist_timeout", None) and not hasattr(torch.distributed, "set_timeout"):
+            raise ValueError(
+                f"--ce-dist-timeout needs torch.distributed.set_timeout (torch {torch.__version__} lacks it)")
+        check_resume_latest(args)  # a damaged latest checkpoint: one line naming it and the newest whole one
 
     # ------------------------------------------------------------------ loss
     def create_loss(self, args: argparse.Namespace) -> CeClipLoss:
+        loss = self._objective_loss(args)
+        # a non-finite loss is looked for where open_clip reads the metrics anyway: its log steps (main: the
+        # denser of its console and metric intervals); fp16 AMP (--precision amp) skips non-finite steps
+        intervals = (getattr(args, "log_every_n_steps", None), getattr(args, "log_metric_every_n_steps", None))
+        every = min([n for n in intervals if n] or [1])
+        loss.watch_finite(every, skipped_steps=getattr(args, "precision", None) == "amp")
+        minutes = getattr(args, "ce_dist_timeout", None)
+        if minutes and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # open_clip made the process group with torch's default timeout: every later collective waits this long
+            torch.distributed.set_timeout(datetime.timedelta(minutes=minutes))
+            log.info("ce_clip: collectives time out after %g min (--ce-dist-timeout)", minutes)
+        return loss
+
+    def _objective_loss(self, args: argparse.Namespace) -> CeClipLoss:
         self._metrics_file = MetricsWriter(args)
         objective = dict(  # the CE flags, the same for CE-CLIP and CE-SigLIP
             neg_types=args.ce_neg_types, alpha=args.ce_alpha, beta=args.ce_beta, threshold_max=args.ce_threshold_max,
@@ -199,14 +230,17 @@ class CeClipPlugin:
 
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
         steps, samples = (self._metrics_file or MetricsWriter(None)).position(loss.optimizer_steps())
-        return {"thresholds": loss.threshold_dict(), "steps": steps, "samples": samples}
+        thresholds = {t: v if math.isfinite(v) else None for t, v in loss.threshold_dict().items()}  # strict JSON
+        return {"thresholds": thresholds, "steps": steps, "samples": samples}
 
     def resume_at(self, loss: CeClipLoss, steps: int, samples: int) -> None:
         """``--resume`` without the state file: the metrics file counts on from the trainer's position."""
+        loss.step_offset = steps
         if self._metrics_file is not None:
             self._metrics_file.resume(steps, samples)
 
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
+        loss.step_offset = int(state.get("steps", 0))  # the loss's messages name the run's steps
         if self._metrics_file is not None:  # the metrics file counts on from the checkpoint
             self._metrics_file.resume(int(state.get("steps", 0)), int(state.get("samples", 0)))
         if not loss.load_threshold_dict(state.get("thresholds", {})):

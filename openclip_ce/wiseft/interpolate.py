@@ -54,7 +54,7 @@ from ..fileio import write_atomic
 from ..evaluate.models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu, require_device,
                      read_params_txt, resolve_quick_gelu, training_run_quick_gelu)
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "openclip_ce_interpolation"
 

@@ -31,7 +31,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from ..evaluate.common import ImageRef, progress
 from ..evaluate.scorer import ClipScorer, load_image
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 
 class CachedTokenizer:

@@ -35,7 +35,7 @@ from ..evaluate.models import default_device
 from .reuse import ReusingScorer
 from .tradeoff import ZEROSHOT, markdown, tradeoff, write_chart
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS = "0,0.25,0.5,0.75,1"
 

@@ -69,6 +69,68 @@ def no_negatives_guard(rank, world, scale):
     return out
 
 
+def nonfinite_guard(rank, world, scale):
+    """A loss that is NaN on rank 1 only (CE-SigLIP: each rank's texts stay on their rank) at step 2: every
+    rank stops at the same check step (steps 1, 4, ... with a check every 3), naming step 2; where the trainer
+    skips non-finite steps (fp16 GradScaler) a NaN that did not last until the check stops nobody."""
+    from openclip_ce.training.loss import NonFiniteLossError
+    from openclip_ce.training.siglip_loss import CeSigLipLoss
+
+    x_img, x_txt, x_neg, mask, enc_img, enc_txt = build()
+    b = x_img.shape[0] // world
+    sl = slice(rank * b, (rank + 1) * b)
+    out = {"mode": "nonfinite_guard"}
+    for case, skipped in (("sticky", False), ("skipped", True)):
+        loss = CeSigLipLoss(TYPES, rank=rank, world_size=world)
+        loss.watch_finite(3, skipped_steps=skipped)
+        stopped = None
+        for step in range(1, 6):
+            txt = x_txt[sl].clone()
+            if step == 2 and rank == 1:
+                txt[0, 0] = float("nan")
+            log_scale = torch.tensor(float(scale)).log()
+            img = F.normalize(enc_img(x_img[sl]), dim=-1)
+            t = F.normalize(enc_txt(txt), dim=-1)
+            neg = F.normalize(enc_txt(x_neg[sl]), dim=-1)
+            try:
+                loss(img, t, log_scale.exp(), neg, mask[sl], logit_bias=torch.tensor(-5.0), output_dict=True)
+            except NonFiniteLossError as e:
+                stopped = [step, "since optimizer step 2; stopped at step 4" in str(e), int(loss.nonfinite_step)]
+                break
+        out[case] = stopped
+        out[case + "_thresholds_finite"] = bool(torch.isfinite(loss.thresholds).all())
+    return out
+
+
+def frozen_rank(rank):
+    """--ce-dist-timeout (through the plugin's create_loss): rank 1 stops responding (sleeps past the timeout);
+    rank 0's next collective fails after the timeout instead of torch's default 30 minutes (gloo)."""
+    import argparse
+    import time
+
+    from openclip_ce.negatives import NEG_TYPES
+    from openclip_ce.training.plugin import plugin
+
+    args = argparse.Namespace(
+        ce_neg_types=NEG_TYPES, ce_alpha=0.2, ce_beta=0.4, ce_threshold_max=10.0, ce_fixed_threshold=None,
+        ce_itc_negatives="global", ce_no_itc_negatives=False, ce_no_imc=False, ce_no_cmr=False, local_loss=False,
+        gather_with_grad=False, rank=rank, world_size=dist.get_world_size(), accum_freq=1,
+        ce_allow_no_negatives=False, device="cpu", siglip=False, ce_dist_timeout=0.04)  # 2.4 s
+    plugin.create_loss(args)
+    t = torch.ones(1)
+    dist.all_reduce(t)  # both ranks answer
+    out = {"mode": "frozen_rank", "raised": None}
+    start = time.monotonic()
+    if rank == 1:
+        time.sleep(8)  # frozen
+    else:
+        try:
+            dist.all_reduce(t)
+        except RuntimeError as e:
+            out["raised"] = [round(time.monotonic() - start, 1), "Timed out" in str(e)]
+    return out
+
+
 def main():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -110,10 +172,13 @@ def main():
             ref_thresholds=ref_loss.threshold_dict(), thresholds_all_ranks=gathered_th,
         ))
     lines.append(no_negatives_guard(rank, world, scale))
+    lines.append(nonfinite_guard(rank, world, scale))
     with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "w") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")
-    dist.destroy_process_group()
+    frozen = frozen_rank(rank)  # last: the process group does not survive the timeout
+    with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "a") as f:
+        f.write(json.dumps(frozen) + "\n")
     return 0
 
 

@@ -42,7 +42,7 @@ from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, I
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "aro"
 MIN_ATTRIBUTE_PAIR_COUNT = 25

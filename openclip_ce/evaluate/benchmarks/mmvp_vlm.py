@@ -52,9 +52,12 @@ def read_pairs(path: Path, image_dir: Path) -> List[Dict]:
     """The pairs of ``Questions.csv`` in file order, each with its two images, texts and Question IDs."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            rows = list(reader)
     except UnicodeDecodeError as e:
         raise BenchmarkDataError(f"{path}: not valid UTF-8 ({e})") from e
+    except csv.Error as e:  # e.g. a field longer than the csv module's limit
+        raise BenchmarkDataError(f"{path} line {reader.line_num}: not readable CSV ({e})") from e
     rows = [r for r in rows[1:] if any(c.strip() for c in r)]  # the first row is the header
     parsed = []
     for i, r in enumerate(rows):

@@ -21,7 +21,7 @@ from ..common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_miss
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "sugarcrepe"
 SPLITS = ("replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att", "add_obj", "add_att")

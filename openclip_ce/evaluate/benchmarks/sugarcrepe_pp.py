@@ -33,7 +33,7 @@ from ..common import (Case, EvalOptions, ImageRef, drop_missing_images, field_of
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "sugarcrepe-pp"
 SPLITS = ("replace_obj", "replace_att", "replace_rel", "swap_obj", "swap_att")

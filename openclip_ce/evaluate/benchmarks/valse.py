@@ -26,7 +26,7 @@ from ..common import (BenchmarkDataError, Case, EvalOptions, ImageRef, drop_miss
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "valse"
 INSTRUMENTS = {

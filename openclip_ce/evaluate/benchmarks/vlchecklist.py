@@ -28,12 +28,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from ...errors import reason
 from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
                      load_json_list, mean, pos_wins)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "vl-checklist"
 CATEGORIES = ("Attribute", "Object", "Relation")
@@ -44,8 +45,10 @@ def read_corpus_yaml(path: Path) -> Dict[str, str]:
 
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise BenchmarkDataError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise BenchmarkDataError(f"{path}: not valid UTF-8 YAML ({reason(e)})") from e
+    except RecursionError:
+        raise BenchmarkDataError(f"{path}: not usable YAML (nested deeper than the YAML reader follows)") from None
     if not isinstance(cfg, dict):
         raise BenchmarkDataError(f"{path}: expected a mapping with ANNO_PATH, IMG_ROOT, TYPE")
     for key in ("ANNO_PATH", "IMG_ROOT"):

@@ -60,10 +60,9 @@ def _example_id(e: Any, row: int, where: str) -> int:
 
 def read_examples(path: Path, image_dir: Path) -> List[Dict]:
     """The examples of the jsonl layout: ``{"id", "tag", "captions", "images"}`` with images on disk."""
-    rows = load_jsonl(path)
     out = []
-    for i, e in enumerate(rows):
-        where = f"{path} line {i + 1}"
+    for i, (lineno, e) in enumerate(load_jsonl(path)):
+        where = f"{path} line {lineno}"
         ex = {"id": _example_id(e, i, where),
               "tag": e.get("collapsed_tag") if isinstance(e, dict) else None,
               "captions": (field_of(e, "caption_0", str, where), field_of(e, "caption_1", str, where)),

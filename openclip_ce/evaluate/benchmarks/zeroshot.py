@@ -39,13 +39,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.datasets import ImageFolder
 
+from ...errors import reason
 from ..common import BenchmarkDataError, BenchmarkMissing, EvalOptions, mean, progress
 from ..outcomes import Outcomes
 from ..registry import Benchmark
 from ..scorer import CheckedLoader
 from . import zeroshot_suites as suites_mod
 
-log = logging.getLogger("openclip_ce.evaluate")
+log = logging.getLogger(__name__)
 
 NAME = "zeroshot"
 
@@ -61,7 +62,10 @@ def clip_benchmark_version() -> Optional[str]:
 def folder_classnames(root: Path, classes: Sequence[str]) -> List[str]:
     f = root / "classnames.txt"
     if f.is_file():
-        names = [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            names = [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            raise BenchmarkDataError(f"{f}: not valid UTF-8 ({reason(e)})") from None
         if len(names) != len(classes):
             raise BenchmarkDataError(f"{f}: {len(names)} class names for {len(classes)} class folders in {root}")
         return names
@@ -146,7 +150,7 @@ def evaluate_dataset(name: str, root: Path, scorer, backend: str = "auto") -> Di
             ds = build_dataset(name, root=str(root), transform=scorer.preprocess, split="test", download=False)
         except Exception as e:
             raise BenchmarkDataError(f"{root}: clip_benchmark could not read {name!r} offline "
-                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+                                     f"({reason(e)})") from e
         classnames, templates = list(ds.classes), ds.templates
         tsource, dsource = f"clip_benchmark templates for {name!r}", f"clip_benchmark build_dataset({name!r})"
     # an unreadable image stops the run with one line naming the file, also with worker processes

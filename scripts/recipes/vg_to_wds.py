@@ -4,7 +4,7 @@
 cropped out of its image, re-encoded as JPEG), `<key>.txt` (the phrase) and `<key>.json` (image id,
 region id, box).
 
-    python scripts/vg_to_wds.py --regions /data/vg/region_descriptions.json \
+    python scripts/recipes/vg_to_wds.py --regions /data/vg/region_descriptions.json \
         --images /data/vg/VG_100K --images /data/vg/VG_100K_2 --out /data/vg-wds \
         --exclude-images /data/bench/aro/visual_genome_relation.json \
         --exclude-images /data/bench/aro/visual_genome_attribution.json

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Pure-Python packages the lent GPU machine lacks (it has torch and transformers, hence regex, numpy,
+# Pure-Python packages a bare GPU machine lacks (it has torch and transformers, hence regex, numpy,
 # huggingface_hub, safetensors), built here for its Python 3.12 and packed into .device/bundle.tar.xz
-# (ignored by git; name `.device` in the device tool's `carry`). There, unpack and put it first on
+# (ignored by git; copy it to the GPU machine with the repository). There, unpack and put it first on
 # PYTHONPATH:   mkdir -p /tmp/dev && tar xJf .device/bundle.tar.xz -C /tmp/dev && export PYTHONPATH=/tmp/dev:$PWD
-# Usage: bash scripts/device_bundle.sh [extra pip requirement ...]   (e.g. spacy's stack for make-shards)
+# Usage: bash scripts/gpu_checks/bundle.sh [extra pip requirement ...]   (e.g. spacy's stack for make-shards)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 dir=$(mktemp -d)
 pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
     --implementation cp -d "$dir/wheels" \

@@ -1,4 +1,4 @@
-"""Device check for ``make-shards`` on a GPU: run once when a GPU machine is lent; figures go to a JSON file.
+"""Device check for ``make-shards`` on a GPU: run once on a GPU machine; figures go to a JSON file.
 
 What it measures, on the same inputs, with a distilroberta-sized RoBERTa masked LM built from its
 config (hidden 768, 6 layers, 12 heads, FFN 3072, 50265 embedding rows; random weights, tokenizer of
@@ -12,33 +12,32 @@ config (hidden 768, 6 layers, 12 heads, FFN 3072, 50265 embedding rows; random w
    (stretch 100,000) for ``gpu_process``.
 2. ``end_to_end``: captions/s of ``openclip-ce make-shards --device cuda`` (wall clock, start-up
    included, and after start-up), with ``--workers`` 1, 8 and 15 tagging processes feeding the one GPU
-   process (15 + 1 = the 16 cores of the lent machine), and with ``--engine ray`` (15 shard tasks, one
+   process (15 + 1 = the 16 cores of a one-GPU node), and with ``--engine ray`` (15 shard tasks, one
    GPU actor); the summed tagging / waiting seconds, which side limits the run (``limited_by``), the
    GPU process's busy share, GPU memory. Goal: >= 15,000 captions/s with the workers the cores allow.
 3. ``identical_outputs``: every run's shards are byte-identical (workers, engines).
 
-Figures of the design before this one (a masked LM in each worker, per-request Python; issue 18),
+Figures of the design before this one (a masked LM in each worker, per-request Python),
 measured with the previous version of this script on one H200 with 16 cores: the filler alone 11,730
 fills/s at batch 256, 14,727 at 1,024, 14,927 at 4,096, 13,700 at 16,384 (flat: the GPU waited on the
 CPU); end to end on 48,000 captions, 1 worker 731 captions/s, 4 workers on the GPU 1,452 (3,434 after
-start-up), outputs identical. Figures of this design: pending (no GPU lent since).
+start-up), outputs identical. Figures of this design: pending.
 
 The test tokenizer has 950 entries, 431 of them whole words (the columns a fill is chosen from),
 where distilroberta's has 50,265 and about 30k words: the projection at the masked positions is then a
 few percent of the model's FLOPs per fill instead of about a third, so fills/s here overstate the real
 model's somewhat (the encoder, which dominates, is the real size).
 
-    python scripts/check_make_shards_gpu.py --json $OUT/gpu.json                      # on the GPU
-    python scripts/check_make_shards_gpu.py --json /tmp/x.json --device cpu --tiny     # smoke test, any machine
+    python scripts/gpu_checks/make_shards.py --json $OUT/gpu.json                      # on the GPU
+    python scripts/gpu_checks/make_shards.py --json /tmp/x.json --device cpu --tiny     # smoke test, any machine
 
 ``--device cpu --tiny`` runs the same code paths on the CPU: the make-shards runs use ``--device cuda``
 with the test hook ``OPENCLIP_CE_FAKE_GPUS=1`` (the GPU process runs its model on the CPU).
 Sized to end well inside 8 minutes on one H200. The JSON is rewritten after every step, so a run cut
 short keeps what it measured. The end-to-end runs need spaCy, ``--spacy-model`` and ``braceexpand``,
 the Ray run needs Ray; whatever is missing is recorded as skipped and the rest is still measured (the
-filler alone needs only torch and transformers). The lent H200 has torch and transformers but not
-spaCy or Ray: carry their wheels (the device tool's README); Ray 2.60's wheel is 79 MB, over the 64 MiB
-one call may carry, so it must be split over two calls.
+filler alone needs only torch and transformers). A bare GPU machine with torch and transformers but not
+spaCy or Ray needs their wheels copied over (``scripts/gpu_checks/bundle.sh`` packs the pure-Python ones).
 """
 
 from __future__ import annotations
@@ -56,12 +55,11 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
-from openclip_ce.fileio import write_json_atomic  # noqa: E402
-from openclip_ce.generation.edits import FillRequest  # noqa: E402
-from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir  # noqa: E402
+from openclip_ce.fileio import write_json_atomic
+from openclip_ce.generation.edits import FillRequest
+from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir
 
 DISTILROBERTA = dict(hidden=768, layers=6, heads=12, max_positions=514, model_vocab_size=50265)
 TINY = dict(hidden=32, layers=1, heads=2)
@@ -238,7 +236,7 @@ def main():
     if cuda and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA GPU visible (use --device cpu --tiny for a smoke test)")
     figures = {
-        "script": "scripts/check_make_shards_gpu.py", "mode": "tiny" if args.tiny else "distilroberta-sized",
+        "script": "scripts/gpu_checks/make_shards.py", "mode": "tiny" if args.tiny else "distilroberta-sized",
         "device": args.device, "env": {
             "python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if cuda else None,
@@ -249,7 +247,7 @@ def main():
         figures["total_s"] = round(time.perf_counter() - t_start, 1)
         write_json_atomic(args.json, figures)  # after every step: a run cut short keeps what it measured
 
-    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="check_make_shards_gpu-"))
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="gpu_check_make_shards-"))
     try:
         shape = TINY if args.tiny else DISTILROBERTA
         t0 = time.perf_counter()
@@ -271,8 +269,7 @@ def main():
             figures["end_to_end"] = {"skipped": f"not installed here: {', '.join(lacking)}"}
             print(f"end-to-end runs skipped: {figures['end_to_end']['skipped']}", flush=True)
             return
-        sys.path.insert(0, str(REPO / "tests"))
-        from _gen_helpers import write_caption_shards  # the test suite's shard writer: tiny JPEGs + captions
+        from openclip_ce.testing.caption_shards import write_caption_shards  # tiny JPEGs + captions
 
         per = max(1, n_captions // args.shards)
         write_caption_shards(tmp / "in", num_shards=args.shards, per_shard=per, captions=captions(per * args.shards))

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Confirm the evaluation protocol on your machine before trusting a comparison: run `openclip-ce eval`
 # on OpenAI's CLIP ViT-B/32 and print our numbers beside the published ones (the benchmarks' papers
-# and repositories; table, sources and tolerances in docs/EVAL_PROTOCOL.md, "Published results").
+# and repositories; table, sources and tolerances in docs/evaluation.md, "Published results").
 #
-# Needs: the benchmark files under $BENCH (layout in docs/EVAL_PROTOCOL.md) and the OpenAI weights
+# Needs: the benchmark files under $BENCH (layout in docs/evaluation.md) and the OpenAI weights
 # (open_clip downloads them, or set MODEL/PRETRAINED to a local copy). Extra arguments go to `eval`.
 #
-#   BENCH=/data/bench bash scripts/check_eval_published.sh [--device cuda --batch-size 256 ...]
+#   BENCH=/data/bench bash scripts/recipes/verify_published_numbers.sh [--device cuda --batch-size 256 ...]
 #
 # Writes $OUT/ours.json (+ .md) and $OUT/published.md. Exit status: 0 when every checked metric the
 # run produced is within its tolerance, 1 when one differs (or nothing could be checked), 2 on an error.
 # MODEL / PRETRAINED override the model (the tests run the whole path on a tiny local model and
 # fixture data this way; the published numbers then do not apply, and the table says so).
 set -euo pipefail
-: "${BENCH:?set BENCH to the benchmark data root (layout in docs/EVAL_PROTOCOL.md)}"
+: "${BENCH:?set BENCH to the benchmark data root (layout in docs/evaluation.md)}"
 OUT=${OUT:-check-eval-published}
 MODEL=${MODEL:-ViT-B-32}
 PRETRAINED=${PRETRAINED-openai}

@@ -3,13 +3,13 @@
 # Genome together, then the compositional benchmarks against plain CLIP, read against the paper's tables.
 #
 #   COCO=/data/coco CC3M_SHARDS='/data/cc3m/{00000..00331}.tar' VG=/data/vg BENCH=/data/bench \
-#   OUT=/data/ce-clip-plus bash scripts/reproduce_ce_clip_plus.sh [--dry-run]
+#   OUT=/data/ce-clip-plus bash scripts/recipes/reproduce_ce_clip_plus.sh [--dry-run]
 #
 # Inputs (nothing is downloaded by this script):
 #   COCO         folder with train2017/ and annotations/captions_train2017.json
 #   CC3M_SHARDS  CC3M as WebDataset shards, the layout img2dataset writes (jpg + txt per sample); a brace pattern
 #   VG           Visual Genome 1.2: region_descriptions.json and the images in VG_100K/ and VG_100K_2/
-#   BENCH        the benchmark data root of `openclip-ce eval` (layout: docs/EVAL_PROTOCOL.md)
+#   BENCH        the benchmark data root of `openclip-ce eval` (layout: docs/evaluation.md)
 # plus network access (or local copies) for the OpenAI weights and the masked LM (FILLER_MODEL), and GPUs.
 #
 # The mixture (the paper does not state one): sampled with replacement (open_clip's --dataset-resampled)
@@ -23,8 +23,8 @@
 # shards, make-shards skips complete shards, training resumes from its latest checkpoint, evaluations
 # whose results exist are kept). --dry-run prints every step with its command and runs nothing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/_recipe.sh
+cd "$(dirname "$0")/../.."
+. scripts/recipes/_recipe.sh
 recipe_args "$@"
 dry_placeholders COCO CC3M_SHARDS VG BENCH
 : "${COCO:?set COCO to the folder holding train2017/ and annotations/}"
@@ -46,7 +46,7 @@ EXCLUDE=()
 for f in "$BENCH/aro/visual_genome_relation.json" "$BENCH/aro/visual_genome_attribution.json"; do
     if [ -f "$f" ] || [ "$DRY_RUN" = 1 ]; then EXCLUDE+=(--exclude-images "$f"); fi
 done
-run "$PY" scripts/vg_to_wds.py --regions "$VG/region_descriptions.json" --images "$VG/VG_100K" \
+run "$PY" scripts/recipes/vg_to_wds.py --regions "$VG/region_descriptions.json" --images "$VG/VG_100K" \
     --images "$VG/VG_100K_2" --out "$OUT/wds/vg" --per-shard 5000 "${EXCLUDE[@]}"
 
 step "3/8 four hard negatives per caption (make-shards; resumable)"
@@ -61,7 +61,7 @@ if [ "$DRY_RUN" = 1 ]; then
     FACTORS="f_coco::f_cc3m::f_vg"
     TRAIN_SAMPLES=${TRAIN_SAMPLES:-"3x COCO"}
 else
-    read -r TRAIN_DATA FACTORS DEFAULT_SAMPLES < <("$PY" scripts/mixture.py --mix "$MIX" \
+    read -r TRAIN_DATA FACTORS DEFAULT_SAMPLES < <("$PY" scripts/recipes/mixture.py --mix "$MIX" \
         "$OUT/neg/coco" "$OUT/neg/cc3m" "$OUT/neg/vg")
     TRAIN_SAMPLES=${TRAIN_SAMPLES:-$DEFAULT_SAMPLES}
     echo "train data: $TRAIN_DATA"

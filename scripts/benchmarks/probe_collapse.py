@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Same batches, several precisions: where a from-scratch CE-CLIP run's features collapse, and why.
 
-    python scripts/probe_collapse.py --out probe/ --steps 130 --batch-size 256 --lr 5e-4 --warmup 10
-    python scripts/probe_collapse.py --model ViT-B-32 --device cuda --precisions fp32,amp_bf16 ...
+    python scripts/benchmarks/probe_collapse.py --out probe/ --steps 130 --batch-size 256 --lr 5e-4 --warmup 10
+    python scripts/benchmarks/probe_collapse.py --model ViT-B-32 --device cuda --precisions fp32,amp_bf16 ...
 
 Trains one randomly initialised model per (loss, precision) from the same initial weights on the
 same sequence of batches (the toy world of :mod:`openclip_ce.testing.toy_shards`, drawn from a seeded

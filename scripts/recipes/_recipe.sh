@@ -1,4 +1,4 @@
-# Shared by scripts/reproduce_ce_clip_*.sh (sourced, not run): flags, defaults, and the steps both recipes take.
+# Shared by scripts/recipes/reproduce_ce_clip_*.sh (sourced, not run): flags, defaults, and the steps both recipes take.
 # Every variable below can be set in the environment; the recipes print them before starting.
 
 recipe_args() {  # --dry-run | -h
@@ -43,7 +43,7 @@ base_flags() {  # the base weights as open_clip / eval take them, and as sweep t
 }
 
 coco_shards() {  # OUT: COCO train2017, one caption per image (118k samples, as NegCLIP / CE-CLIP)
-    run "$PY" scripts/coco_to_wds.py --images "$COCO/train2017" \
+    run "$PY" scripts/recipes/coco_to_wds.py --images "$COCO/train2017" \
         --captions "$COCO/annotations/captions_train2017.json" --out "$1" --per-shard 2000
 }
 

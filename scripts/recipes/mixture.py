@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The `--train-data` / `--train-data-upsampling-factors` / `--train-num-samples` of a data mixture.
 
-    python scripts/mixture.py --mix 1:1:1 OUT/neg/coco OUT/neg/cc3m OUT/neg/vg
+    python scripts/recipes/mixture.py --mix 1:1:1 OUT/neg/coco OUT/neg/cc3m OUT/neg/vg
     -> prints one line: TRAIN_DATA FACTORS SAMPLES_PER_EPOCH
 
 Each argument is a `make-shards` output folder (its `stats.json` gives the number of samples). open_clip

@@ -14,13 +14,14 @@
 
 Times are CPU seconds of this process (``time.process_time``, best of ``--rounds``), with one torch and
 one BLAS thread, so that other load on a shared machine inflates them as little as possible.
-Only public entry points are used, so the same script measures an older checkout too (the README's
-"before" figures).
+Only public entry points are used, so the same script measures an older checkout too
+(``PYTHONPATH=OLD_CHECKOUT python scripts/benchmarks/bench_make_shards.py``: the "before" figures of
+docs/performance.md).
 
-    python scripts/bench_make_shards.py                              # everything, tiny model, CPU
-    python scripts/bench_make_shards.py --no-naive --no-cli          # 1 and 2 only (about a minute)
-    python scripts/bench_make_shards.py --device cuda --hidden 768 --layers 6 --heads 12 --fills-only
-    python scripts/bench_make_shards.py --rules-only --captions-file captions_val2017.json  # alt-text rules' cost
+    python scripts/benchmarks/bench_make_shards.py                              # everything, tiny model, CPU
+    python scripts/benchmarks/bench_make_shards.py --no-naive --no-cli          # 1 and 2 only (about a minute)
+    python scripts/benchmarks/bench_make_shards.py --device cuda --hidden 768 --layers 6 --heads 12 --fills-only
+    python scripts/benchmarks/bench_make_shards.py --rules-only --captions-file captions_val2017.json  # alt-text rules' cost
 """
 
 from __future__ import annotations
@@ -38,14 +39,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from openclip_ce.generation.edits import FillRequest  # noqa: E402
-from openclip_ce.generation.generator import plan_fill  # noqa: E402
-from openclip_ce.generation.fillers import MLMFiller  # noqa: E402
-from openclip_ce.generation.generator import NegativeGenerator  # noqa: E402
-from openclip_ce.generation.tagging import SpacyTagger  # noqa: E402
-from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir  # noqa: E402
+from openclip_ce.generation.edits import FillRequest
+from openclip_ce.generation.generator import plan_fill
+from openclip_ce.generation.fillers import MLMFiller
+from openclip_ce.generation.generator import NegativeGenerator
+from openclip_ce.generation.tagging import SpacyTagger
+from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS, write_tiny_mlm_dir
 
 clock = time.process_time
 
@@ -298,8 +297,7 @@ def fills_only(model_dir, device, n, batch):
 
 
 def cli_run(captions, model_dir, spacy_model, device, workers, tmp):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests._gen_helpers import write_caption_shards
+    from openclip_ce.testing.caption_shards import write_caption_shards
 
     write_caption_shards(Path(tmp) / "in", num_shards=8, per_shard=len(captions) // 8, captions=captions)
     cmd = [sys.executable, "-m", "openclip_ce.cli", "make-shards", str(Path(tmp) / "in"), "--out", str(Path(tmp) / "out"),

@@ -5,7 +5,7 @@ Each source is a caption file; its captions are written into WebDataset shards (
 per sample), ``openclip-ce make-shards`` runs on them as a user would run it (``--filler vocab`` by
 default, one worker), and the output shards are read back.
 
-    python scripts/alttext_quality.py laion=/data/laion.parquet cc3m=/data/gcc_val.tsv \\
+    python scripts/benchmarks/alttext_quality.py laion=/data/laion.parquet cc3m=/data/gcc_val.tsv \\
         coco=/data/captions_val2017.json --limit 4000 --out /tmp/quality --read 60
 
 Caption files: ``.parquet`` (column TEXT, caption or text), ``.tsv`` (first column), ``.json`` (a COCO

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Device check of the CE-CLIP training step on a GPU: one prepared run, figures into one JSON file.
 
-    python scripts/check_train_step_gpu.py --out $OUT                  # on the GPU (about 7 minutes on an H200)
-    python scripts/check_train_step_gpu.py --out /tmp/x --smoke        # any machine: tiny sizes, CPU
+    python scripts/gpu_checks/train_step.py --out $OUT                  # on the GPU (about 7 minutes on an H200)
+    python scripts/gpu_checks/train_step.py --out /tmp/x --smoke        # any machine: tiny sizes, CPU
 
 Steps, each in its own process with its own time limit (a step that fails or runs out is recorded
 as such and the next one runs; the JSON is rewritten after every step, so a run cut short keeps
 what it measured):
 
-1. ``bench_256``, ``bench_512``: ``scripts/bench_train_step.py`` (ViT-B-32 from its config, amp_bf16,
+1. ``bench_256``, ``bench_512``: ``scripts/benchmarks/bench_train_step.py`` (ViT-B-32 from its config, amp_bf16,
    plain CLIP vs CE-CLIP packed vs CE-CLIP rows, same batches), eager, at batch 256 and 512.
    Goals: packed >= 0.9x plain at 256, >= 0.95x at 512; peak step memory <= 1.1x plain's.
 2. ``bench_256_compiled``: the same at 256 with ``--compile`` (open_clip's ``--torchcompile``).
@@ -17,12 +17,12 @@ what it measured):
    on the toy shards (:func:`openclip_ce.testing.toy_shards.write_demo_shards`, 16,384 samples),
    ViT-B-32 from its config, amp_bf16, batch 256, lr 5e-4, warmup 10, 2 epochs, 12 workers; the
    logged contrastive loss per step, whether it ends below chance, and a PNG of each run's terms.
-4. ``probe``: ``scripts/probe_collapse.py`` (same batches in fp32 and amp_bf16, ce_clip and clip, from
+4. ``probe``: ``scripts/benchmarks/probe_collapse.py`` (same batches in fp32 and amp_bf16, ce_clip and clip, from
    the same weights; gradient norms and feature spread per step), to tell the objective from a
    numerical defect if a run collapses.
 
 Needs open_clip_torch, webdataset, braceexpand and ftfy (carried to the device machine:
-``scripts/device_bundle.sh``).
+``scripts/gpu_checks/bundle.sh``).
 """
 
 from __future__ import annotations
@@ -38,10 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
-from openclip_ce.fileio import write_json_atomic  # noqa: E402
+from openclip_ce.fileio import write_json_atomic
 
 ROW = re.compile(r"^(plain CLIP|CE-CLIP [\w ,()-]+?)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+)\s+(\d+) MiB\s+([\d.]+)\s+(\d+)$", re.M)
 
@@ -63,7 +62,7 @@ def run_step(name, cmd, timeout, figures, out, env=None):
 
 
 def bench(name, args, timeout, figures, out):
-    rc, stdout = run_step(name, [sys.executable, "scripts/bench_train_step.py", *args], timeout, figures, out)
+    rc, stdout = run_step(name, [sys.executable, "scripts/benchmarks/bench_train_step.py", *args], timeout, figures, out)
     rows = {m.group(1).strip(): {"images_per_s": float(m.group(2)), "vs_plain": float(m.group(3)),
                                  "ms_per_step": float(m.group(4)), "mem_mib": int(m.group(5)),
                                  "text_tokens_per_image": float(m.group(6)), "host_reads": int(m.group(7))}
@@ -150,7 +149,7 @@ def main(argv=None):
         save()
     probe = ["--model", model, "--out", str(out / "probe"), "--device", a.device, "--steps", "2" if a.smoke else "130",
              "--batch-size", str(a.batch), "--print-every", "10"]
-    run_step("probe", [sys.executable, "scripts/probe_collapse.py", *probe], limit, figures, out)
+    run_step("probe", [sys.executable, "scripts/benchmarks/probe_collapse.py", *probe], limit, figures, out)
     summary = out / "probe" / "probe.json"
     if summary.exists():
         figures["probe"]["summary"] = json.loads(summary.read_text())["summary"]

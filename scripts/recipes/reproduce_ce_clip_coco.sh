@@ -3,20 +3,20 @@
 # alpha 0.2, beta 0.4, u 10), then the compositional benchmarks against plain CLIP, read against the paper's
 # tables, the representation analysis (paper Fig. 8) on COCO val2017, and the zero-shot trade-off (WiSE-FT).
 #
-#   COCO=/data/coco BENCH=/data/bench OUT=/data/ce-clip NGPU=8 bash scripts/reproduce_ce_clip_coco.sh [--dry-run]
+#   COCO=/data/coco BENCH=/data/bench OUT=/data/ce-clip NGPU=8 bash scripts/recipes/reproduce_ce_clip_coco.sh [--dry-run]
 #
 # Inputs (nothing is downloaded by this script):
 #   COCO   folder with train2017/, val2017/ and annotations/captions_{train,val}2017.json
-#   BENCH  the benchmark data root of `openclip-ce eval` (layout: docs/EVAL_PROTOCOL.md), with zeroshot/ for the sweep
+#   BENCH  the benchmark data root of `openclip-ce eval` (layout: docs/evaluation.md), with zeroshot/ for the sweep
 # plus network access (or local copies) for the OpenAI weights and the masked LM (FILLER_MODEL), and GPUs.
-# Other settings (model, epochs, batch, lr, precision, filler, workers, extra flags): scripts/_recipe.sh.
+# Other settings (model, epochs, batch, lr, precision, filler, workers, extra flags): scripts/recipes/_recipe.sh.
 #
 # Every step is resumable: rerun the same command after an interruption (converters and make-shards
 # skip complete shards, training resumes from its latest checkpoint, evaluations whose results exist
 # are kept). --dry-run prints every step with its command and runs nothing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-. scripts/_recipe.sh
+cd "$(dirname "$0")/../.."
+. scripts/recipes/_recipe.sh
 recipe_args "$@"
 dry_placeholders COCO BENCH
 : "${COCO:?set COCO to the folder holding train2017/, val2017/ and annotations/}"
@@ -36,7 +36,7 @@ make_negatives "$OUT/wds/coco" "$OUT/neg/coco"
 step "3/7 CE-CLIP fine-tuning with open_clip's own training main (resumable: --resume latest)"
 if [ "$DRY_RUN" = 1 ]; then SAMPLES='<samples in neg/coco/stats.json>'; else
     SAMPLES=${TRAIN_SAMPLES:-$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["samples"])' "$OUT/neg/coco/stats.json")}
-    TRAIN_DATA=$("$PY" scripts/mixture.py "$OUT/neg/coco" | cut -d' ' -f1)
+    TRAIN_DATA=$("$PY" scripts/recipes/mixture.py "$OUT/neg/coco" | cut -d' ' -f1)
 fi
 # shellcheck disable=SC2046,SC2086
 run torchrun --standalone --nproc_per_node "$NGPU" -m open_clip_train.main -- \
@@ -58,7 +58,7 @@ run openclip-ce compare "$OUT/results/clip.json" "$OUT/results/ce-clip.json" --l
     --reference paper --out "$OUT/results/compare"
 
 step "6/7 representation analysis (paper Fig. 8) on COCO val2017 with its own hard negatives"
-run "$PY" scripts/coco_to_wds.py --images "$COCO/val2017" \
+run "$PY" scripts/recipes/coco_to_wds.py --images "$COCO/val2017" \
     --captions "$COCO/annotations/captions_val2017.json" --out "$OUT/wds/coco-val" --per-shard 5000
 make_negatives "$OUT/wds/coco-val" "$OUT/neg/coco-val"
 done_already "$OUT/results/fig8.json" ||

@@ -3,12 +3,12 @@
 `openclip-ce make-shards` read: one sample per (image, caption) pair, members `<key>.jpg`,
 `<key>.txt`, `<key>.json` (image id, caption id, file name).
 
-    python scripts/coco_to_wds.py --images /data/coco/train2017 \
+    python scripts/recipes/coco_to_wds.py --images /data/coco/train2017 \
         --captions /data/coco/annotations/captions_train2017.json --out /data/coco-wds --per-shard 5000
 
 `--captions-per-image 1` keeps the first caption of each image (118k samples for train2017, the size
 NegCLIP / CE-CLIP fine-tune on); `all` keeps every caption (~591k). Shards are written to a
-temporary name and renamed when complete; a rerun skips complete shards (scripts/_wds.py). A missing image file is
+temporary name and renamed when complete; a rerun skips complete shards (scripts/recipes/_wds.py). A missing image file is
 an error naming it (nothing is written for that shard).
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cost of the CE-CLIP and CE-SigLIP losses relative to open_clip's ClipLoss and SigLipLoss, same features, one run.
 
-    python scripts/bench_loss.py --batch 256 --dim 512 --device cpu
+    python scripts/benchmarks/bench_loss.py --batch 256 --dim 512 --device cpu
 
 Prints forward+backward time per call for ClipLoss, CE-CLIP (each ITC-negatives mode), SigLipLoss and
 CE-SigLIP (each mode), with CE-SigLIP's ratio to CE-CLIP in the same mode (the speed goal: within 5%).

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Training-step throughput of CE-CLIP relative to plain CLIP, in one run, same model and data.
 
-    python scripts/bench_train_step.py --precision fp32 --threads 1          # CPU: a small model, a few minutes
-    python scripts/bench_train_step.py --model ViT-B-32 --batch-size 256 --precision amp_bf16 --device cuda
-    python scripts/bench_train_step.py ... --compile                         # every variant compiled
+    python scripts/benchmarks/bench_train_step.py --precision fp32 --threads 1          # CPU: a small model, a few minutes
+    python scripts/benchmarks/bench_train_step.py --model ViT-B-32 --batch-size 256 --precision amp_bf16 --device cuda
+    python scripts/benchmarks/bench_train_step.py ... --compile                         # every variant compiled
 
 Variants, each a full training step (forward, loss, backward, AdamW step) on its own copy of the
 same randomly initialised model (built from its config, nothing downloaded):
