@@ -70,6 +70,7 @@ class SpacyTagger:
         if ops is not None:
             self.set_ops(ops)
         self._lemmatizer = self.nlp.get_pipe("lemmatizer") if "lemmatizer" in self.nlp.pipe_names else None
+        self._rules = self._rule_tables()
         self.lemma = lru_cache(maxsize=200_000)(self._lemma)
         self._pos_table = self._attribute_table()
         self._fast_disable = [p for p in ("attribute_ruler", "lemmatizer") if p in self.nlp.pipe_names]
@@ -179,10 +180,28 @@ class SpacyTagger:
                         table[(tag, low)] = rule["attrs"]["POS"]  # later rules win, as in the ruler
         return table or None
 
+    def _rule_tables(self):
+        """``{pos: (index, exceptions, rules)}`` of spaCy's English rule lemmatizer, when the model has one,
+        for :meth:`_lemma` to apply without building a ``Doc`` per word (the language check looks up
+        thousands of words when a worker starts). The index is a set here: spaCy keeps a list."""
+        from spacy.lang.en.lemmatizer import EnglishLemmatizer
+
+        lemmatizer = self._lemmatizer
+        if type(lemmatizer) is not EnglishLemmatizer or getattr(lemmatizer, "mode", None) != "rule":
+            return None
+        try:
+            index, exc, rules = (lemmatizer.lookups.get_table(name, {}) for name in ("lemma_index", "lemma_exc", "lemma_rules"))
+        except Exception:  # noqa: BLE001 - a model without the tables: spaCy's own call
+            return None
+        return {pos: (frozenset(index.get(pos.lower(), ())), exc.get(pos.lower(), {}), rules.get(pos.lower(), ()))
+                for pos in ("NOUN", "VERB", "ADJ", "ADV")}
+
     def _lemma(self, word: str, pos: str) -> str:
         """Lemma of a lowercase word out of context, given its coarse POS (rule lemmatizer)."""
         if self._lemmatizer is None:
             return word
+        if self._rules is not None and pos in self._rules and word:
+            return self._rule_lemma(word, *self._rules[pos])
         from spacy.tokens import Doc
 
         doc = Doc(self.nlp.vocab, words=[word], pos=[pos])
@@ -191,3 +210,28 @@ class SpacyTagger:
         except Exception:  # a lemmatizer that needs more context: fall back to the word itself
             return word
         return doc[0].lemma_.lower() or word
+
+    @staticmethod
+    def _rule_lemma(word, index, exceptions, rules) -> str:
+        """spaCy's ``Lemmatizer.rule_lemmatize`` for a word without morphology (no base form is known, so
+        every rule is tried), first form, lowercase. ``test_generation_tagging`` holds it to spaCy's own."""
+        if not (index or exceptions or rules):
+            return word.lower()
+        string = word.lower()
+        forms, oov = [], []
+        for old, new in rules:
+            if string.endswith(old):
+                form = string[:len(string) - len(old)] + new
+                if not form:
+                    continue
+                if form in index:
+                    forms.insert(0, form)
+                elif not form.isalpha():
+                    forms.append(form)
+                else:
+                    oov.append(form)
+        forms = list(dict.fromkeys(forms))
+        for form in exceptions.get(string, []):
+            if form not in forms:
+                forms.insert(0, form)
+        return (forms or oov or [word])[0].lower() or word

@@ -2,22 +2,20 @@
 that the filter calls another language, with CLD2 alone (the language filter without the word check)
 and with the word check, and the captions only the word check drops (to read).
 
-    python scripts/language_filter_quality.py en=val.en de=val.de fr=val.fr cs=val.cs coco=captions_val2017.json \\
+    python scripts/benchmarks/language_filter_quality.py en=val.en de=val.de fr=val.fr cs=val.cs coco=captions_val2017.json \\
         laion=laion.parquet --prefix 3 --limit 4400 --show 300
 
 ``--prefix N`` adds a copy of every file cut to its first N words (as short as alt-text gets). Caption
-files as in ``alttext_quality.py``.
+files as in ``alttext_quality.py`` (next to this script).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from alttext_quality import read_captions  # noqa: E402
+from alttext_quality import read_captions  # this script's folder is on the path when it runs
 
 
 def main(argv=None) -> int:
