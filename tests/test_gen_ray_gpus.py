@@ -19,6 +19,7 @@ from openclip_ce.shards.config import config_for
 from openclip_ce.shards.devices import FAKE_GPUS_ENV
 from openclip_ce.shards.plan import plan_jobs
 from openclip_ce.shards.progress import Progress
+from openclip_ce.shards.setup import RunSetup
 from tests._gen_helpers import SPACY_MODEL, tiny_filler, tree_bytes, write_caption_shards
 
 ray = pytest.importorskip("ray")
@@ -104,7 +105,8 @@ def test_no_deadlock_and_the_local_engines_bytes(cluster, data, workers, tmp_pat
     jobs = plan_jobs(cfg.inputs, cfg.out)
     served_before = ray.get(engine.router.served.remote())
     t0 = time.monotonic()
-    results = _within(RUN_LIMIT_S, lambda: engine.run(jobs, cfg, Progress(len(jobs), False, 1e9)))
+    setup = RunSetup(threads=1, tagging={"ops": "blis", "chosen_by": "--tagging-ops"}, filler="mlm")
+    results = _within(RUN_LIMIT_S, lambda: engine.run(jobs, cfg, setup, Progress(len(jobs), False, 1e9)))
     assert [r["status"] for r in results] == ["ok"] * 4, results
     assert tree_bytes(tmp_path / "out") == data[2]
     served = [a - b for a, b in zip(ray.get(engine.router.served.remote()), served_before)]

@@ -18,9 +18,9 @@ from openclip_ce.errors import UserError
 from openclip_ce.fileio import write_json_atomic
 from openclip_ce.negatives import decode_negatives
 from openclip_ce.pickled import PICKLED_EXTENSIONS, is_pickled
-from openclip_ce.shards.command import load_or_build_vocab
 from openclip_ce.shards.config import config_for
 from openclip_ce.shards.plan import plan_jobs
+from openclip_ce.shards.setup import vocabulary
 from openclip_ce.shards.tario import member_ext, read_samples
 from tests._gen_helpers import (REPO, SPACY_MODEL, env, jpeg, make_shards_cmd, read_tar, run_cli, write_caption_shards,
                                 write_tar)
@@ -155,7 +155,7 @@ def test_an_empty_vocabulary_is_never_written_nor_reused(tmp_path):
     cfg = config_for(list(map(str, inputs)), str(out), filler="vocab", spacy_model=SPACY_MODEL)
     with pytest.raises(UserError, match=r"vocab\.json: the stored --filler vocab vocabulary is empty, and 2 "
                                         r"shard\(s\) were completed with it .*rerun with --overwrite"):
-        load_or_build_vocab(plan_jobs(cfg.inputs, cfg.out), cfg)
+        vocabulary(plan_jobs(cfg.inputs, cfg.out), cfg, "blis")
 
 
 # ----------------------------------------------------------------------------- full disk

@@ -7,21 +7,20 @@ them; ``--skip-bad`` makes it 0); 2 a usage or setup error, or a run stopped by 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 
-from ..errors import UserError
 from ..fileio import write_json_atomic
 from .config import ShardsConfig, add_arguments, config_from_args
 from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
-from .plan import is_complete, plan_jobs, record_settings, state_path, verify_settings
-from .process import CAPTION_NOT_FOUND, build_vocab, resolve_tagging, vocab_words
+from .plan import is_complete, plan_jobs, record_settings, verify_settings
+from .process import CAPTION_NOT_FOUND
 from .progress import Progress
+from .setup import choose_tagging, run_setup, threads_per_worker
 from .stats import aggregate
 
 __all__ = ["add_arguments", "run", "run_config"]
@@ -46,12 +45,13 @@ def make_engine(cfg: ShardsConfig):
 def run_config(cfg: ShardsConfig) -> int:
     """The run, in an order that fails fast and never harms ``--out``: plan (reads listings), lock
     ``--out``, compare settings (reads), start the engine (GPUs checked, Ray actors placed), and only
-    then record settings and touch shards."""
+    then record settings and touch shards. ``cfg`` never changes: what the run decides from it (threads,
+    tagging ops, filler, vocabulary) is the :class:`~openclip_ce.shards.setup.RunSetup` the workers get."""
     t0 = time.perf_counter()
     engine = make_engine(cfg)
     jobs = plan_jobs(cfg.inputs, cfg.out)
-    if not cfg.threads:
-        cfg.threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    threads = threads_per_worker(cfg)
+    tagging = None
     with OutputLock(cfg.out):
         verify_settings(cfg.out, cfg, cfg.overwrite)
         todo = [j for j in jobs if cfg.overwrite or not is_complete(cfg.out, j)]
@@ -60,13 +60,12 @@ def run_config(cfg: ShardsConfig) -> int:
         try:
             if todo:
                 engine.start()
-                resolve_tagging(cfg)
-            record_settings(cfg.out, cfg, cfg.overwrite)
-            if cfg.filler == "vocab" and todo and cfg.needs_filler:
-                load_or_build_vocab(jobs, cfg)
+                tagging = choose_tagging(cfg, threads)
+            record_settings(cfg.out, cfg, cfg.overwrite, tagging)
+            setup = run_setup(cfg, jobs, threads, tagging) if todo else None
             progress = Progress(len(todo), sys.stderr.isatty() and cfg.progress, cfg.log_every)
             try:
-                results = engine.run(todo, cfg, progress) if todo else []
+                results = engine.run(todo, cfg, setup, progress) if todo else []
             finally:
                 progress.close()
             details = engine.describe(results) if todo else {}
@@ -74,7 +73,7 @@ def run_config(cfg: ShardsConfig) -> int:
             engine.close()
         wall = time.perf_counter() - t0
         run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
-                    "fp16": is_cuda(cfg.device) and not cfg.fp32, "tagging_ops": cfg.tagging, **details}
+                    "fp16": is_cuda(cfg.device) and not cfg.fp32, "tagging_ops": tagging, **details}
         stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
         write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
@@ -118,28 +117,3 @@ def warn_if_mostly_lost(stats, cfg: ShardsConfig) -> None:
                     "--languages (%s) and --types; problems: %s", stats["samples_without_negatives"], n, where,
                     ",".join(cfg.languages) or "all", ", ".join(f"{k} {v}" for k, v in problems.items()) or "none")
 
-
-def load_or_build_vocab(jobs, cfg: ShardsConfig) -> None:
-    """--filler vocab: the vocabulary of a resumed run is reused (it decides the output), else built.
-    A stored vocabulary without a word (written by an older version whose inputs could not be read) is
-    never reused: built again when no shard was completed with it, else an error asking for --overwrite."""
-    vocab_path = state_path(cfg.out, "vocab.json")
-    if os.path.exists(vocab_path) and not cfg.overwrite:
-        try:
-            with open(vocab_path, encoding="utf-8") as f:
-                stored = json.load(f)
-        except (OSError, ValueError) as e:
-            stored, why = None, f"unreadable ({e})"
-        else:
-            why = "empty"
-        if vocab_words(stored):
-            cfg.vocab = stored
-            return
-        done = [j for j in jobs if is_complete(cfg.out, j)]
-        if done:
-            raise UserError(f"{vocab_path}: the stored --filler vocab vocabulary is {why}, and {len(done)} shard(s) "
-                            f"were completed with it (no att/act/obj negatives); rerun with --overwrite")
-        log.warning("%s: the stored vocabulary is %s and no shard was completed with it: building it again",
-                    vocab_path, why)
-    cfg.vocab = build_vocab(jobs, cfg)
-    write_json_atomic(vocab_path, cfg.vocab)

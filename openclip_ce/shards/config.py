@@ -1,7 +1,8 @@
 """Every setting of ``openclip-ce make-shards``, in one typed object, and the flags that fill it.
 
 :class:`ShardsConfig` travels to every worker, local process or Ray task; nothing downstream reads
-the argparse namespace. :meth:`ShardsConfig.output_settings` are the settings that change the bytes
+the argparse namespace. It is frozen: what a run decides from it (threads, tagging ops, filler,
+vocabulary) is a separate value, :class:`~openclip_ce.shards.setup.RunSetup`. :meth:`ShardsConfig.output_settings` are the settings that change the bytes
 written: a resumed run must use the same ones (checked against ``--out/.make-shards/config.json``).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from ..generation.fillers import DEFAULT_FILLER_MODEL
@@ -24,7 +25,7 @@ OUTPUT_SETTINGS = ("seed", "types", "filler", "filler_model", "spacy_model", "to
                    "caption_json_field", "max_caption_chars", "languages", "vocab_captions", "vocab_per_tag")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardsConfig:
     # what to read and where to write
     inputs: Tuple[str, ...] = ()
@@ -62,13 +63,6 @@ class ShardsConfig:
     log_every: float = 30.0
     progress: bool = True
     log_level: str = "INFO"
-    # filled in by the run: the --filler vocab vocabulary; the tagging ops chosen (and what was measured)
-    vocab: Optional[Dict[str, List[str]]] = field(default=None, repr=False)
-    tagging: Optional[Dict[str, object]] = None
-
-    @property
-    def needs_filler(self) -> bool:
-        return any(t in ("att", "act", "obj") for t in self.types)
 
     @property
     def half(self) -> Optional[bool]:
@@ -79,13 +73,6 @@ class ShardsConfig:
     def n_candidates(self) -> int:
         """Candidates asked of the masked LM per slot (enough left after the admissibility checks)."""
         return max(3 * self.top_k, self.top_k + 20)
-
-    @property
-    def ops(self) -> str:
-        """The tagging ops every worker uses: the run's choice (``tagging``), else the one asked for."""
-        if self.tagging:
-            return str(self.tagging["ops"])
-        return "blis" if self.tagging_ops == "auto" else self.tagging_ops
 
     def output_settings(self) -> Dict[str, object]:
         d = {k: getattr(self, k) for k in OUTPUT_SETTINGS}

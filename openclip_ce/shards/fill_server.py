@@ -26,7 +26,8 @@ from typing import Dict, List
 from ..generation import GenerationSetupError
 from ..logconfig import configure_logging
 from .devices import gpu_peak_mib
-from .process import FillerDied, make_mlm_scorer
+from .process import FillerDied
+from .setup import make_mlm_scorer
 
 log = logging.getLogger(__name__)
 

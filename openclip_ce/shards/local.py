@@ -31,7 +31,8 @@ from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, filler_devices, 
                       parse_device, visible_gpu_count)
 from .fill_server import FillLinks, FillServers, exit_with_parent
 from .plan import ShardJob
-from .process import build_generator, log_result, remote_filler, run_job
+from .process import log_result, run_job
+from .setup import RunSetup, build_generator, needs_masked_lm, remote_filler
 from .tario import remove_stale_partials
 from .progress import Progress
 from .stats import workers_summary
@@ -53,17 +54,18 @@ class LocalEngine:
 
     def __init__(self, cfg: ShardsConfig):
         self.cfg = cfg
+        self.masked_lm = needs_masked_lm(cfg)
         self.devices: List[str] = []
         self.fillers: List[Dict] = []
 
     @property
     def gpu_fillers(self) -> bool:
         """Masked LMs in GPU processes fed by the workers (``--device cuda``), not in the workers."""
-        return self.cfg.filler == "mlm" and self.cfg.needs_filler and is_cuda(self.cfg.device)
+        return self.masked_lm and is_cuda(self.cfg.device)
 
     def start(self) -> None:
         cfg = self.cfg
-        if not (cfg.filler == "mlm" and cfg.needs_filler):
+        if not self.masked_lm:
             self.devices = [cfg.device] * cfg.workers  # no masked LM: the device is never used
             if is_cuda(cfg.device):
                 log.info("--device %s unused: no masked LM in this run (--filler vocab or --types)", cfg.device)
@@ -81,14 +83,14 @@ class LocalEngine:
             if fake_gpus() is not None:
                 log.warning("%s is set (test hook): the masked LMs run on the CPU", FAKE_GPUS_ENV)
 
-    def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, progress: Progress) -> List[Dict]:
+    def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, progress: Progress) -> List[Dict]:
         if not self.gpu_fillers:
-            return run_local(jobs, cfg, self.devices, progress)
+            return run_local(jobs, cfg, setup, self.devices, progress)
         ctx = mp.get_context("spawn")  # no fork after torch / spaCy state
         servers = FillServers(ctx, cfg, filler_devices(self.devices), cfg.workers)
         try:
             servers.start()
-            results = run_local(jobs, cfg, self.devices, progress, servers)
+            results = run_local(jobs, cfg, setup, self.devices, progress, servers)
             self.fillers = servers.stop()
             return results
         finally:
@@ -109,53 +111,54 @@ def _annotate(res: Dict, index: int, device: str, gpu_fillers: bool) -> Dict:
     return res
 
 
-def _worker_init(cfg: ShardsConfig, queue, slots, servers: Optional[FillLinks]) -> None:
+def _worker_init(cfg: ShardsConfig, setup: RunSetup, queue, slots, servers: Optional[FillLinks]) -> None:
     from threadpoolctl import threadpool_limits
 
     exit_with_parent()
     # one BLAS / OpenMP pool per worker sized to its share of the cores: numpy (imported while ``cfg`` was
     # unpickled) has started its pool already, so it is resized; the variables cover libraries loaded later
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(cfg.threads or 1)
-    threadpool_limits(cfg.threads or 1)
+        os.environ[var] = str(setup.threads or 1)
+    threadpool_limits(setup.threads or 1)
     index, device = slots.get()
-    _WORKER.update(cfg=cfg, queue=queue, gen=None, index=index, device=device, servers=servers)
+    _WORKER.update(cfg=cfg, setup=setup, queue=queue, gen=None, index=index, device=device, servers=servers)
     configure_logging(cfg.log_level)  # a spawned process starts with no logging configuration
 
 
-def _generator(cfg: ShardsConfig, index: int, device: str, servers: Optional[FillLinks], check=None):
+def _generator(cfg: ShardsConfig, setup: RunSetup, index: int, device: str, servers: Optional[FillLinks],
+               check=None):
     if servers is None:
-        return build_generator(cfg, device=device)
+        return build_generator(cfg, setup, device=device)
     link = servers.link(index, check)
-    return build_generator(cfg, filler=remote_filler(cfg, link.send, link.receive))
+    return build_generator(cfg, setup, filler=remote_filler(cfg, link.send, link.receive))
 
 
 def _worker_run(job: ShardJob) -> Dict:
-    cfg, queue, servers = _WORKER["cfg"], _WORKER["queue"], _WORKER["servers"]
+    cfg, setup, queue, servers = _WORKER["cfg"], _WORKER["setup"], _WORKER["queue"], _WORKER["servers"]
     queue.put(("start", _WORKER["index"], os.getpid(), job.rel))  # names this worker if it dies on this shard
     if _WORKER["gen"] is None:
-        log.info("worker %d (pid %d): %s", _WORKER["index"], os.getpid(), _filler_words(cfg, _WORKER["device"],
+        log.info("worker %d (pid %d): %s", _WORKER["index"], os.getpid(), _filler_words(cfg, setup, _WORKER["device"],
                                                                                         servers is not None))
-        _WORKER["gen"] = _generator(cfg, _WORKER["index"], _WORKER["device"], servers)
+        _WORKER["gen"] = _generator(cfg, setup, _WORKER["index"], _WORKER["device"], servers)
     return _annotate(run_job(job, _WORKER["gen"], cfg, queue.put), _WORKER["index"], _WORKER["device"],
                      servers is not None)
 
 
-def _filler_words(cfg: ShardsConfig, device: str, gpu_process: bool) -> str:
-    if not cfg.needs_filler:
+def _filler_words(cfg: ShardsConfig, setup: RunSetup, device: str, gpu_process: bool) -> str:
+    if setup.filler is None:
         return "no filler (--types " + ",".join(cfg.types) + ")"
-    if cfg.filler == "vocab":
+    if setup.filler == "vocab":
         return "vocabulary filler (no masked LM)"
     return f"masked LM on {device}" + (" (its GPU's process)" if gpu_process else "")
 
 
-def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str], progress: Progress,
-              servers: Optional[FillServers] = None) -> List[Dict]:
+def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, devices: Sequence[str],
+              progress: Progress, servers: Optional[FillServers] = None) -> List[Dict]:
     workers = cfg.workers
     results = []
     links = servers.links() if servers is not None else None
     if workers == 1:
-        gen = _generator(cfg, 0, devices[0], links, servers.check if servers is not None else None)
+        gen = _generator(cfg, setup, 0, devices[0], links, servers.check if servers is not None else None)
         for job in jobs:
             results.append(_annotate(run_job(job, gen, cfg, progress.add_captions), 0, devices[0], servers is not None))
             log_result(results[-1])
@@ -171,7 +174,7 @@ def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, devices: Sequence[str
     procs: Dict = {}
     try:
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(cfg, queue, slots, links)) as ex:
+                                    initargs=(cfg, setup, queue, slots, links)) as ex:
             pending = {ex.submit(_worker_run, job) for job in jobs}
             procs = getattr(ex, "_processes", None) or {}  # the pool's processes by pid (CPython keeps them here)
             try:

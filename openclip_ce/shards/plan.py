@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import braceexpand
 
@@ -123,7 +123,7 @@ def is_complete(out: str, job: ShardJob) -> bool:
 def check_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
     """Refuse to resume into ``out`` with other output settings; record this run's."""
     verify_settings(out, cfg, overwrite)
-    record_settings(out, cfg, overwrite)
+    record_settings(out, cfg, overwrite, None)
 
 
 def verify_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
@@ -140,8 +140,9 @@ def verify_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
                             f"use the same settings to resume, another --out, or --overwrite")
 
 
-def record_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
-    """Record this run's settings (and, under ``overwrite``, forget every completed shard first)."""
+def record_settings(out: str, cfg: ShardsConfig, overwrite: bool, tagging: Optional[Dict[str, object]]) -> None:
+    """Record this run's settings and its ``tagging`` ops (None: no shard to write, the last run's are kept),
+    and, under ``overwrite``, forget every completed shard first."""
     path = state_path(out, "config.json")
     want = cfg.output_settings()
     if overwrite:
@@ -151,7 +152,7 @@ def record_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
         # and the vocabulary of --filler vocab, which the old settings decided (a resumed run reuses it)
         if os.path.exists(state_path(out, "vocab.json")):
             os.remove(state_path(out, "vocab.json"))
-    recorded = cfg.tagging
+    recorded = tagging
     if recorded is None and os.path.exists(path):  # a run with nothing to do keeps what the last one chose
         try:
             with open(path, encoding="utf-8") as f:

@@ -28,15 +28,10 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UserError
 from ..fileio import write_json_atomic
-from ..generation.fillers import MLMFiller, RemoteMLMFiller, VocabFiller
-from ..generation.generator import NegativeGenerator
-from ..generation.tagging import SpacyTagger
-from ..generation.tagging_ops import cache_path, cached_choice, choose_ops, machine_key, store_choice
 from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
 from ..pickled import is_pickled
 from .config import ShardsConfig
 from .language import LanguageFilter
-from .devices import bind_process_gpu, filler_device
 from .plan import ShardJob, sidecar_path
 from .tario import ShardFormatError, ShardWriter, member_ext, read_samples, remove_stale_partials
 
@@ -268,142 +263,6 @@ def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
         return {"tag_s": 0.0, "fill_s": 0.0, "wait_s": 0.0, "fills": 0}
     now = gen.timings.as_dict()
     return {k: round(now[k] - before.get(k, 0), 3) for k in ("tag_s", "fill_s", "wait_s", "fills")}
-
-
-
-def make_mlm_filler(cfg: ShardsConfig, device: str) -> MLMFiller:
-    """The masked LM of one worker (``--device cpu``), in the worker (the GPU binding and the CPU test
-    hook of :mod:`.devices` apply as for the GPU processes)."""
-    bind_process_gpu(device)
-    return MLMFiller(cfg.filler_model, device=filler_device(device), batch_size=cfg.batch_size,
-                     n_candidates=cfg.n_candidates, half=cfg.half)
-
-
-def make_mlm_scorer(cfg: ShardsConfig, device: str):
-    """The model side of a masked LM that serves other processes (a local GPU process, a Ray actor)."""
-    from ..generation.mlm_model import MLMScorer
-    from ..generation.mlm_tokens import MLMVocab, load_tokenizer
-
-    bind_process_gpu(device)
-    tok = load_tokenizer(cfg.filler_model)
-    return MLMScorer(cfg.filler_model, MLMVocab(tok, cfg.filler_model),
-                     tok.pad_token_id if tok.pad_token_id is not None else 0, tok.mask_token_id,
-                     device=filler_device(device), batch_size=cfg.batch_size, n_candidates=cfg.n_candidates,
-                     half=cfg.half)
-
-
-def remote_filler(cfg: ShardsConfig, send, receive) -> RemoteMLMFiller:
-    """The tokenizer side of a masked LM that runs in another process: ``send(batch)``, ``receive(handle)``."""
-    return RemoteMLMFiller(cfg.filler_model, send, receive)
-
-
-_TAGGERS: Dict[Tuple[str, int], SpacyTagger] = {}
-
-
-def tagger_for(cfg: ShardsConfig) -> SpacyTagger:
-    """This process's spaCy tagger for ``cfg`` (loaded once: the command's tagging probe, the vocabulary
-    and a worker in the same process share it), on the run's tagging ops."""
-    key = (cfg.spacy_model, min(cfg.chunk_size, 1024))
-    if key not in _TAGGERS:
-        _TAGGERS.clear()
-        _TAGGERS[key] = SpacyTagger(cfg.spacy_model, batch_size=key[1])
-    tagger = _TAGGERS[key]
-    if tagger.ops != cfg.ops:
-        tagger.set_ops(cfg.ops)
-    return tagger
-
-
-def _set_threads(cfg: ShardsConfig) -> None:
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-
-
-def resolve_tagging(cfg: ShardsConfig) -> None:
-    """Decide the run's tagging ops once and put the decision in ``cfg.tagging`` for every worker:
-    ``--tagging-ops auto`` takes this machine's last measurement, or measures now
-    (:func:`~openclip_ce.generation.tagging_ops.choose_ops`, on the threads a worker will have)."""
-    if cfg.tagging_ops != "auto":
-        cfg.tagging = {"ops": cfg.tagging_ops, "chosen_by": "--tagging-ops"}
-        return
-    key = machine_key(cfg.spacy_model, cfg.threads)
-    info = cached_choice(key)
-    if info is not None:
-        log.info("tagging ops: %s (measured on this machine before, %s)", info["ops"], cache_path())
-        cfg.tagging = {**info, "chosen_by": "--tagging-ops auto", "measured": f"before ({cache_path()})"}
-        return
-    tagger = tagger_for(cfg)
-    _set_threads(cfg)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(cfg.threads or None):  # the BLAS pool the workers will have
-        info = choose_ops(tagger)
-    store_choice(key, info)
-    cfg.tagging = {**info, "chosen_by": "--tagging-ops auto", "measured": "now"}
-
-
-def build_generator(cfg: ShardsConfig, filler=None, device: Optional[str] = None):
-    """The negative generator of one worker (loads spaCy and the filler; may raise GenerationSetupError).
-    ``filler``: one made elsewhere (a link to a masked LM in another process); ``device``: this worker's
-    masked-LM device (default ``cfg.device``)."""
-    _set_threads(cfg)
-    tagger = tagger_for(cfg)
-    if filler is None and cfg.needs_filler:
-        if cfg.filler == "vocab":
-            filler = VocabFiller(cfg.vocab or {})
-        else:
-            filler = make_mlm_filler(cfg, device or cfg.device)
-    return NegativeGenerator(tagger, filler, seed=cfg.seed, types=cfg.types, top_k=cfg.top_k)
-
-
-def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig) -> Dict[str, List[str]]:
-    """--filler vocab: the same-tag vocabulary from the first ``vocab_captions`` captions (shard order).
-    A vocabulary without a word (no shard readable, no caption found) is an error, never written: it
-    would give every att/act/obj negative a placeholder, in this run and in every rerun that reuses it."""
-    captions: List[str] = []
-    unreadable: List[str] = []
-    for job in jobs:
-        if len(captions) >= cfg.vocab_captions:
-            break
-        try:
-            for key, members in read_samples(job.src):
-                if key is None:
-                    continue
-                by_ext: Dict[str, bytes] = {}
-                for m in members:
-                    ext = member_ext(m)
-                    if ext is not None:
-                        by_ext.setdefault(ext, m.data)
-                text, _ = extract_caption(by_ext, cfg)
-                if text is not None:
-                    captions.append(text)
-                    if len(captions) >= cfg.vocab_captions:
-                        break
-        except (ShardFormatError, OSError) as e:
-            log.warning("vocabulary: skipping %s (%s)", job.src, e)
-            unreadable.append(job.src)
-    vocab = VocabFiller.from_captions(tagger_for(cfg), captions, per_tag=cfg.vocab_per_tag).vocab
-    if not vocab_words(vocab):
-        if captions:
-            why = f"no word occurs twice with one tag in the {len(captions)} caption(s) read"
-        elif unreadable:
-            why = f"no caption could be read ({len(unreadable)} shard(s) unreadable, first: {unreadable[0]})"
-        else:
-            why = f"the shards hold no caption (--caption-key {cfg.caption_key!r})"
-        raise UserError(f"--filler vocab: the vocabulary is empty: {why}; nothing was written. Fix the inputs "
-                        f"and rerun, or use --filler mlm (or --types rel, which needs no filler)")
-    log.info("vocabulary filler: %d captions -> %s", len(captions),
-             ", ".join(f"{t}:{len(w)}" for t, w in vocab.items()))
-    return vocab
-
-
-def vocab_words(vocab) -> int:
-    """Words in a ``--filler vocab`` vocabulary (``{tag: [word, ...]}``); 0 for anything else."""
-    if not isinstance(vocab, dict):
-        return 0
-    return sum(len(w) for w in vocab.values() if isinstance(w, list) and all(isinstance(x, str) for x in w))
-
 
 
 def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:

@@ -29,11 +29,12 @@ from ..generation import GenerationSetupError
 from .config import ShardsConfig
 from .devices import FAKE_GPUS_ENV, fake_gpus, is_cuda, no_gpu_message, visible_gpu_count
 from .plan import ShardJob
-from .process import build_generator, log_result, run_job
+from .process import log_result, run_job
 from .progress import Progress
 from .ray_pool import FillerActor, FillerRouter, bind_router, remote_filler
 from .ray_resources import (TASK_CPUS, FillerPlan, describe_missing, describe_plan, filler_plan,
-                            local_ray_resources, missing_resources, uses_actors)
+                            local_ray_resources, missing_resources)
+from .setup import RunSetup, build_generator, needs_masked_lm
 from .stats import workers_summary
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class RayEngine:
                 raise UserError(f"cannot join the Ray cluster at {address!r}: {str(e).splitlines()[0]}") from None
             self.where = f"the Ray cluster at {address}"
             return
-        gpu = is_cuda(cfg.device) and uses_actors(cfg)
+        gpu = is_cuda(cfg.device) and needs_masked_lm(cfg)
         visible = visible_gpu_count() if gpu else 0
         if gpu and visible < 1:
             raise UserError(no_gpu_message("--engine ray --device cuda"))
@@ -142,18 +143,19 @@ class RayEngine:
                            for s in placed))
 
     # ------------------------------------------------------------------ run
-    def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, progress: Progress) -> List[Dict]:
+    def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, progress: Progress) -> List[Dict]:
         import ray
 
         task = ray.remote(_ray_shard).options(num_cpus=TASK_CPUS, max_retries=2)
-        cfg_ref = ray.put(cfg)  # one copy in the object store, not one per task (it may hold a vocabulary)
+        cfg_ref = ray.put(cfg)  # one copy in the object store, not one per task
+        setup_ref = ray.put(setup)  # (it may hold a vocabulary)
         queue = list(reversed(jobs))
         in_flight: Dict = {}
         results: List[Dict] = []
         while queue or in_flight:
             while queue and len(in_flight) < cfg.workers:
                 job = queue.pop()
-                in_flight[task.remote(job, cfg_ref, self.router)] = job
+                in_flight[task.remote(job, cfg_ref, setup_ref, self.router)] = job
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
                 in_flight.pop(ref)
@@ -214,19 +216,20 @@ def _result(ref) -> Dict:
 _TASK_GEN: Dict[str, object] = {}
 
 
-def _generator_key(cfg: ShardsConfig, remote: bool) -> str:
+def _generator_key(cfg: ShardsConfig, setup: RunSetup, remote: bool) -> str:
     """A task process keeps its generator between tasks of the same settings (loading spaCy per shard
     would dominate); anything that changes the generator changes this key."""
-    return json.dumps([cfg.output_settings(), cfg.chunk_size, remote, cfg.vocab, cfg.ops], sort_keys=True,
+    return json.dumps([cfg.output_settings(), cfg.chunk_size, remote, setup.vocab, setup.ops], sort_keys=True,
                       default=str)
 
 
-def _ray_shard(job: ShardJob, cfg: ShardsConfig, router) -> Dict:
-    key = _generator_key(cfg, router is not None)
+def _ray_shard(job: ShardJob, cfg: ShardsConfig, setup: RunSetup, router) -> Dict:
+    key = _generator_key(cfg, setup, router is not None)
     gen = _TASK_GEN.get(key)
     if gen is None:
         _TASK_GEN.clear()
-        gen = _TASK_GEN[key] = build_generator(cfg, filler=remote_filler(cfg, router) if router is not None else None)
+        gen = _TASK_GEN[key] = build_generator(cfg, setup,
+                                               filler=remote_filler(cfg, router) if router is not None else None)
     if router is not None:
         bind_router(gen.filler, router)
     res = run_job(job, gen, cfg, lambda n: None)

@@ -51,7 +51,7 @@ class FillerActor:
     def __init__(self, cfg: ShardsConfig, index: int):
         import ray
 
-        from .process import make_mlm_scorer
+        from .setup import make_mlm_scorer
 
         self.index = index
         # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s): "cuda" is that GPU
@@ -105,7 +105,7 @@ def remote_filler(cfg: ShardsConfig, router):
     in flight: the task tags its next chunk while an actor fills this one)."""
     import ray
 
-    from .process import remote_filler as make
+    from .setup import remote_filler as make
 
     filler = make(cfg, None, ray.get)
     bind_router(filler, router)

@@ -17,6 +17,7 @@ from typing import Dict, List, Tuple
 from ..errors import UserError
 from .config import ShardsConfig
 from .devices import is_cuda
+from .setup import needs_masked_lm
 
 ACTOR_CPUS = 1.0
 TASK_CPUS = 1.0
@@ -43,14 +44,10 @@ class FillerPlan:
         return d
 
 
-def uses_actors(cfg: ShardsConfig) -> bool:
-    return cfg.filler == "mlm" and cfg.needs_filler
-
-
 def filler_plan(cfg: ShardsConfig, gpus_total: float) -> FillerPlan:
     """The actors for ``cfg`` on a cluster with ``gpus_total`` GPUs (``--ray-fillers 0``: one per GPU
     share with ``--device cuda``, one CPU actor otherwise)."""
-    if not uses_actors(cfg):
+    if not needs_masked_lm(cfg):
         return FillerPlan(0, 0.0, 0.0)
     if not is_cuda(cfg.device):
         return FillerPlan(cfg.ray_fillers or 1, 0.0)
