@@ -102,6 +102,7 @@ def run(model0, batches, name, flags, precision, args, device):
     """Train ``model0`` on ``batches``: plain CLIP (SigLIP with --siglip) when ``flags`` is None, else the
     plugin's CE loss with those ``--ce-*`` flags."""
     import open_clip
+    from open_clip.loss import SigLipLoss
     from open_clip_train.precision import get_autocast
     from open_clip_train.scheduler import cosine_lr
 
@@ -114,7 +115,7 @@ def run(model0, batches, name, flags, precision, args, device):
     if ce:
         loss = ce_loss(flags, args, device)
     else:
-        loss = open_clip.SigLipLoss() if args.siglip else open_clip.ClipLoss()
+        loss = SigLipLoss() if args.siglip else open_clip.ClipLoss()
     named = list(model.named_parameters())
     exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
     opt = torch.optim.AdamW([
@@ -229,7 +230,8 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="small",
                    help="open_clip model name, local-dir:DIR, 'small' (a small ViT-B-32-shaped config, default) or "
-                        "'tiny' (ViT-B-32's structure at tiny widths, as the tests use)")
+                        "'tiny' (ViT-B-32's structure at the tests' tiny widths, on 64-pixel images in 8-pixel patches: "
+                        "the model of the from-scratch measurements in docs/training-from-scratch.md)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--variant", action="append", default=None, metavar="NAME=FLAGS",
                    help="a CE run: its name and the plugin's --ce-* flags, e.g. 'paper=--ce-schedule off' (repeatable; "
@@ -257,8 +259,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     name = a.model
     if name in ("small", "tiny"):
-        name = write_tiny_model_dir(tempfile.mkdtemp(prefix=f"probe-{name}-"),
-                                    SMALL_VIT_B_32_CFG if name == "small" else TINY_VIT_B_32_CFG)
+        tiny = copy.deepcopy(TINY_VIT_B_32_CFG)
+        tiny["vision_cfg"].update(image_size=64, patch_size=8)  # the toy world's pictures are 64 pixels
+        name = write_tiny_model_dir(tempfile.mkdtemp(prefix=f"probe-{name}-"), SMALL_VIT_B_32_CFG if name == "small" else tiny)
     torch.manual_seed(a.seed)
     init = dict(init_logit_scale=math.log(10), init_logit_bias=-10) if a.siglip else {}
     model0, _, preprocess = open_clip.create_model_and_transforms(name, output_dict=True, **init)

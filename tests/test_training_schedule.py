@@ -127,7 +127,7 @@ def test_every_rank_takes_the_global_batchs_decision(tmp_path):
     for case0, case1 in zip(*ranks):
         own = [h <= case0["fraction"] for h in case0["halves"]]
         whole = case0["whole"] <= case0["fraction"]
-        assert own[0] != own[1] and whole in own  # one rank's own loss would decide otherwise
+        assert any(o != whole for o in own)  # one rank's own loss would decide otherwise
         for got in (case0["this_rank"], case1["this_rank"]):
             assert [s["open_step"] for s in got] == [s["open_step"] for s in case0["reference"]], case0["options"]
             assert [s["step"] for s in got] == list(range(1, 7))  # optimizer steps (--accum-freq 2: 12 calls)
@@ -300,12 +300,12 @@ def _resume_run(tmp_path, main_cmd, **env):
     args = train_args(model, data, logs, "g", "--loss", "ce_clip", "--ce-schedule", "gate", "--ce-gate-fraction", "5",
                       "--ce-gate-patience", "2", "--ce-ramp-steps", "4", samples=12, batch=4)
     args[args.index("webdataset")] = "csv"
-    proc = run([*main_cmd, *args], **env)
+    proc = run([*main_cmd, *args], timeout=600, **env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (logs / "g" / "out.log").read_text()
     assert "ce_clip schedule (--ce-schedule gate): IMC and CMR at weight 0 until" in log
     args[args.index("--epochs") + 1] = "2"
-    proc = run([*main_cmd, *args, "--resume", "latest"], **env)
+    proc = run([*main_cmd, *args, "--resume", "latest"], timeout=600, **env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (logs / "g" / "out.log").read_text()
     assert "resume: CE schedule of the checkpoint restored: IMC and CMR at weight 0 until" in log
