@@ -83,7 +83,7 @@ def ce_loss(flags, args, device):
     ns = parser.parse_args(flags.split())
     for k, v in dict(rank=0, world_size=1, accum_freq=1, local_loss=False, gather_with_grad=False, device=device,
                      siglip=args.siglip, loss_dist_impl=None, logs=None, name=None, pretrained="",
-                     resume=None).items():
+                     resume=None, model="probe").items():
         setattr(ns, k, v)
     return plugin.create_loss(ns)
 

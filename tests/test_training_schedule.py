@@ -202,7 +202,7 @@ def _plugin_args(*argv, **fields):
     CeClipPlugin().add_arguments(parser)
     args = parser.parse_args(list(argv))
     base = dict(rank=0, world_size=1, accum_freq=1, local_loss=False, gather_with_grad=False, device="cpu",
-                siglip=False, loss_dist_impl=None, logs=None, name=None, pretrained="", resume=None)
+                siglip=False, loss_dist_impl=None, logs=None, name=None, pretrained="", resume=None, model="ViT-B-32")
     for k, v in {**base, **fields}.items():
         setattr(args, k, v)
     return args
@@ -216,10 +216,19 @@ def _plugin_args(*argv, **fields):
     (("--ce-schedule", "off"), {}, False, "--ce-schedule off"),
     (("--ce-schedule", "gate"), {"pretrained": "openai"}, True, "--ce-schedule gate"),
     ((), {"siglip": True}, True, "training from random weights"),
+    ((), {"model": "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"}, False, "fine-tuning the weights of --model hf-hub:"),
+    ((), {"model": "local-dir:WEIGHTS"}, False, "fine-tuning the weights of --model local-dir:"),  # a folder with weights
+    ((), {"model": "local-dir:CONFIG"}, True, "training from random weights"),  # a config alone: random weights
 ])
-def test_defaults_gate_a_run_from_random_weights_only_and_say_so_in_one_line(caplog, argv, fields, gated, why):
+def test_defaults_gate_a_run_from_random_weights_only_and_say_so_in_one_line(caplog, tmp_path, argv, fields, gated, why):
+    from openclip_ce.testing.tiny_clip import write_tiny_model_dir
     from openclip_ce.training.plugin import CeClipPlugin
 
+    if fields.get("model", "").startswith("local-dir:"):
+        folder = Path(write_tiny_model_dir(tmp_path / "m")[len("local-dir:"):])
+        if fields["model"] == "local-dir:WEIGHTS":
+            (folder / "open_clip_model.safetensors").write_bytes(b"")
+        fields = {**fields, "model": f"local-dir:{folder}"}
     with caplog.at_level(logging.INFO, logger="openclip_ce.training"):
         loss = CeClipPlugin().create_loss(_plugin_args(*argv, **fields))
     assert loss.schedule.enabled is gated and isinstance(loss, CeSigLipLoss) is bool(fields.get("siglip"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
@@ -59,10 +60,22 @@ def _positive(value: str) -> float:
     return v
 
 
+def _model_with_weights(model: str) -> bool:
+    """A ``--model`` that open_clip loads with weights whatever ``--pretrained`` says: ``hf-hub:`` (the hub
+    repository's weights) or ``local-dir:`` with a checkpoint file in the directory (as open_clip looks for one)."""
+    if model.startswith("hf-hub:"):
+        return True
+    if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:"):])
+        return any(next(folder.glob(f"*{ext}"), None) for ext in (".safetensors", ".bin", ".pth"))
+    return False
+
+
 def schedule_choice(args: argparse.Namespace) -> Tuple[bool, str]:
     """``(gate on, why)`` for this run's ``--ce-schedule``: ``auto`` gates IMC and CMR in a run from random
     weights (no ``--pretrained``, no checkpoint to ``--resume``: open_clip has resolved ``--resume latest``
-    by then) and trains every term from step 0 in a fine-tuning run (the paper's setting)."""
+    by then, and no ``--model`` that comes with weights) and trains every term from step 0 in a fine-tuning
+    run (the paper's setting)."""
     mode = getattr(args, "ce_schedule", "auto")
     if mode != "auto":
         return mode == "gate", f"--ce-schedule {mode}"
@@ -70,6 +83,8 @@ def schedule_choice(args: argparse.Namespace) -> Tuple[bool, str]:
         return False, "--ce-schedule auto, resuming a checkpoint (its plugin state, if any, sets the schedule)"
     if getattr(args, "pretrained", None):
         return False, f"--ce-schedule auto, fine-tuning from --pretrained {args.pretrained}"
+    if _model_with_weights(str(getattr(args, "model", ""))):
+        return False, f"--ce-schedule auto, fine-tuning the weights of --model {args.model}"
     return True, "--ce-schedule auto, training from random weights (no --pretrained, no --resume)"
 
 
