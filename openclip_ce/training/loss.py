@@ -19,7 +19,8 @@ With ``S = logit_scale * cosine``:
   ``[0, threshold_max]``, starting at 0; a type with no valid negative in a step keeps its value.
 
 ``L = ITC(hn) + alpha * IMC + beta * CMR``; the returned dict holds the three weighted terms, so that
-a trainer summing the dict gets ``L``. Thresholds and per-type statistics are *not* in that dict
+a trainer summing the dict gets ``L``. With a schedule (:mod:`.schedule`, ``--ce-schedule gate``), alpha
+and beta are 0 until the contrastive loss has made progress, then ramp up. Thresholds and per-type statistics are *not* in that dict
 (they are not losses): read them with :meth:`CeClipLoss.metrics`.
 
 Distributed behaviour follows open_clip's ``ClipLoss``: features are all-gathered (with gradient

@@ -35,7 +35,7 @@ apply, as for ``SigLipLoss``.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,7 @@ class CeSigLipLoss(CeClipLoss):
 
     @torch.no_grad()
     def _global_counts(self, pos: torch.Tensor, ik: torch.Tensor, mask: torch.Tensor,
-                       extra: Optional[torch.Tensor] = None) -> torch.Tensor:
+                       extra: Optional[torch.Tensor] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """``[4, K]``, summed over ranks: the threshold statistics ``[gap sum, valid count, sample count]``
         of :meth:`CeClipLoss._step_statistics` and, in the last row, the samples with a valid negative.
         With ``extra`` (a few numbers: the schedule's signal), ``(counts, extra summed over ranks)``,
