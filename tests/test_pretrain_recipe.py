@@ -56,7 +56,7 @@ def test_mixture_names_numbered_shards_as_ranges(tmp_path):
     names = [f"{i:05d}.tar" for i in range(20000) if i not in (7, 8, 15000)]  # 200 KB as a list
     for name in names:
         (tmp_path / name).touch()
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "mixture.py"), str(tmp_path)], capture_output=True,
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipes" / "mixture.py"), str(tmp_path)], capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
     pattern, factor, samples = proc.stdout.split()

@@ -27,7 +27,7 @@
 # training resumes from its latest checkpoint with the schedule's state, evaluations whose results exist are
 # kept). --dry-run prints every step with its command and runs nothing.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 . scripts/recipes/_recipe.sh
 recipe_args "$@"
 dry_placeholders LAION_SHARDS OUT BENCH
