@@ -35,7 +35,8 @@ def _args(accum, batch):
     )
     p = argparse.ArgumentParser()
     plugin.add_arguments(p)
-    for k, v in vars(p.parse_args([])).items():
+    # every CE term from step 1 (the model here starts random, where --ce-schedule auto would gate IMC and CMR)
+    for k, v in vars(p.parse_args(["--ce-schedule", "off"])).items():
         setattr(ns, k, v)
     return ns
 

@@ -201,4 +201,6 @@ def test_gpu_check_train_step_smoke(tmp_path):
     assert set(fig["bench_8"]["variants"]) == {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-trim)"}
     assert fig["train_ce_clip"]["steps"] == 4 and fig["train_clip"]["steps"] == 4  # 2 epochs of 2 batches
     assert (tmp_path / "train_ce_clip.png").exists() and (tmp_path / "probe" / "probe.png").exists()
-    assert set(fig["probe"]["summary"]) == {"ce_clip fp32", "ce_clip amp_bf16", "clip fp32", "clip amp_bf16"}
+    assert set(fig["probe"]["summary"]) == {f"{run} {p}" for run in ("default", "paper", "clip") for p in ("fp32", "amp_bf16")}
+    # the CE run trained with the defaults of a run from random weights: the schedule's gate, its weights
+    assert "gate_open_step" in fig["train_ce_clip"] and fig["train_ce_clip"]["imc_weight_last"] == [0.0]

@@ -360,8 +360,9 @@ def test_packed_text_batches_give_the_unpacked_first_step_loss(tmp_path):
         assert set(values) == {"Loss", "Contrastive_loss", "Imc_loss", "Cmr_loss"}, line
         return log, values
 
-    packed_log, packed = first_step("packed")
-    full_log, full = first_step("notrim", "--ce-no-trim")
+    # every term from step 1 (not the schedule of a run from random weights), so that IMC and CMR are compared too
+    packed_log, packed = first_step("packed", "--ce-schedule", "off")
+    full_log, full = first_step("notrim", "--ce-no-trim", "--ce-schedule", "off")
     assert "captions and valid negatives are packed into rows of the context length" in packed_log
     assert re.search(r"packed text batches padded to \d+ rows", packed_log)
     assert "one caption per row at the full context length: --ce-no-trim" in full_log

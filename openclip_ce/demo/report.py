@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from ..fileio import write_atomic
-from ..training.plots import parse_training_log, plot_training_log
+from ..metrics_file import read_metrics
+from ..training.plots import gate_opened, parse_training_log, plot_training_log
 
 # which CE-CLIP negative type trains for which held-out split (SugarCrepe's names)
 SPLIT_NOTES = {
@@ -96,6 +97,26 @@ def _analysis_section(out: Path) -> List[str]:
     return lines
 
 
+def _schedule_lines(out: Path, ce: str, ce_label: str) -> List[str]:
+    """What the CE run trained with: the plugin's start-up line on the CE terms' schedule (the defaults of a run
+    from random weights, as a user gets them), the step its gate opened and the weights at the end."""
+    log = (out / "runs" / ce / "out.log").read_text(encoding="utf-8", errors="replace")
+    chosen = next((line.split("ce_clip schedule ", 1)[1] for line in log.splitlines() if "ce_clip schedule (" in line), None)
+    if chosen is None:
+        return []
+    records = read_metrics(out / "runs" / ce / "out.log")
+    opened, last = gate_opened(out / "runs" / ce / "out.log"), records[-1] if records else {}
+    lines = [f"{ce_label} trained with the defaults of a run from random weights (no `--pretrained`), as a user gets "
+             f"them: {chosen.split('. ', 1)[0]}."]
+    if opened is not None:
+        lines.append(f"The gate opened at step {opened[0]} of {last.get('step', '?')}; IMC and CMR trained from there, "
+                     f"at weights {last.get('ce_imc_weight', float('nan')):.3g} and "
+                     f"{last.get('ce_cmr_weight', float('nan')):.3g} at the end.")
+    elif "IMC and CMR at weight 0" in chosen:
+        lines.append(f"The gate never opened in {last.get('step', '?')} steps: IMC and CMR did not train.")
+    return lines
+
+
 def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: Dict[str, int],
                  timings: Dict[str, float], total_seconds: float, quick: bool,
                  runs: Sequence[Tuple[str, str]] = (("clip", "CLIP"), ("ce-clip", "CE-CLIP"))) -> Path:
@@ -116,6 +137,7 @@ def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: 
         + (" (--quick: tiny sizes, a smoke test; the numbers mean nothing)" if quick else "") + ".",
         f"{sizes.train_images} training pictures, {sizes.eval_images} held-out pictures, {sizes.epochs} epochs of "
         f"batch {sizes.batch_size}, the same randomly initialised model config for both runs (`model/`).",
+        *_schedule_lines(out, ce, ce_label),
         "",
         "## Result: pairwise accuracy on held-out compositions (`openclip-ce eval`, SugarCrepe reader)",
         "",
@@ -157,7 +179,7 @@ def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: 
         "hard negatives change what a model learns when everything else is equal. It is a toy: rendered shapes, a",
         f"small model trained from scratch for minutes on a CPU, {sizes.eval_images} held-out pictures and one seed",
         "per run. Differences of a few points can be noise (compare the runs of several `--seed` values), and",
-        "nothing here predicts the size of CE-CLIP's gain for a CLIP fine-tuned on COCO (see the README).",
+        "nothing here predicts the size of CE-CLIP's gain for a CLIP fine-tuned on COCO (see docs/reproduce.md).",
         "",
         f"spaCy model: `{spacy_model}`. Held-out items per split: {eval_counts}.",
     ]

@@ -19,7 +19,8 @@ With ``S = logit_scale * cosine``:
   ``[0, threshold_max]``, starting at 0; a type with no valid negative in a step keeps its value.
 
 ``L = ITC(hn) + alpha * IMC + beta * CMR``; the returned dict holds the three weighted terms, so that
-a trainer summing the dict gets ``L``. Thresholds and per-type statistics are *not* in that dict
+a trainer summing the dict gets ``L``. With a schedule (:mod:`.schedule`, ``--ce-schedule gate``), alpha
+and beta are 0 until the contrastive loss has made progress, then ramp up. Thresholds and per-type statistics are *not* in that dict
 (they are not losses): read them with :meth:`CeClipLoss.metrics`.
 
 Distributed behaviour follows open_clip's ``ClipLoss``: features are all-gathered (with gradient
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 
 from ..contract import StopTraining
 from .gather import all_reduce_min, all_reduce_sum, gather_tensor
+from .schedule import TermSchedule
 
 ITC_NEGATIVE_MODES = ("global", "own")
 NO_NEGATIVES_STEPS = 50  # optimizer steps without any valid negative before training stops
@@ -92,6 +94,8 @@ class CeClipLoss(nn.Module):
         world_size: int = 1,
         accum_freq: int = 1,
         no_negatives_steps: Optional[int] = NO_NEGATIVES_STEPS,
+        schedule: Optional[TermSchedule] = None,
+        imc_detach_positive: bool = False,
     ):
         super().__init__()
         if itc_negatives not in ITC_NEGATIVE_MODES:
@@ -122,6 +126,9 @@ class CeClipLoss(nn.Module):
         self.accum_freq = accum_freq
         # stop after this many optimizer steps in which no rank had a valid negative (None: never)
         self.no_negatives_steps = no_negatives_steps
+        # when IMC and CMR come in (schedule.py; default: from step 0, the paper's)
+        self.schedule = schedule if schedule is not None else TermSchedule(enabled=False)
+        self.imc_detach_positive = imc_detach_positive  # IMC's S(I,T) column without gradient: IMC moves T, T_k only
 
         k = len(self.neg_types)
         init = 0.0 if self.fixed_threshold is None else self.fixed_threshold
@@ -172,6 +179,11 @@ class CeClipLoss(nn.Module):
         out.update({f"ce_gap_{t}": gap_sum[i] / valid[i] for i, t in enumerate(self.neg_types) if valid[i]})
         return out
 
+    def schedule_metrics(self) -> Dict[str, float]:
+        """The weights IMC and CMR trained with in the last step, progress (contrastive loss / chance) and
+        the step the gate opened (:mod:`.schedule`). Reads the device: call it at log steps."""
+        return self.schedule.metrics(self.alpha if self.use_imc else 0.0, self.beta if self.use_cmr else 0.0)
+
     def optimizer_steps(self) -> int:
         """Optimizer steps this loss took part in (in this process). Reads the device."""
         return int(self.train_calls) // self.accum_freq
@@ -200,15 +212,18 @@ class CeClipLoss(nn.Module):
         )
 
     @torch.no_grad()
-    def _step_statistics(self, pos: torch.Tensor, ik: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Global per-type [sum of S(I,T)-S(I,T_k) over valid pairs, valid count, sample count]."""
+    def _step_statistics(self, pos: torch.Tensor, ik: torch.Tensor, mask: torch.Tensor,
+                         extra: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Global per-type [sum of S(I,T)-S(I,T_k) over valid pairs, valid count, sample count], and the
+        sum over ranks of ``extra`` (a few numbers: the schedule's signal), in one all-reduce."""
         gaps = (pos[:, None] - ik).masked_fill(~mask, 0.0)
         stats = torch.stack([
             gaps.sum(0),
             mask.sum(0).to(gaps.dtype),
             torch.full_like(gaps[0], float(mask.shape[0])),
         ])
-        return all_reduce_sum(stats, self.world_size)
+        return _split_reduced(all_reduce_sum(torch.cat([stats.flatten(), extra.to(stats.dtype)]), self.world_size),
+                              stats)
 
     def _count_eager_call(self) -> None:
         """Count the optimizer steps for the host-side checks (:meth:`_end_of_step`) per eager training call,
@@ -297,18 +312,29 @@ class CeClipLoss(nn.Module):
     def _imc_and_cmr(self, scale, pos, ik, txt, neg, mask, factor, n_has, n_valid) -> Dict[str, torch.Tensor]:
         """The weighted IMC and CMR terms over the rows given (``pos`` = S(I,T) [R], ``ik`` = S(I,T_k)
         [R, K], up to a shared additive bias); sums times ``factor``, divided by the global count of
-        samples with a valid negative (IMC) and of valid pairs (CMR)."""
+        samples with a valid negative (IMC) and of valid pairs (CMR). The weights are ``alpha`` and
+        ``beta``, times the schedule's share for this step when a schedule is on."""
         out = {}
+        share = self.schedule.factor()
+        alpha, beta = (self.alpha, self.beta) if share is None else (self.alpha * share, self.beta * share)
         if self.use_imc:
             tt = scale * torch.einsum("rd,rkd->rk", txt, neg)      # S(T, T_k)    [R, K]
-            logits = torch.cat([pos[:, None], tt.masked_fill(~mask, float("-inf"))], dim=1)
+            first = pos.detach() if self.imc_detach_positive else pos
+            logits = torch.cat([first[:, None], tt.masked_fill(~mask, float("-inf"))], dim=1)
             # a row without a valid negative is [S(I,T), -inf, ...]: its cross-entropy is exactly 0
             target = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
-            out["imc_loss"] = self.alpha * F.cross_entropy(logits, target, reduction="sum") * factor / n_has.clamp_min(1)
+            out["imc_loss"] = alpha * F.cross_entropy(logits, target, reduction="sum") * factor / n_has.clamp_min(1)
         if self.use_cmr:
             hinge = F.relu(ik - pos[:, None] + self.thresholds.to(pos.dtype)[None, :]).masked_fill(~mask, 0.0)
-            out["cmr_loss"] = self.beta * hinge.sum() * factor / n_valid.clamp_min(1)
+            out["cmr_loss"] = beta * hinge.sum() * factor / n_valid.clamp_min(1)
         return out
+
+    @torch.no_grad()
+    def _advance_schedule(self, itc_sum: torch.Tensor, chance_sum: torch.Tensor) -> None:
+        """After a training call, with the contrastive loss and its chance value summed over ranks (the
+        same numbers on every rank): the schedule's progress, gate and ramp, once per optimizer step."""
+        step_ends = (self.train_calls + 1) % self.accum_freq == 0 if self.accum_freq > 1 else None
+        self.schedule.advance(itc_sum / chance_sum.clamp_min(1e-12), step_ends, self.schedule.factor())
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -417,11 +443,13 @@ class CeClipLoss(nn.Module):
 
         # ---- thresholds for the next optimizer step, from this step's (whole accumulated) batch
         if self.training:
+            signal = torch.stack([itc.detach().float(), chance.float()])  # summed over ranks: the schedule's progress
             if self.local_loss or self.world_size <= 1:
-                stats = self._step_statistics(pos, ik, rows_mask)
+                stats, signal = self._step_statistics(pos, ik, rows_mask, signal)
             else:  # rows already hold the global batch: compute local slice, reduce across ranks
                 sl = slice(self.rank * b, (self.rank + 1) * b)
-                stats = self._step_statistics(pos[sl], ik[sl], rows_mask[sl])
+                stats, signal = self._step_statistics(pos[sl], ik[sl], rows_mask[sl], signal)
+            self._advance_schedule(signal[0], signal[1])
             self._end_of_call(stats, at_chance)
 
         if self.sync_values:  # every rank reports the global value; the gradient stays its own rows'
@@ -429,3 +457,8 @@ class CeClipLoss(nn.Module):
             mean = all_reduce_sum(local, self.world_size) / self.world_size
             losses = {k: v + (m - v.detach()) for (k, v), m in zip(losses.items(), mean)}
         return losses
+
+
+def _split_reduced(flat: torch.Tensor, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``flat`` = reduced ``[like.flatten(), extra]``: ``(the part shaped as like, the extra part)``."""
+    return flat[:like.numel()].view_as(like), flat[like.numel():]

@@ -15,7 +15,8 @@ import datetime
 import functools
 import logging
 import math
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -27,6 +28,7 @@ from .loss import (DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, ITC_NEGAT
                    CeClipLoss)
 from .packing import CAPACITY, PackSpec, TextLayoutCollate
 from .resume import check_resume_latest
+from .schedule import DEFAULT_FRACTION, DEFAULT_PATIENCE, DEFAULT_RAMP, MODES, TermSchedule
 from .siglip_loss import SIGLIP_DIST_IMPLS, CeSigLipLoss
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,41 @@ def _positive_int(value: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return v
+
+
+def _positive(value: str) -> float:
+    v = float(value)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return v
+
+
+def _model_with_weights(model: str) -> bool:
+    """A ``--model`` that open_clip loads with weights whatever ``--pretrained`` says: ``hf-hub:`` (the hub
+    repository's weights) or ``local-dir:`` with a checkpoint file in the directory (as open_clip looks for one)."""
+    if model.startswith("hf-hub:"):
+        return True
+    if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:"):])
+        return any(next(folder.glob(f"*{ext}"), None) for ext in (".safetensors", ".bin", ".pth"))
+    return False
+
+
+def schedule_choice(args: argparse.Namespace) -> Tuple[bool, str]:
+    """``(gate on, why)`` for this run's ``--ce-schedule``: ``auto`` gates IMC and CMR in a run from random
+    weights (no ``--pretrained``, no checkpoint to ``--resume``: open_clip has resolved ``--resume latest``
+    by then, and no ``--model`` that comes with weights) and trains every term from step 0 in a fine-tuning
+    run (the paper's setting)."""
+    mode = getattr(args, "ce_schedule", "auto")
+    if mode != "auto":
+        return mode == "gate", f"--ce-schedule {mode}"
+    if getattr(args, "resume", None):
+        return False, "--ce-schedule auto, resuming a checkpoint (its plugin state, if any, sets the schedule)"
+    if getattr(args, "pretrained", None):
+        return False, f"--ce-schedule auto, fine-tuning from --pretrained {args.pretrained}"
+    if _model_with_weights(str(getattr(args, "model", ""))):
+        return False, f"--ce-schedule auto, fine-tuning the weights of --model {args.model}"
+    return True, "--ce-schedule auto, training from random weights (no --pretrained, no --resume)"
 
 
 def _compose(stage: Callable[[Iterable], Iterator], src_fn: Callable, *args, **kwargs) -> Iterator:
@@ -116,6 +153,24 @@ class CeClipPlugin:
         g.add_argument("--ce-text-rows", type=_positive_int, default=None, metavar="N",
                        help="rows of the text batch per step (packed rows, or caption rows with --ce-no-trim); "
                             "default: sized from the first batch with 10%% headroom, raised when a batch needs more")
+        g.add_argument("--ce-schedule", choices=MODES, default="auto",
+                       help="when IMC and CMR train: 'gate' holds their weights at 0 until the contrastive loss has "
+                            "made progress (--ce-gate-*), then ramps them to --ce-alpha / --ce-beta (--ce-ramp-steps), "
+                            "which keeps a run from random weights from collapsing; 'off' trains every term from step 0 "
+                            "(the paper's fine-tuning); 'auto' (default): 'gate' from random weights (no --pretrained, "
+                            "no --resume), 'off' otherwise. Hard negatives in the contrastive loss start at step 0 either way")
+        g.add_argument("--ce-gate-fraction", type=_positive, default=DEFAULT_FRACTION, metavar="F",
+                       help="the gate opens once a moving average of the contrastive loss over its chance value "
+                            "(every pair scored alike) has stayed at or below F for --ce-gate-patience optimizer steps "
+                            "(default %(default)s)")
+        g.add_argument("--ce-gate-patience", type=_positive_int, default=DEFAULT_PATIENCE, metavar="N",
+                       help="optimizer steps in a row at or below --ce-gate-fraction before the gate opens (default %(default)s)")
+        g.add_argument("--ce-ramp-steps", type=_positive_int, default=DEFAULT_RAMP, metavar="N",
+                       help="optimizer steps over which IMC and CMR rise linearly from 0 to --ce-alpha / --ce-beta once "
+                            "the gate is open (1: at once; default %(default)s)")
+        g.add_argument("--ce-imc-detach-positive", action="store_true",
+                       help="keep S(I,T) out of IMC's gradient, so that IMC only pushes each caption away from its "
+                            "negatives (default: the paper's IMC, whose S(I,T) column also pulls image and caption together)")
         g.add_argument("--ce-allow-no-negatives", action="store_true",
                        help=f"keep training when no valid negative reached the loss in the first {NO_NEGATIVES_STEPS} "
                             f"optimizer steps (default: stop with an error, the run would be plain CLIP)")
@@ -158,12 +213,21 @@ class CeClipPlugin:
 
     def _objective_loss(self, args: argparse.Namespace) -> CeClipLoss:
         self._metrics_file = MetricsWriter(args)
+        gate, why = schedule_choice(args)
+        schedule = TermSchedule(enabled=gate, fraction=getattr(args, "ce_gate_fraction", DEFAULT_FRACTION),
+                                patience=getattr(args, "ce_gate_patience", DEFAULT_PATIENCE),
+                                ramp=getattr(args, "ce_ramp_steps", DEFAULT_RAMP))
+        log.info("ce_clip schedule (%s): %s. %s", why, schedule.describe(),
+                 "--ce-schedule off trains every term from step 0 instead (the paper's fine-tuning)" if gate else
+                 "--ce-schedule gate holds IMC and CMR back until the contrastive loss has made progress (for "
+                 "training from random weights)")
         objective = dict(  # the CE flags, the same for CE-CLIP and CE-SigLIP
             neg_types=args.ce_neg_types, alpha=args.ce_alpha, beta=args.ce_beta, threshold_max=args.ce_threshold_max,
             fixed_threshold=args.ce_fixed_threshold, itc_negatives=args.ce_itc_negatives,
             use_itc_negatives=not args.ce_no_itc_negatives, use_imc=not args.ce_no_imc, use_cmr=not args.ce_no_cmr,
             rank=args.rank, world_size=args.world_size, accum_freq=args.accum_freq,
-            no_negatives_steps=None if args.ce_allow_no_negatives else NO_NEGATIVES_STEPS,
+            no_negatives_steps=None if args.ce_allow_no_negatives else NO_NEGATIVES_STEPS, schedule=schedule,
+            imc_detach_positive=getattr(args, "ce_imc_detach_positive", False),
         )
         if not getattr(args, "siglip", False):
             return CeClipLoss(**objective, local_loss=args.local_loss, gather_with_grad=args.gather_with_grad).to(args.device)
@@ -209,7 +273,7 @@ class CeClipPlugin:
         """Called at open_clip's log steps (the reads from the device happen there, not every step); also
         appends the step's record (with the loss terms) to ``train_metrics.jsonl``."""
         self._warn_if_collapsed(loss)
-        out = loss.metrics()
+        out = {**loss.metrics(), **loss.schedule_metrics()}
         if self._metrics_file is not None:
             self._metrics_file.write(loss.optimizer_steps(), {**loss.loss_terms(), **out})
         return out
@@ -224,20 +288,22 @@ class CeClipPlugin:
             log.warning(
                 "ce_clip: the contrastive loss has sat at its chance value (every logit equal) for the last %d "
                 "optimizer steps: the image and text features have collapsed to one point, where every gradient "
-                "vanishes, so this run will not recover. Restart it with a lower --lr or a longer --warmup, lower "
-                "--ce-alpha (IMC pulls toward this point when the text tower is untrained), or train from scratch "
-                "with --loss clip first and fine-tune with --loss ce_clip (README: 'Training from scratch')", steps)
+                "vanishes, so this run will not recover. Restart it with --ce-schedule gate if it ran without it (IMC "
+                "pulls toward this point while the text tower is untrained; the gate holds IMC and CMR back until "
+                "the contrastive loss has made progress), a lower --lr or a longer --warmup, or a lower --ce-alpha "
+                "(docs/training-from-scratch.md)", steps)
 
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
         steps, samples = (self._metrics_file or MetricsWriter(None)).position(loss.optimizer_steps())
         thresholds = {t: v if math.isfinite(v) else None for t, v in loss.threshold_dict().items()}  # strict JSON
-        return {"thresholds": thresholds, "steps": steps, "samples": samples}
+        return {"thresholds": thresholds, "steps": steps, "samples": samples, "schedule": loss.schedule.state()}
 
     def resume_at(self, loss: CeClipLoss, steps: int, samples: int) -> None:
         """``--resume`` without the state file: the metrics file counts on from the trainer's position."""
         loss.step_offset = steps
         if self._metrics_file is not None:
             self._metrics_file.resume(steps, samples)
+        loss.schedule.resume_at(steps)
 
     def load_state_dict(self, loss: CeClipLoss, state: Dict[str, Any]) -> None:
         loss.step_offset = int(state.get("steps", 0))  # the loss's messages name the run's steps
@@ -246,6 +312,18 @@ class CeClipPlugin:
         if not loss.load_threshold_dict(state.get("thresholds", {})):
             log.info(
                 "resume: thresholds of the checkpoint not restored; --ce-fixed-threshold %g is used", loss.fixed_threshold)
+        self._load_schedule(loss, state.get("schedule"))
+
+    def _load_schedule(self, loss: CeClipLoss, saved: Optional[Dict[str, Any]]) -> None:
+        """The checkpoint's schedule: a run resumes as it was trained (gate on or off, opened or not)."""
+        if saved is None:  # a checkpoint written before the schedule existed
+            log.info("resume: the checkpoint has no CE schedule state; %s", loss.schedule.describe())
+            return
+        loss.schedule.load_state(saved)
+        opened = saved.get("open_step")
+        log.info("resume: CE schedule of the checkpoint restored: %s%s", loss.schedule.describe(),
+                 "" if not loss.schedule.enabled else
+                 f"; gate opened at step {opened + 1}" if opened is not None else "; gate still closed")
 
 
 plugin = CeClipPlugin()

@@ -35,14 +35,16 @@ apply, as for ``SigLipLoss``.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
 from .gather import (AllGatherWithGrad, AllReduceSumWithGrad, NeighbourExchangeBidirWithGrad,
                      NeighbourExchangeWithGrad, all_reduce_sum)
-from .loss import CHANCE_TOLERANCE, DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, NO_NEGATIVES_STEPS, CeClipLoss
+from .loss import (CHANCE_TOLERANCE, DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_THRESHOLD_MAX, NO_NEGATIVES_STEPS, CeClipLoss,
+                   _split_reduced)
+from .schedule import TermSchedule, sigmoid_chance
 
 SIGLIP_DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
 
@@ -69,13 +71,15 @@ class CeSigLipLoss(CeClipLoss):
         world_size: int = 1,
         accum_freq: int = 1,
         no_negatives_steps: Optional[int] = NO_NEGATIVES_STEPS,
+        schedule: Optional[TermSchedule] = None,
+        imc_detach_positive: bool = False,
         dist_impl: Optional[str] = None,
     ):
         super().__init__(
             neg_types=neg_types, alpha=alpha, beta=beta, threshold_max=threshold_max,
             fixed_threshold=fixed_threshold, itc_negatives=itc_negatives, use_itc_negatives=use_itc_negatives,
             use_imc=use_imc, use_cmr=use_cmr, rank=rank, world_size=world_size, accum_freq=accum_freq,
-            no_negatives_steps=no_negatives_steps,
+            no_negatives_steps=no_negatives_steps, schedule=schedule, imc_detach_positive=imc_detach_positive,
         )
         self.dist_impl = dist_impl or "bidir"  # open_clip's SigLipLoss default
         if self.dist_impl not in SIGLIP_DIST_IMPLS:
@@ -137,9 +141,12 @@ class CeSigLipLoss(CeClipLoss):
             yield torch.cat([every[:r * b], every[(r + 1) * b:]])
 
     @torch.no_grad()
-    def _global_counts(self, pos: torch.Tensor, ik: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _global_counts(self, pos: torch.Tensor, ik: torch.Tensor, mask: torch.Tensor,
+                       extra: Optional[torch.Tensor] = None) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """``[4, K]``, summed over ranks: the threshold statistics ``[gap sum, valid count, sample count]``
-        of :meth:`CeClipLoss._step_statistics` and, in the last row, the samples with a valid negative."""
+        of :meth:`CeClipLoss._step_statistics` and, in the last row, the samples with a valid negative.
+        With ``extra`` (a few numbers: the schedule's signal), ``(counts, extra summed over ranks)``,
+        from the same all-reduce."""
         gaps = (pos[:, None] - ik).masked_fill(~mask, 0.0)
         stats = torch.stack([
             gaps.sum(0),
@@ -147,7 +154,19 @@ class CeSigLipLoss(CeClipLoss):
             torch.full_like(gaps[0], float(mask.shape[0])),
             mask.any(1).sum().to(gaps.dtype).expand_as(gaps[0]),
         ])
-        return all_reduce_sum(stats, self.world_size)
+        if extra is None:
+            return all_reduce_sum(stats, self.world_size)
+        return _split_reduced(all_reduce_sum(torch.cat([stats.flatten(), extra.to(stats.dtype)]), self.world_size),
+                              stats)
+
+    def _chance_signal(self, itc: torch.Tensor, mask: torch.Tensor, global_negs: bool) -> torch.Tensor:
+        """This rank's ``[ITC, chance]`` share for the schedule (:func:`.schedule.sigmoid_chance`: the
+        sigmoid loss of an image whose every score is the same, over its text columns): with ``own``
+        negatives each image has its own count; otherwise the chance is set from global counts afterwards."""
+        own = self.use_itc_negatives and not global_negs
+        texts = float(mask.shape[0] * self.world_size)  # every rank holds as many samples
+        chance = sigmoid_chance(texts + mask.sum(1).float()).mean() if own else itc.new_zeros((), dtype=torch.float32)
+        return torch.stack([itc.detach().float(), chance.float()])
 
     # ------------------------------------------------------------------ objective
     def _forward_fp32(self, img, txt, scale, neg, mask, bias) -> Dict[str, torch.Tensor]:
@@ -180,7 +199,11 @@ class CeSigLipLoss(CeClipLoss):
         losses = {"contrastive_loss": itc / b}
 
         # ---- IMC and CMR: local samples, normalised by global counts (x world_size: DDP averages ranks)
-        counts = self._global_counts(pos, ik, mask)
+        if self.training:  # the schedule's signal rides on the same all-reduce
+            counts, signal = self._global_counts(pos, ik, mask, self._chance_signal(losses["contrastive_loss"], mask,
+                                                                                   global_negs))
+        else:
+            counts = self._global_counts(pos, ik, mask)
         losses.update(self._imc_and_cmr(scale, pos, ik, txt, neg, mask, float(self.world_size), counts[3, 0],
                                         counts[1].sum()))
 
@@ -188,5 +211,12 @@ class CeSigLipLoss(CeClipLoss):
             with torch.no_grad():  # collapse: every image-text score of the local block the same
                 local = scale * img @ txt.T
                 at_chance = local.max() - local.min() <= CHANCE_TOLERANCE * scale.abs()
+                if self.use_itc_negatives and global_negs:  # n = every text and valid negative of the global batch
+                    chance = sigmoid_chance(counts[2, 0].float() + counts[1].sum().float()) * self.world_size
+                elif not self.use_itc_negatives:
+                    chance = sigmoid_chance(counts[2, 0].float()) * self.world_size
+                else:
+                    chance = signal[1]
+            self._advance_schedule(signal[0], chance)
             self._end_of_call(counts[:3], at_chance)
         return losses

@@ -4,7 +4,9 @@
     python scripts/benchmarks/bench_loss.py --batch 256 --dim 512 --device cpu
 
 Prints forward+backward time per call for ClipLoss, CE-CLIP (each ITC-negatives mode), SigLipLoss and
-CE-SigLIP (each mode), with CE-SigLIP's ratio to CE-CLIP in the same mode (the speed goal: within 5%).
+CE-SigLIP (each mode), with CE-SigLIP's ratio to CE-CLIP in the same mode (the speed goal: within 5%),
+and CE-CLIP / CE-SigLIP ``global`` with the CE terms' schedule on (``--ce-schedule gate``, gate open and
+ramping) against the same loss without it.
 Variants are timed in alternation (``--rounds``), and each one's best round is kept, so that a
 shared machine's load falls on all of them alike.
 """
@@ -34,6 +36,7 @@ def main():
     from open_clip.loss import SigLipLoss
 
     from openclip_ce.training.loss import CeClipLoss
+    from openclip_ce.training.schedule import TermSchedule
     from openclip_ce.training.siglip_loss import CeSigLipLoss
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,6 +75,10 @@ def main():
         ce, ces = CeClipLoss(itc_negatives=mode).to(dev), CeSigLipLoss(itc_negatives=mode).to(dev)
         variants[f"CeClipLoss {mode}"] = lambda ce=ce: ce(img, txt, scale, neg, mask).backward()
         variants[f"CeSigLipLoss {mode}"] = lambda ces=ces: ces(img, txt, scale, neg, mask, logit_bias=bias).backward()
+    for name, cls, extra in (("CeClipLoss", CeClipLoss, {}), ("CeSigLipLoss", CeSigLipLoss, {"logit_bias": bias})):
+        # the gate opens after one step and ramps over 10**6 steps: every timed call is a ramping one
+        gated = cls(schedule=TermSchedule(enabled=True, fraction=100.0, patience=1, ramp=10 ** 6)).to(dev)
+        variants[f"{name} global+gate"] = lambda g=gated, e=extra: g(img, txt, scale, neg, mask, **e).backward()
     best = {name: float("inf") for name in variants}
     for _ in range(a.rounds):
         for name, fn in variants.items():
@@ -80,10 +87,13 @@ def main():
           f"clock={'process CPU time' if a.clock == 'cpu' else 'wall'}")
     for name, t in best.items():
         ref = "ClipLoss" if name.startswith("CeClip") else "SigLipLoss" if name.startswith("CeSig") else None
-        line = f"{name:<22} {t * 1e3:8.2f} ms / call (forward+backward)"
+        line = f"{name:<24} {t * 1e3:8.2f} ms / call (forward+backward)"
         if ref:
             line += f"   ratio to {ref} {t / best[ref]:5.2f}x"
-        if name.startswith("CeSigLipLoss"):
+        if name.endswith("+gate"):
+            base = name.replace("+gate", "")
+            line += f"   ratio to {base} (no schedule) {t / best[base]:5.2f}x"
+        elif name.startswith("CeSigLipLoss"):
             line += f"   ratio to CeClipLoss {name.split()[1]} {t / best['CeClipLoss ' + name.split()[1]]:5.2f}x"
         print(line)
 

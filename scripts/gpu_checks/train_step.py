@@ -15,11 +15,13 @@ what it measured):
    Goal: >= 0.9x compiled plain CLIP.
 3. ``train_ce_clip``, ``train_clip``: real training through open_clip's main (``python -m openclip_ce.train``)
    on the toy shards (:func:`openclip_ce.testing.toy_shards.write_demo_shards`, 16,384 samples),
-   ViT-B-32 from its config, amp_bf16, batch 256, lr 5e-4, warmup 10, 2 epochs, 12 workers; the
-   logged contrastive loss per step, whether it ends below chance, and a PNG of each run's terms.
-4. ``probe``: ``scripts/benchmarks/probe_collapse.py`` (same batches in fp32 and amp_bf16, ce_clip and clip, from
-   the same weights; gradient norms and feature spread per step), to tell the objective from a
-   numerical defect if a run collapses.
+   ViT-B-32 from its config, amp_bf16, batch 256, lr 5e-4, warmup 10, 2 epochs, 12 workers; CE-CLIP
+   with the defaults of a run from random weights (the CE terms' schedule); the logged contrastive
+   loss per step, whether it ends below chance, the step the schedule's gate opened, and a PNG of
+   each run's terms. Goal: ``train_ce_clip`` learns (with ``--ce-schedule off`` this run collapsed).
+4. ``probe``: ``scripts/benchmarks/probe_collapse.py`` (same batches in fp32 and amp_bf16; CE-CLIP with the
+   defaults and with ``--ce-schedule off``, and plain CLIP, from the same weights; gradient norms and
+   feature spread per step), to tell the objective from a numerical defect if a run collapses.
 
 Needs open_clip_torch, webdataset, braceexpand and ftfy (carried to the device machine:
 ``scripts/gpu_checks/bundle.sh``).
@@ -94,6 +96,11 @@ def train(name, model, shards, samples, args, timeout, figures, out, extra):
     contrastive = series.get("contrastive_loss", [])
     figures[name].update({"steps": len(steps), "contrastive_first": contrastive[:1], "contrastive_last": contrastive[-1:],
                           "collapse_warning": "collapsed to one point" in log.read_text()})
+    from openclip_ce.training.plots import gate_opened
+
+    opened = gate_opened(logs / name) if "ce_imc_weight" in series else None
+    if "ce_imc_weight" in series:  # the CE terms' schedule: when IMC and CMR came in, and their last weights
+        figures[name].update({"gate_open_step": opened and opened[0], "imc_weight_last": series["ce_imc_weight"][-1:]})
     chance = math.log(args.batch)  # plain CLIP's; CE-CLIP's lies above it (negative columns)
     figures[name]["learned"] = bool(contrastive) and contrastive[-1] < 0.9 * chance
     try:
@@ -144,11 +151,13 @@ def main(argv=None):
     n_shards = 2 if a.smoke else 16
     write_demo_shards(shard_dir, num_shards=n_shards, per_shard=samples // n_shards)
     shards = str(shard_dir / f"{{00000..{n_shards - 1:05d}}}.tar")
+    # CE-CLIP with the defaults of a run from random weights (the CE terms' schedule), and plain CLIP
     for name, extra in (("train_ce_clip", ["--loss", "ce_clip"]), ("train_clip", [])):
         train(name, model, shards, samples, a, limit, figures, out, extra)
         save()
     probe = ["--model", model, "--out", str(out / "probe"), "--device", a.device, "--steps", "2" if a.smoke else "130",
-             "--batch-size", str(a.batch), "--print-every", "10"]
+             "--batch-size", str(a.batch), "--print-every", "10", "--variant", "default=",
+             "--variant", "paper=--ce-schedule off"]
     run_step("probe", [sys.executable, "scripts/benchmarks/probe_collapse.py", *probe], limit, figures, out)
     summary = out / "probe" / "probe.json"
     if summary.exists():

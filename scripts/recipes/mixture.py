@@ -15,6 +15,7 @@ divided by its share of the mixture), so that source is seen once per epoch.
 import argparse
 import json
 import os
+import re
 import sys
 
 
@@ -35,8 +36,26 @@ def brace(paths):
     folders = {os.path.dirname(p) for p in paths}
     if len(folders) == 1:
         folder = folders.pop()
-        return os.path.join(folder, "{" + ",".join(os.path.basename(p) for p in paths) + "}")
+        names = [os.path.basename(p) for p in paths]
+        return os.path.join(folder, numbered_runs(names) or "{" + ",".join(names) + "}")
     return "{" + ",".join(paths) + "}"
+
+
+def numbered_runs(names):
+    """``{00000..41455}.tar`` for shards numbered as img2dataset numbers them (one width, one extension), with
+    ``{{00000..00099},{00101..41455}}.tar`` around missing numbers; None for other names. A list of every name
+    would not do for LAION-400M: 41,456 names are one argument of ~330 KB, over Linux's 128 KB per argument."""
+    found = [re.fullmatch(r"(\d+)(\..+)", n) for n in names]
+    if not all(found) or len({m.group(2) for m in found}) != 1 or len({len(m.group(1)) for m in found}) != 1:
+        return None
+    width, ext = len(found[0].group(1)), found[0].group(2)
+    numbers = sorted(int(m.group(1)) for m in found)
+    runs, start = [], numbers[0]
+    for prev, n in zip(numbers, numbers[1:] + [None]):
+        if n is None or n != prev + 1:
+            runs.append(f"{start:0{width}d}" if start == prev else f"{{{start:0{width}d}..{prev:0{width}d}}}")
+            start = n
+    return (runs[0] if len(runs) == 1 else "{" + ",".join(runs) + "}") + ext
 
 
 def main(argv=None):
