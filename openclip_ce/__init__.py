@@ -1,6 +1,6 @@
 """openclip-ce: CE-CLIP compositional hard-negative training as a plugin for OpenCLIP.
 
-The package, one subpackage per responsibility (README "Layout"):
+The package, one subpackage per responsibility (docs/developing.md, "Source layout"):
 
 * :mod:`openclip_ce.training`     the loss (plain torch), data stage, model adapter, plugin object and contract
 * :mod:`openclip_ce.integration`  the only code touching open_clip internals: bootstrap hook, discovery, wiring

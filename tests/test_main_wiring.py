@@ -75,7 +75,7 @@ def test_two_ranks_train_through_main_tasks_on_the_default_device_and_resume(mai
 
 
 def test_packed_text_gives_the_unpacked_loss_on_main_csv_data(main_src, tmp_path):
-    """main's csv pipeline (dict samples): packed text rows == --ce-no-trim, first step, to float tolerance."""
+    """main's csv pipeline (dict samples): packed text rows == --ce-no-pack, first step, to float tolerance."""
     model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)
     data, logs = csv_with_negatives(tmp_path), tmp_path / "logs"
 
@@ -88,7 +88,7 @@ def test_packed_text_gives_the_unpacked_loss_on_main_csv_data(main_src, tmp_path
 
     # every term from step 1 (not the schedule of a run from random weights), so that IMC and CMR are compared too
     packed_log, packed = first_step("packed", "--ce-schedule", "off")
-    full_log, full = first_step("notrim", "--ce-no-trim", "--ce-schedule", "off")
+    full_log, full = first_step("notrim", "--ce-no-pack", "--ce-schedule", "off")
     assert "packed text batches padded to" in packed_log and "rows text batches padded to" in full_log
     assert packed["ce_valid_rel"] < 1 or packed["ce_valid_act"] < 1  # placeholders took part
     for k in ("contrastive_loss", "imc_loss", "cmr_loss", "loss"):

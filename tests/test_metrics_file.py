@@ -8,7 +8,7 @@ import pytest
 
 from openclip_ce.integration.reporting import LossScalarRecorder, TensorBoardProxy
 from openclip_ce.metrics_file import FILE, MetricsWriter, metrics_path, read_metrics
-from openclip_ce.training.plots import parse_training_log, plot_training_log
+from openclip_ce.training.plots import read_training_metrics, plot_training_log
 
 
 def _args(tmp_path, **kw):
@@ -74,13 +74,13 @@ def test_plots_read_the_metrics_file(tmp_path):
     for step in (1, 2, 3):
         w.write(step, {"contrastive_loss": 2.0 / step, "imc_loss": 0.1, "loss": 2.0 / step + 0.1,
                        "ce_threshold_rel": 0.1 * step, **({"ce_gap_obj": 0.2} if step > 1 else {})})
-    xs, series = parse_training_log(tmp_path / "run")
+    xs, series = read_training_metrics(tmp_path / "run")
     assert xs == [16, 32, 48] and series["ce_threshold_rel"] == pytest.approx([0.1, 0.2, 0.3])
     assert series["ce_gap_obj"][0] != series["ce_gap_obj"][0] and series["ce_gap_obj"][1:] == [0.2, 0.2]  # nan first
     png = plot_training_log(tmp_path / "run" / "out.log", tmp_path / "t.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(FileNotFoundError):
-        parse_training_log(tmp_path / "missing")
+        read_training_metrics(tmp_path / "missing")
 
 
 def test_non_finite_values_are_written_as_null_and_read_back_as_nan(tmp_path):

@@ -158,13 +158,13 @@ def test_bench_train_step_runs_every_variant(tmp_path, compile_):
     rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
         r"^(plain CLIP|CE-CLIP [\w ,()-]+?)\s+([\d.]+)\s+([\d.]+)x\s+[\d.]+\s+\d+ MiB\s+([\d.]+)\s+(\d+)$",
         proc.stdout, re.M)}
-    want = {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-trim)"}
+    want = {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-pack)"}
     assert set(rows) == (want if compile_ else want | {"CE-CLIP dense (all slots)"}), proc.stdout
     assert compile_ or float(rows["CE-CLIP dense (all slots)"][2]) == 5 * 77
     assert rows["plain CLIP"][1] == "1.00" and float(rows["plain CLIP"][2]) == 77.0
     # rows: a full row per caption, up to 5 per image (capacity headroom included); packed: far fewer positions
-    assert 77 < float(rows["CE-CLIP rows (--ce-no-trim)"][2]) <= 5 * 77
-    assert float(rows["CE-CLIP packed"][2]) < float(rows["CE-CLIP rows (--ce-no-trim)"][2]) / 2
+    assert 77 < float(rows["CE-CLIP rows (--ce-no-pack)"][2]) <= 5 * 77
+    assert float(rows["CE-CLIP packed"][2]) < float(rows["CE-CLIP rows (--ce-no-pack)"][2]) / 2
     assert all(r[3] == "0" for r in rows.values())  # no host reads in forward, loss or backward
 
 
@@ -198,7 +198,7 @@ def test_gpu_check_train_step_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = json.loads((tmp_path / "train_step_gpu.json").read_text())
     assert fig["finished"] and all(fig[k]["rc"] == 0 for k in ("bench_8", "train_ce_clip", "train_clip", "probe"))
-    assert set(fig["bench_8"]["variants"]) == {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-trim)"}
+    assert set(fig["bench_8"]["variants"]) == {"plain CLIP", "CE-CLIP packed", "CE-CLIP rows (--ce-no-pack)"}
     assert fig["train_ce_clip"]["steps"] == 4 and fig["train_clip"]["steps"] == 4  # 2 epochs of 2 batches
     assert (tmp_path / "train_ce_clip.png").exists() and (tmp_path / "probe" / "probe.png").exists()
     assert set(fig["probe"]["summary"]) == {f"{run} {p}" for run in ("default", "paper", "clip") for p in ("fp32", "amp_bf16")}

@@ -70,7 +70,7 @@ def test_equals_open_clip_siglip_loss_when_extras_are_off():
 
 
 def test_imc_and_cmr_are_ce_clip_terms_at_the_same_scale_whatever_the_bias():
-    """The decision documented in the README: IMC stays a softmax; the bias cancels in IMC and CMR."""
+    """The decision documented in docs/training.md (CE-SigLIP): IMC stays a softmax; the bias cancels in IMC and CMR."""
     img, txt, scale, neg, mask = random_batch(seed=3)
     ce = CeClipLoss(TYPES)(img, txt, scale, neg, mask, output_dict=True)
     for bias in (-10.0, 0.0, 3.5):

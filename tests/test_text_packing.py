@@ -260,16 +260,18 @@ def test_coca_and_unknown_model_classes_are_not_packed():
     assert "model class CoCa" in pack_support(CoCa())
 
 
-def test_ce_no_trim_flag_turns_packing_off_for_the_model_and_the_data(caplog):
+def test_ce_no_pack_flag_turns_packing_off_for_the_model_and_the_data(caplog):
     parser = argparse.ArgumentParser()
     plugin.add_arguments(parser)
     on, off = _model("clip"), _model("clip")
     with caplog.at_level(logging.INFO, logger="openclip_ce.training.adapter"):
         plugin.adapt_model(parser.parse_args([]), on)
         assert plugin.train_collate(parser.parse_args([]), list).spec == PackSpec("argmax")
-        plugin.adapt_model(parser.parse_args(["--ce-no-trim"]), off)
-        assert plugin.train_collate(parser.parse_args(["--ce-no-trim"]), list).spec is None
+        plugin.adapt_model(parser.parse_args(["--ce-no-pack"]), off)
+        assert plugin.train_collate(parser.parse_args(["--ce-no-pack"]), list).spec is None
     assert pack_spec_of(on) == PackSpec("argmax") and pack_spec_of(off) is None
     lines = [r.getMessage() for r in caplog.records if r.name == "openclip_ce.training.adapter"]
-    assert "packed into rows" in lines[0] and "one caption per row at the full context length: --ce-no-trim" in lines[1]
+    assert "packed into rows" in lines[0] and "one caption per row at the full context length: --ce-no-pack" in lines[1]
     assert set(on.state_dict()) == set(_model("clip").state_dict())  # adapting adds nothing to checkpoints
+    assert parser.parse_args(["--ce-no-trim"]).ce_no_pack  # the flag's earlier name stays an alias
+    assert not parser.parse_args([]).ce_no_pack

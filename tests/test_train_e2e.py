@@ -343,7 +343,7 @@ def test_resume_latest_from_a_damaged_checkpoint_names_the_newest_whole_one(tmp_
 
 
 def test_packed_text_batches_give_the_unpacked_first_step_loss(tmp_path):
-    """open_clip's main on the deterministic csv dataset: packed text rows == --ce-no-trim."""
+    """open_clip's main on the deterministic csv dataset: packed text rows == --ce-no-pack."""
     from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 
     model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)  # 77-token causal tower, argmax pooling
@@ -362,10 +362,10 @@ def test_packed_text_batches_give_the_unpacked_first_step_loss(tmp_path):
 
     # every term from step 1 (not the schedule of a run from random weights), so that IMC and CMR are compared too
     packed_log, packed = first_step("packed", "--ce-schedule", "off")
-    full_log, full = first_step("notrim", "--ce-no-trim", "--ce-schedule", "off")
+    full_log, full = first_step("notrim", "--ce-no-pack", "--ce-schedule", "off")
     assert "captions and valid negatives are packed into rows of the context length" in packed_log
     assert re.search(r"packed text batches padded to \d+ rows", packed_log)
-    assert "one caption per row at the full context length: --ce-no-trim" in full_log
+    assert "one caption per row at the full context length: --ce-no-pack" in full_log
     assert re.search(r"rows text batches padded to \d+ rows", full_log) and "packed text batches" not in full_log
     for k in full:
         assert packed[k] == pytest.approx(full[k], rel=1e-4, abs=1e-6), (k, packed, full)

@@ -12,7 +12,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from ..fileio import write_atomic
 from ..metrics_file import read_metrics
-from ..training.plots import gate_opened, parse_training_log, plot_training_log
+from ..training.plots import gate_opened, read_training_metrics, plot_training_log
 
 # which CE-CLIP negative type trains for which held-out split (SugarCrepe's names)
 SPLIT_NOTES = {
@@ -126,7 +126,7 @@ def write_report(out: Path, *, sizes, seed: int, spacy_model: str, eval_counts: 
         plot_training_log(out / "runs" / name / "out.log", report / f"training_{name.replace('-', '_')}.png")
     final_loss = {}
     for name, _ in runs:
-        _, series = parse_training_log(out / "runs" / name / "out.log")
+        _, series = read_training_metrics(out / "runs" / name / "out.log")
         final_loss[name] = series.get("loss", [float("nan")])[-1]
     (base, base_label), (ce, ce_label) = runs
     ce_png, base_png = (f"report/training_{n.replace('-', '_')}.png" for n in (ce, base))

@@ -19,7 +19,7 @@ admissible words (sorted alphabetically before drawing), so the rank order among
 tiny floating-point differences between batch compositions could flip, does not matter; only a
 near-tie exactly at the k-th place could. On CPU (fp32) with a fixed model this did not happen in
 the tests; in fp16 on a GPU, such boundary ties are more frequent, so outputs made on different
-device types can differ for a small fraction of samples (documented in the README).
+device types can differ for a small fraction of samples (docs/make-shards.md, "Determinism").
 
 
 Everything works on a chunk of captions at once: one spaCy ``pipe``, one tokenizer call, numpy

@@ -19,7 +19,7 @@ TINY_MODEL_CFG: Dict[str, Any] = {
 
 # ViT-B-32's structure (77-token context, causal text tower with argmax pooling and a learned
 # positional embedding, projection matrices, several layers) at tiny widths: for tests whose result
-# depends on that structure (e.g. exactness of text trimming) rather than on the sizes.
+# depends on that structure (e.g. whether packing captions into rows is exact) rather than on the sizes.
 TINY_VIT_B_32_CFG: Dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},

@@ -86,20 +86,20 @@ def adapt_model(model: torch.nn.Module, pack: bool = True) -> Optional[PackSpec]
     """Make ``model`` (unwrapped) take CE-CLIP text batches; state_dict unchanged. Returns the packing
     rule the data side must use (None: one caption per row).
 
-    ``pack``: pack captions where the tower allows it exactly (``--ce-no-trim`` sets it False).
+    ``pack``: pack captions where the tower allows it exactly (``--ce-no-pack`` sets it False).
     Idempotent; the decision is logged once, and again only if it changes."""
     first = not isinstance(model, NegativesForwardMixin)
     if first:
         model.__dict__[_SUPPORT_ATTR] = _pack_support(model)
         model.__class__ = _adapted_class(type(model))
     before = model.__dict__.get(_SPEC_ATTR, "unset")
-    spec, encoder, why = model.__dict__[_SUPPORT_ATTR] if pack else (None, None, "--ce-no-trim")
+    spec, encoder, why = model.__dict__[_SUPPORT_ATTR] if pack else (None, None, "--ce-no-pack")
     model.__dict__[_SPEC_ATTR] = spec
     model.__dict__[_ENCODER_ATTR] = encoder
     if before != spec:
         if spec is not None:
             log.info("ce_clip: captions and valid negatives are packed into rows of the context length, "
-                     "one text-tower pass of a fixed shape per step (exact for this text tower; --ce-no-trim "
+                     "one text-tower pass of a fixed shape per step (exact for this text tower; --ce-no-pack "
                      "encodes one caption per row at the full length instead)")
         else:
             log.info("ce_clip: text batches are encoded one caption per row at the full context length: %s", why)

@@ -11,7 +11,7 @@ shape, with no host read-back, no boolean gather and no shape that depends on th
   For open_clip's causal towers this equals encoding each caption alone (its pooled token never sees
   anything after it, nor another segment). COCO-like captions (about 14 tokens, 4 negatives, 80%
   valid) fill about 67 of every 77 positions per image: less text-tower work than plain CLIP's.
-* **rows**: one caption per row at the full context length, placeholders left out (``--ce-no-trim``,
+* **rows**: one caption per row at the full context length, placeholders left out (``--ce-no-pack``,
   and towers that packing would not keep exact: Hugging Face, bidirectional, ``last`` pooling).
 * **dense**: a ``[B, 1 + K, L]`` tensor that arrived without a layout (no data stage): every slot is
   encoded, a placeholder as a copy of its positive, its feature then discarded (built on the device).

@@ -10,7 +10,7 @@ from ..plotting import pyplot, save_figure
 from ..metrics_file import metrics_path, read_metrics
 
 
-def parse_training_log(run: str | os.PathLike) -> Tuple[List[int], Dict[str, List[float]]]:
+def read_training_metrics(run: str | os.PathLike) -> Tuple[List[int], Dict[str, List[float]]]:
     """``(samples seen, {metric: values})`` of a run: the loss terms (``loss``, ``*_loss``) and the ``ce_*``
     metrics of every logged step. ``run``: the run's directory, its metrics file or another file in the
     run's directory (e.g. open_clip's ``out.log``): the metrics are read from ``train_metrics.jsonl``."""
@@ -34,9 +34,9 @@ def gate_opened(run: str | os.PathLike) -> Optional[Tuple[int, int]]:
 
 def plot_training_log(run: str | os.PathLike, png_path: str | os.PathLike) -> str:
     """Draw a run's loss terms, IMC / CMR weights, thresholds, gaps and valid shares, with the step at which the
-    schedule's gate opened (``run`` as for :func:`parse_training_log`)."""
+    schedule's gate opened (``run`` as for :func:`read_training_metrics`)."""
     plt = pyplot()
-    xs, series = parse_training_log(run)
+    xs, series = read_training_metrics(run)
     if not xs:
         raise ValueError(f"{metrics_path(run)}: no training records to plot")
     panels = [

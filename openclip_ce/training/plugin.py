@@ -147,11 +147,11 @@ class CeClipPlugin:
         g.add_argument("--ce-dist-timeout", type=_positive_float, default=None, metavar="MINUTES",
                        help="how long the ranks wait in a collective for one that stopped responding before the run "
                             "fails (default: torch's, 30 min for gloo, 10 for NCCL; open_clip has no flag for it)")
-        g.add_argument("--ce-no-trim", action="store_true",
+        g.add_argument("--ce-no-pack", "--ce-no-trim", dest="ce_no_pack", action="store_true",
                        help="encode every caption and valid negative in a row of its own at the full context length "
                             "(default: packed several to a row, where exact for the text tower; same result, faster)")
         g.add_argument("--ce-text-rows", type=_positive_int, default=None, metavar="N",
-                       help="rows of the text batch per step (packed rows, or caption rows with --ce-no-trim); "
+                       help="rows of the text batch per step (packed rows, or caption rows with --ce-no-pack); "
                             "default: sized from the first batch with 10%% headroom, raised when a batch needs more")
         g.add_argument("--ce-schedule", choices=MODES, default="auto",
                        help="when IMC and CMR train: 'gate' holds their weights at 0 until the contrastive loss has "
@@ -266,7 +266,7 @@ class CeClipPlugin:
 
         Also decides the text layout the data stage produces (:meth:`train_collate`), so it must be
         called before the training data is built (open_clip's main creates the model first)."""
-        self._pack_spec = adapt_model(model, pack=not getattr(args, "ce_no_trim", False))
+        self._pack_spec = adapt_model(model, pack=not getattr(args, "ce_no_pack", False))
 
     # ------------------------------------------------------------------ reporting / state
     def metrics(self, loss: CeClipLoss) -> Dict[str, float]:

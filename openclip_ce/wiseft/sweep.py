@@ -59,7 +59,7 @@ def keep_share(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.epilog = ("Writes OUT.json, OUT.md and OUT.png. Definitions of 'zero-shot', 'compositional average' "
-                "and the choice: README, section 'Keep zero-shot accuracy', and the JSON's 'definitions'.")
+                "and the choice: docs/wise-ft.md and the JSON's 'definitions'.")
     add_pair_arguments(p.add_argument_group("models"))
     s = p.add_argument_group("sweep")
     s.add_argument("--alphas", type=alpha_list, default=alpha_list(DEFAULT_ALPHAS),

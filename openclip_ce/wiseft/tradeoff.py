@@ -1,6 +1,6 @@
 """The zero-shot / compositional trade-off of a sweep: two numbers per alpha, the chosen alpha, table, chart.
 
-Definitions (written into every sweep JSON as ``definitions``; the README says the same):
+Definitions (written into every sweep JSON as ``definitions``; docs/wise-ft.md says the same):
 
 * **zero-shot** = the mean top-1 accuracy over the zero-shot datasets evaluated (the summary
   metrics ``zeroshot/<dataset>/acc1``, e.g. ImageNet-1k, CIFAR-10, CIFAR-100).
@@ -186,7 +186,7 @@ def figure(trade: Dict, title: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", markerscale=0.7)
     fig.text(0.01, 0.01, "compositional average: mean of one score per benchmark ("
-             + ", ".join(trade["compositional_benchmarks"]) + "); definitions in the JSON / README",
+             + ", ".join(trade["compositional_benchmarks"]) + "); definitions in the JSON / docs/wise-ft.md",
              fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig

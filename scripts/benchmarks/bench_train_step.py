@@ -12,7 +12,7 @@ same randomly initialised model (built from its config, nothing downloaded):
   (what ``--loss clip`` does);
 * ``CE-CLIP packed`` (the default): captions and valid negatives packed into rows of the context
   length, laid out on the CPU as the data workers do (:mod:`openclip_ce.training.packing`);
-* ``CE-CLIP rows`` (``--ce-no-trim``): one caption per row at the full context length;
+* ``CE-CLIP rows`` (``--ce-no-pack``): one caption per row at the full context length;
 * with ``--siglip``, ``plain SigLIP`` and ``CE-SigLIP packed`` on the same weights plus ``logit_bias``
   (as ``--siglip`` builds them), and CE-SigLIP's step time over CE-CLIP's;
 * with ``--compare-layouts``, ``CE-CLIP dense``: every slot encoded, placeholders too, laid out on
@@ -233,7 +233,7 @@ def main(argv=None):
                 lambda m, i, t: m(i, t), a.precision, device, [t[:, 0].to(device) for _, t in raw]),
         Variant("CE-CLIP packed" if spec is not None else "CE-CLIP packed (not exact here: rows)", packed_model,
                 CeClipLoss().to(device), lambda m, i, t: m(i, t), a.precision, device, laid_out(spec)),
-        Variant("CE-CLIP rows (--ce-no-trim)", ce_model(False)[0], CeClipLoss().to(device), lambda m, i, t: m(i, t),
+        Variant("CE-CLIP rows (--ce-no-pack)", ce_model(False)[0], CeClipLoss().to(device), lambda m, i, t: m(i, t),
                 a.precision, device, laid_out(None)),
     ]
     if a.compare_layouts:

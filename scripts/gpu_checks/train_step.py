@@ -90,9 +90,9 @@ def train(name, model, shards, samples, args, timeout, figures, out, extra):
     log = logs / name / "out.log"
     if not (logs / name / "train_metrics.jsonl").exists():
         return
-    from openclip_ce.training.plots import parse_training_log, plot_training_log
+    from openclip_ce.training.plots import read_training_metrics, plot_training_log
 
-    steps, series = parse_training_log(logs / name)
+    steps, series = read_training_metrics(logs / name)
     contrastive = series.get("contrastive_loss", [])
     figures[name].update({"steps": len(steps), "contrastive_first": contrastive[:1], "contrastive_last": contrastive[-1:],
                           "collapse_warning": "collapsed to one point" in log.read_text()})
