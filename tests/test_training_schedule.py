@@ -232,12 +232,15 @@ def test_defaults_gate_a_run_from_random_weights_only_and_say_so_in_one_line(cap
     with caplog.at_level(logging.INFO, logger="openclip_ce.training"):
         loss = CeClipPlugin().create_loss(_plugin_args(*argv, **fields))
     assert loss.schedule.enabled is gated and isinstance(loss, CeSigLipLoss) is bool(fields.get("siglip"))
+    assert loss.imc_detach_positive is gated  # --ce-imc-detach-positive auto: with the gate, from random weights
     lines = [r.getMessage() for r in caplog.records if "schedule" in r.getMessage()]
     assert len(lines) == 1 and why in lines[0], lines
     if gated:
-        assert "IMC and CMR at weight 0 until" in lines[0] and "--ce-schedule off trains every term" in lines[0]
+        assert "IMC and CMR at weight 0 until" in lines[0] and "IMC with S(I,T) out of its gradient" in lines[0]
+        assert "--ce-schedule off trains the paper's objective" in lines[0]
     else:
-        assert "every CE term at full weight from step 0" in lines[0] and "--ce-schedule gate" in lines[0]
+        assert "every CE term at full weight from step 0" in lines[0] and "the paper's IMC" in lines[0]
+        assert "--ce-schedule gate" in lines[0]
 
 
 def test_flags_have_help_and_refuse_bad_values():
@@ -250,8 +253,13 @@ def test_flags_have_help_and_refuse_bad_values():
         assert flag in text, flag
     args = parser.parse_args([])
     assert (args.ce_schedule, args.ce_gate_fraction, args.ce_gate_patience, args.ce_ramp_steps) == ("auto", 0.5, 10, 100)
+    assert args.ce_imc_detach_positive == "auto"
+    assert parser.parse_args(["--ce-imc-detach-positive"]).ce_imc_detach_positive == "on"  # the flag alone
+    for argv, fields, detach in ((["--ce-imc-detach-positive", "off"], {}, False),  # from random weights, paper's IMC
+                                 (["--ce-imc-detach-positive"], {"pretrained": "openai"}, True)):  # fine-tuning, detached
+        assert CeClipPlugin().create_loss(_plugin_args(*argv, **fields)).imc_detach_positive is detach
     for bad in (["--ce-gate-fraction", "0"], ["--ce-gate-patience", "0"], ["--ce-ramp-steps", "-1"],
-                ["--ce-schedule", "later"]):
+                ["--ce-schedule", "later"], ["--ce-imc-detach-positive", "maybe"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
 

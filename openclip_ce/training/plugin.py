@@ -81,6 +81,16 @@ def _model_with_weights(model: str) -> bool:
     return False
 
 
+DETACH_MODES = ("auto", "on", "off")
+
+
+def detach_choice(args: argparse.Namespace, gate: bool) -> bool:
+    """``--ce-imc-detach-positive``: ``auto`` keeps S(I,T) out of IMC's gradient where the schedule gates (a run
+    from random weights: measured there, docs/training-from-scratch.md) and keeps the paper's IMC elsewhere."""
+    mode = getattr(args, "ce_imc_detach_positive", "auto")
+    return gate if mode == "auto" else mode == "on"
+
+
 def schedule_choice(args: argparse.Namespace) -> Tuple[bool, str]:
     """``(gate on, why)`` for this run's ``--ce-schedule``: ``auto`` gates IMC and CMR in a run from random
     weights (no ``--pretrained``, no checkpoint to ``--resume``: open_clip has resolved ``--resume latest``
@@ -168,9 +178,11 @@ class CeClipPlugin:
         g.add_argument("--ce-ramp-steps", type=_positive_int, default=DEFAULT_RAMP, metavar="N",
                        help="optimizer steps over which IMC and CMR rise linearly from 0 to --ce-alpha / --ce-beta once "
                             "the gate is open (1: at once; default %(default)s)")
-        g.add_argument("--ce-imc-detach-positive", action="store_true",
+        g.add_argument("--ce-imc-detach-positive", nargs="?", choices=DETACH_MODES, const="on", default="auto",
                        help="keep S(I,T) out of IMC's gradient, so that IMC only pushes each caption away from its "
-                            "negatives (default: the paper's IMC, whose S(I,T) column also pulls image and caption together)")
+                            "negatives ('on', also the flag alone); 'off': the paper's IMC, whose S(I,T) column also "
+                            "pulls image and caption together; 'auto' (default): 'on' where --ce-schedule gates (from "
+                            "random weights), 'off' otherwise (fine-tuning)")
         g.add_argument("--ce-allow-no-negatives", action="store_true",
                        help=f"keep training when no valid negative reached the loss in the first {NO_NEGATIVES_STEPS} "
                             f"optimizer steps (default: stop with an error, the run would be plain CLIP)")
@@ -217,8 +229,11 @@ class CeClipPlugin:
         schedule = TermSchedule(enabled=gate, fraction=getattr(args, "ce_gate_fraction", DEFAULT_FRACTION),
                                 patience=getattr(args, "ce_gate_patience", DEFAULT_PATIENCE),
                                 ramp=getattr(args, "ce_ramp_steps", DEFAULT_RAMP))
-        log.info("ce_clip schedule (%s): %s. %s", why, schedule.describe(),
-                 "--ce-schedule off trains every term from step 0 instead (the paper's fine-tuning)" if gate else
+        detach = detach_choice(args, gate)
+        log.info("ce_clip schedule (%s): %s; %s. %s", why, schedule.describe(),
+                 "IMC with S(I,T) out of its gradient (--ce-imc-detach-positive)" if detach else "the paper's IMC",
+                 "--ce-schedule off trains the paper's objective instead (every term from step 0, the paper's IMC)"
+                 if gate else
                  "--ce-schedule gate holds IMC and CMR back until the contrastive loss has made progress (for "
                  "training from random weights)")
         objective = dict(  # the CE flags, the same for CE-CLIP and CE-SigLIP
@@ -227,7 +242,7 @@ class CeClipPlugin:
             use_itc_negatives=not args.ce_no_itc_negatives, use_imc=not args.ce_no_imc, use_cmr=not args.ce_no_cmr,
             rank=args.rank, world_size=args.world_size, accum_freq=args.accum_freq,
             no_negatives_steps=None if args.ce_allow_no_negatives else NO_NEGATIVES_STEPS, schedule=schedule,
-            imc_detach_positive=getattr(args, "ce_imc_detach_positive", False),
+            imc_detach_positive=detach,
         )
         if not getattr(args, "siglip", False):
             return CeClipLoss(**objective, local_loss=args.local_loss, gather_with_grad=args.gather_with_grad).to(args.device)
