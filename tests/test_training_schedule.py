@@ -305,6 +305,22 @@ def test_fine_tuning_trains_the_papers_objective_from_step_one_to_twenty():
 
 
 # ----------------------------------------------------------------------------- --resume, metrics, plot
+@pytest.mark.parametrize("flag, restored", [((), True), (("--ce-imc-detach-positive", "off"), False)])
+def test_resume_keeps_the_imc_the_run_was_trained_with_unless_a_flag_says_otherwise(caplog, flag, restored):
+    """A resumed run's --ce-schedule auto decides 'off' (and with it the paper's IMC): the checkpoint's gate and
+    its detached IMC are restored, so a from-scratch run does not change objective at a resume."""
+    from openclip_ce.training.plugin import CeClipPlugin
+
+    plugin = CeClipPlugin()
+    loss = plugin.create_loss(_plugin_args(*flag, resume="/ckpt/epoch_3.pt"))
+    assert loss.imc_detach_positive is False and not loss.schedule.enabled
+    gated = CeClipPlugin().create_loss(_plugin_args())
+    with caplog.at_level(logging.INFO, logger="openclip_ce.training"):
+        plugin.load_state_dict(loss, CeClipPlugin().state_dict(gated))
+    assert loss.schedule.enabled and loss.imc_detach_positive is restored
+    assert any("resume: IMC of the checkpoint restored" in r.getMessage() for r in caplog.records) is restored
+
+
 def _resume_run(tmp_path, main_cmd, **env):
     from openclip_ce.metrics_file import read_metrics
     from openclip_ce.testing.tiny_clip import write_tiny_model_dir
@@ -341,6 +357,7 @@ def _resume_run(tmp_path, main_cmd, **env):
     png = plot_training_log(logs / "g", tmp_path / "t.png")
     assert Path(png).read_bytes()[:4] == b"\x89PNG"
     state = json.loads((logs / "g" / "checkpoints" / "ce_plugin_state_epoch_2.json").read_text())["state"]
+    assert state["imc_detach_positive"] is True  # the gate's IMC, saved with the schedule
     assert state["schedule"] == {"mode": "gate", "step": 6, "open_step": 2, "below": 6,
                                  "progress": pytest.approx(records[-1]["ce_progress"], rel=1e-5)}
     return log

@@ -230,6 +230,7 @@ class CeClipPlugin:
                                 patience=getattr(args, "ce_gate_patience", DEFAULT_PATIENCE),
                                 ramp=getattr(args, "ce_ramp_steps", DEFAULT_RAMP))
         detach = detach_choice(args, gate)
+        self._detach_mode = getattr(args, "ce_imc_detach_positive", "auto")
         log.info("ce_clip schedule (%s): %s; %s. %s", why, schedule.describe(),
                  "IMC with S(I,T) out of its gradient (--ce-imc-detach-positive)" if detach else "the paper's IMC",
                  "--ce-schedule off trains the paper's objective instead (every term from step 0, the paper's IMC)"
@@ -311,7 +312,8 @@ class CeClipPlugin:
     def state_dict(self, loss: CeClipLoss) -> Dict[str, Any]:
         steps, samples = (self._metrics_file or MetricsWriter(None)).position(loss.optimizer_steps())
         thresholds = {t: v if math.isfinite(v) else None for t, v in loss.threshold_dict().items()}  # strict JSON
-        return {"thresholds": thresholds, "steps": steps, "samples": samples, "schedule": loss.schedule.state()}
+        return {"thresholds": thresholds, "steps": steps, "samples": samples, "schedule": loss.schedule.state(),
+                "imc_detach_positive": loss.imc_detach_positive}
 
     def resume_at(self, loss: CeClipLoss, steps: int, samples: int) -> None:
         """``--resume`` without the state file: the metrics file counts on from the trainer's position."""
@@ -328,6 +330,10 @@ class CeClipPlugin:
             log.info(
                 "resume: thresholds of the checkpoint not restored; --ce-fixed-threshold %g is used", loss.fixed_threshold)
         self._load_schedule(loss, state.get("schedule"))
+        saved = state.get("imc_detach_positive")
+        if isinstance(saved, bool) and self._detach_mode == "auto" and saved != loss.imc_detach_positive:
+            loss.imc_detach_positive = saved  # --ce-imc-detach-positive auto: the IMC the run was trained with
+            log.info("resume: IMC of the checkpoint restored: %s", "S(I,T) out of its gradient" if saved else "the paper's")
 
     def _load_schedule(self, loss: CeClipLoss, saved: Optional[Dict[str, Any]]) -> None:
         """The checkpoint's schedule: a run resumes as it was trained (gate on or off, opened or not)."""
