@@ -122,6 +122,25 @@ def test_bench_make_shards_measures_the_filler_and_tagging_against_their_baselin
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, proc.stdout
 
 
+def test_language_filter_quality_reads_its_neighbour_and_counts_each_file(tmp_path):
+    """The language benchmark runs as a user runs it (its folder's alttext_quality.py found without
+    touching sys.path) and counts, per file, the captions each filter calls another language."""
+    import re
+
+    (tmp_path / "en.txt").write_text("A man rides a horse on the beach.\nTwo dogs play with a red ball.\n")
+    (tmp_path / "de.txt").write_text("Ein Mann reitet am Strand auf einem Pferd.\nZwei Hunde spielen mit einem roten Ball.\n")
+    (tmp_path / "fr.txt").write_text("Collier initiale A or\n")
+    cmd = [sys.executable, str(SCRIPTS / "benchmarks" / "language_filter_quality.py"), f"en={tmp_path / 'en.txt'}",
+           f"de={tmp_path / 'de.txt'}", f"fr={tmp_path / 'fr.txt'}", "--show", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {m.group(1): (int(m.group(2)), float(m.group(3)), float(m.group(4)))
+            for m in re.finditer(r"^(\w+) +(\d+) +([\d.]+) +([\d.]+)$", proc.stdout, re.M)}
+    assert rows == {"en": (2, 0.0, 0.0), "de": (2, 1.0, 1.0), "fr": (1, 0.0, 1.0)}, proc.stdout
+    assert "## fr: 1 captions only the word check calls another language" in proc.stdout
+    assert "'Collier initiale A or'" in proc.stdout
+
+
 @pytest.mark.parametrize("compile_", [False, True])
 def test_bench_train_step_runs_every_variant(tmp_path, compile_):
     """The step benchmark's smoke run: every variant trains and is reported (speed figures are not asserted)."""

@@ -16,8 +16,12 @@ A word may be edited only when all of these hold:
 * it is written in Latin letters ("играть" of a caption in two scripts is never an English word);
 * a word with a capital letter is a dictionary word of the part of speech it was tagged with (spaCy's
   WordNet-derived lemma index): one that is not is a name or a brand ("Erykah", "Badu", "Damen"),
-  and is not edited. Lowercase words are not checked (a check there would drop 4 % of COCO's
-  adjective edits, most of them nouns tagged as adjectives: "fire hydrant").
+  and is not edited. A lowercase word is an English word of any part of speech or a stop word (a
+  lowercase brand, user name or foreign word is not: "myveganlife", "gris", "initiale"); the check
+  does not ask for the tagged part of speech, which would drop 4 % of COCO's adjective edits
+  (nouns tagged as adjectives: "fire hydrant");
+* it is not inside a name, a title or a label found from where it stands (:mod:`.names`: "Stock Photo",
+  "by Orange Tree Toys", "The Walking Dead", a capital inside a sentence, ...).
 
 Title Case and ALL-CAPS captions ("Kitchen Cabinet Storage Ideas by Larder With Fridge Freezer") are
 tagged as a lowercase copy, so that spaCy sees their common nouns, adjectives and verbs instead of a
@@ -30,6 +34,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional, Sequence, Tuple
 
+from .names import name_spans
 from .tagging import Tagged, Tok
 
 EDITABLE_POS = frozenset(("NOUN", "VERB", "ADJ"))
@@ -102,11 +107,13 @@ def _latin(word: str) -> bool:
 
 class CaptionTagger:
     """``tag(texts)``: the spaCy tags of each caption, with every token no edit may touch set to
-    :data:`BLOCKED_POS`. Title Case / ALL-CAPS captions are tagged as a lowercase copy."""
+    :data:`BLOCKED_POS`. Title Case / ALL-CAPS captions are tagged as a lowercase copy. ``tagger``: a
+    :class:`~.tagging.SpacyTagger` (its ``known`` and ``english`` dictionaries)."""
 
     def __init__(self, tagger):
         self.tagger = tagger
         self.lemma, self.known = tagger.lemma, tagger.known
+        self.english = getattr(tagger, "english", lambda word: True)
 
     def tag(self, texts: Sequence[str]) -> List[Tagged]:
         copies = [case_normalised(t) for t in texts]
@@ -116,16 +123,16 @@ class CaptionTagger:
     def _editable(self, text: str, toks: Tagged) -> Tagged:
         spans = None
         out = None
-        known = self.known
+        known, english = self.known, self.english
         for i, t in enumerate(toks):
             if t.pos not in EDITABLE_POS:
                 continue
             word = text[t.start:t.end]
             ok = (not _glued(text, t.start, t.end) and (word.isascii() or _latin(word))
-                  and (word.islower() or known(word, t.pos)))
+                  and (english(word) if word.islower() else known(word, t.pos)))
             if ok:
                 if spans is None:
-                    spans = protected_spans(text)
+                    spans = protected_spans(text) + name_spans(text)
                 ok = not any(s < t.end and t.start < e for s, e in spans)
             if not ok:
                 if out is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import unicodedata
 from functools import lru_cache
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -19,6 +20,10 @@ _SPACY_EXCLUDE = ["parser", "ner", "senter", "textcat", "textcat_multilabel", "e
 # Penn tags of base forms: the lemmatizer keeps these words as they are (spaCy decides so from the
 # morphology the attribute ruler sets; here from the tag directly)
 _BASE_FORM_TAGS = frozenset(("NN", "JJ", "VB", "VBP"))
+try:
+    from spacy.lang.en.stop_words import STOP_WORDS as _STOP_WORDS
+except ImportError:  # pragma: no cover - part of spaCy
+    _STOP_WORDS = frozenset()
 
 
 def default_spacy_model() -> str:
@@ -65,12 +70,14 @@ class SpacyTagger:
         if ops is not None:
             self.set_ops(ops)
         self._lemmatizer = self.nlp.get_pipe("lemmatizer") if "lemmatizer" in self.nlp.pipe_names else None
+        self._rules = self._rule_tables()
         self.lemma = lru_cache(maxsize=200_000)(self._lemma)
         self._pos_table = self._attribute_table()
         self._fast_disable = [p for p in ("attribute_ruler", "lemmatizer") if p in self.nlp.pipe_names]
         self._index = self._dictionary()
         self._word_cache: Dict[Tuple[int, int, int], Tuple[str, str, str]] = {}
         self.known = lru_cache(maxsize=200_000)(self._known)
+        self.english = lru_cache(maxsize=200_000)(self._english)
         if self._index is None:
             log.warning("spaCy model %s has no lemma index: fills are not checked against a dictionary", model)
 
@@ -85,7 +92,7 @@ class SpacyTagger:
         """The lemmatizer's per-POS word lists (WordNet-derived ``lemma_index``), if the model has them."""
         try:
             table = self._lemmatizer.lookups.get_table("lemma_index")
-            return {pos: frozenset(table[pos.lower()]) for pos in ("NOUN", "VERB", "ADJ")}
+            return {pos: frozenset(table[pos.lower()]) for pos in ("NOUN", "VERB", "ADJ", "ADV")}
         except Exception:
             return None
 
@@ -95,6 +102,18 @@ class SpacyTagger:
             return True
         w = word.lower()
         return w in self._index[pos] or self.lemma(w, pos) in self._index[pos]
+
+    def _english(self, word: str) -> bool:
+        """Is ``word`` (any case, a possessive ``'s`` allowed) an English word: one of spaCy's English stop
+        words or a dictionary word of any part of speech? True for every word without a dictionary."""
+        if self._index is None:
+            return True
+        w = word.lower()
+        if w.endswith(("'s", "\u2019s")):
+            w = w[:-2]
+        if not w.isascii() and len(w) > 3:  # "café", "naïve": the dictionary spells them without accents
+            w = unicodedata.normalize("NFKD", w).encode("ascii", "ignore").decode() or w  # ("má", "né" stay)
+        return w in _STOP_WORDS or any(self._known(w, pos) for pos in ("NOUN", "VERB", "ADJ", "ADV"))
 
     def tag(self, texts: Sequence[str]) -> List[Tagged]:
         if self._pos_table is None:  # the model's own attribute ruler and lemmatizer
@@ -161,10 +180,28 @@ class SpacyTagger:
                         table[(tag, low)] = rule["attrs"]["POS"]  # later rules win, as in the ruler
         return table or None
 
+    def _rule_tables(self):
+        """``{pos: (index, exceptions, rules)}`` of spaCy's English rule lemmatizer, when the model has one,
+        for :meth:`_lemma` to apply without building a ``Doc`` per word (the language check looks up
+        thousands of words when a worker starts). The index is a set here: spaCy keeps a list."""
+        from spacy.lang.en.lemmatizer import EnglishLemmatizer
+
+        lemmatizer = self._lemmatizer
+        if type(lemmatizer) is not EnglishLemmatizer or getattr(lemmatizer, "mode", None) != "rule":
+            return None
+        try:
+            index, exc, rules = (lemmatizer.lookups.get_table(name, {}) for name in ("lemma_index", "lemma_exc", "lemma_rules"))
+        except Exception:  # noqa: BLE001 - a model without the tables: spaCy's own call
+            return None
+        return {pos: (frozenset(index.get(pos.lower(), ())), exc.get(pos.lower(), {}), rules.get(pos.lower(), ()))
+                for pos in ("NOUN", "VERB", "ADJ", "ADV")}
+
     def _lemma(self, word: str, pos: str) -> str:
         """Lemma of a lowercase word out of context, given its coarse POS (rule lemmatizer)."""
         if self._lemmatizer is None:
             return word
+        if self._rules is not None and pos in self._rules and word:
+            return self._rule_lemma(word, *self._rules[pos])
         from spacy.tokens import Doc
 
         doc = Doc(self.nlp.vocab, words=[word], pos=[pos])
@@ -173,3 +210,28 @@ class SpacyTagger:
         except Exception:  # a lemmatizer that needs more context: fall back to the word itself
             return word
         return doc[0].lemma_.lower() or word
+
+    @staticmethod
+    def _rule_lemma(word, index, exceptions, rules) -> str:
+        """spaCy's ``Lemmatizer.rule_lemmatize`` for a word without morphology (no base form is known, so
+        every rule is tried), first form, lowercase. ``test_generation_tagging`` holds it to spaCy's own."""
+        if not (index or exceptions or rules):
+            return word.lower()
+        string = word.lower()
+        forms, oov = [], []
+        for old, new in rules:
+            if string.endswith(old):
+                form = string[:len(string) - len(old)] + new
+                if not form:
+                    continue
+                if form in index:
+                    forms.insert(0, form)
+                elif not form.isalpha():
+                    forms.append(form)
+                else:
+                    oov.append(form)
+        forms = list(dict.fromkeys(forms))
+        for form in exceptions.get(string, []):
+            if form not in forms:
+                forms.insert(0, form)
+        return (forms or oov or [word])[0].lower() or word

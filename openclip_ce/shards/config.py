@@ -147,7 +147,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="longer captions pass through with null negatives (counted as caption_too_long)")
     d.add_argument("--languages", default=",".join(default("languages")),
                    help="captions identified (CLD2) as another language pass through with null negatives, counted as "
-                        "other_language_caption; comma-separated ISO 639-1 codes, or 'all' for no filter (the edits "
+                        "other_language_caption; with 'en' alone, captions CLD2 calls English or cannot place are "
+                        "also read word by word; comma-separated ISO 639-1 codes, or 'all' for no filter (the edits "
                         "use an English tagger and dictionary)")
     r = p.add_argument_group("execution")
     r.add_argument("--workers", type=int, default=default("workers"),

@@ -63,13 +63,16 @@ def _json_field(obj, path: str):
     return obj
 
 
-_FILTERS: Dict[Tuple[str, ...], LanguageFilter] = {}
+_FILTERS: Dict[Tuple[Tuple[str, ...], str], LanguageFilter] = {}
 
 
 def language_filter(cfg: ShardsConfig) -> LanguageFilter:
-    if cfg.languages not in _FILTERS:
-        _FILTERS[cfg.languages] = LanguageFilter(cfg.languages)
-    return _FILTERS[cfg.languages]
+    """The run's language filter, with the tagger's dictionary for the word check of English."""
+    key = (cfg.languages, cfg.spacy_model)
+    if key not in _FILTERS:
+        english = tagger_for(cfg).english if cfg.languages == ("en",) else None
+        _FILTERS[key] = LanguageFilter(cfg.languages, english)
+    return _FILTERS[key]
 
 
 def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tuple[Optional[str], Optional[str]]:

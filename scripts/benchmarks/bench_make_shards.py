@@ -325,7 +325,8 @@ def alttext_rules(captions, spacy_model, rounds, chunk=512):
     """(captions/s with the alt-text rules and the language filter, captions/s without, language filter
     us/caption): the generator with the vocabulary filler (``--filler vocab``: tagging, rules, swaps,
     fills) on the same captions, CPU time of this process, best of ``rounds`` (interleaved). "Without"
-    tags with the bare tagger, as before the rules existed."""
+    tags with the bare tagger, as before the rules existed. Run it from two checkouts back to back to
+    compare their rules: the "without" figure is the same work in both."""
     from openclip_ce.generation.fillers import VocabFiller
 
     tagger = SpacyTagger(spacy_model)
@@ -333,7 +334,10 @@ def alttext_rules(captions, spacy_model, rounds, chunk=512):
         from openclip_ce.shards.language import LanguageFilter
     except ImportError:  # an older checkout: no rules to compare
         return None
-    lang = LanguageFilter(("en",))
+    try:  # with the word check of captions CLD2 calls English or cannot place
+        lang = LanguageFilter(("en",), tagger.english)
+    except (TypeError, AttributeError):  # a checkout before the word check
+        lang = LanguageFilter(("en",))
     vocab = VocabFiller.from_captions(tagger, captions[:5000])
     with_rules = NegativeGenerator(tagger, vocab, seed=0)
     without = NegativeGenerator(tagger, vocab, seed=0)
