@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from ._eval_helpers import COLORS, write_image
+from .eval_benchmarks import COLORS, write_image
 
 
 class TableScorer:

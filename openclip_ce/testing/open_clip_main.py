@@ -10,7 +10,7 @@ import hook comes from the environment's ``.pth`` file).
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TARBALL_ENV = "OPENCLIP_MAIN_TARBALL"
 EXPECTED = ROOT.parent / "shared" / "vendor" / "open_clip-main-*.tar.gz"
 

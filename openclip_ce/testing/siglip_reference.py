@@ -7,7 +7,7 @@ One Python loop per pair, SigLIP's scores ``S = logit_scale * cos + logit_bias``
 import torch
 import torch.nn.functional as F
 
-from tests._loss_reference import reference_imc_cmr
+from .loss_reference import reference_imc_cmr
 
 
 def reference_ce_siglip(img, txt, scale, bias, neg, mask, thresholds, alpha=0.2, beta=0.4,

@@ -1,5 +1,6 @@
-"""Shared helpers for the training-side tests: tiny model, shards with negatives, open_clip args."""
+"""Shared helpers for the training-side tests: tiny model, shards with negatives, open_clip args and data."""
 
+import argparse
 import io
 import json
 import random
@@ -77,3 +78,40 @@ def csv_with_negatives(tmp_path, n=16):
         rows.append("\t".join([str(tmp_path / f"n{i}.jpg"), caption] + [negs[t] or "" for t in ("rel", "att", "act", "obj")]))
     (tmp_path / "neg.csv").write_text("\n".join(rows) + "\n")
     return str(tmp_path / "neg.csv")
+
+
+class EpochLoader(list):
+    """The batches of one epoch, as open_clip's ``train_one_epoch`` reads a dataloader."""
+
+    def __init__(self, batches, batch_size):
+        super().__init__(batches)
+        self.num_batches = len(batches)
+        self.num_samples = len(batches) * batch_size
+
+
+class EpochData:
+    """``data["train"]`` for open_clip's ``train_one_epoch``."""
+
+    def __init__(self, loader):
+        self.dataloader = loader
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def train_step_args(accum, batch):
+    """open_clip's arguments for ``train_one_epoch`` on CPU with ``--loss ce_clip``, every plugin flag at its
+    default but ``--ce-schedule off``."""
+    from openclip_ce.training.plugin import plugin
+
+    ns = argparse.Namespace(
+        device="cpu", precision="fp32", accum_freq=accum, distill=False, skip_scheduler=True, horovod=False,
+        grad_clip_norm=None, log_every_n_steps=1, world_size=1, rank=0, local_rank=0, batch_size=batch,
+        wandb=False, local_loss=False, gather_with_grad=False, loss="ce_clip",
+    )
+    p = argparse.ArgumentParser()
+    plugin.add_arguments(p)
+    # every CE term from step 1 (the model here starts random, where --ce-schedule auto would gate IMC and CMR)
+    for k, v in vars(p.parse_args(["--ce-schedule", "off"])).items():
+        setattr(ns, k, v)
+    return ns

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from openclip_ce.demo import scenes
-from tests._proc import run
+from openclip_ce.testing.proc import run
 
 pytestmark = pytest.mark.slow
 

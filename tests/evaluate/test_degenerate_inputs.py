@@ -1,4 +1,4 @@
-"""Regression tests for the evaluation review: empty benchmarks, duplicate labels, truncated shards."""
+"""Evaluation on degenerate inputs: an empty benchmark, duplicate compare labels, a truncated shard in analyze."""
 
 import numpy as np
 import pytest

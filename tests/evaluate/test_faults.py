@@ -10,8 +10,8 @@ import torch
 from openclip_ce.cli import main
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_fixtures_scpp_spatial_color import build_mmvp
-from ._eval_helpers import build_aro, build_imagefolder, build_sugarcrepe, build_vlchecklist, build_winoground
+from openclip_ce.testing.eval_scpp_spatial_color import build_mmvp
+from openclip_ce.testing.eval_benchmarks import build_aro, build_imagefolder, build_sugarcrepe, build_vlchecklist, build_winoground
 
 DEEP = 100_000  # far past the recursion limit of Python's JSON and YAML readers
 

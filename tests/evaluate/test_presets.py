@@ -14,8 +14,8 @@ from openclip_ce.evaluate.common import EvalOptions
 from openclip_ce.evaluate.reference import load_reference
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_bidir_helpers import build_bivlc, build_eqben, build_spec
-from ._eval_helpers import build_aro, build_imagefolder, build_sugarcrepe
+from openclip_ce.testing.eval_bidir_benchmarks import build_bivlc, build_eqben, build_spec
+from openclip_ce.testing.eval_benchmarks import build_aro, build_imagefolder, build_sugarcrepe
 
 
 # --------------------------------------------------------------------------- presets

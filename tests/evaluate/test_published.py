@@ -13,9 +13,9 @@ from openclip_ce.evaluate.published import (BEGIN, END, compare_rows, doc_table,
                                             side_by_side)
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_helpers import build_all
+from openclip_ce.testing.eval_benchmarks import build_all
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_published_data_names_our_metrics_and_sources():

@@ -9,7 +9,7 @@ from openclip_ce.evaluate import registry
 from openclip_ce.evaluate.common import EvalOptions
 from openclip_ce.evaluate.reference import load_reference
 
-from ._eval_helpers import FakeScorer, build_aro, build_sugarcrepe, build_valse, write_image
+from openclip_ce.testing.eval_benchmarks import FakeScorer, build_aro, build_sugarcrepe, build_valse, write_image
 
 # VL-CheckList's released corpus tree (om-ai-lab/VL-CheckList corpus/v1): one leaf corpus each is enough
 VLC_TREE = ["Attribute/action/vg", "Attribute/color/vaw", "Attribute/material/vg", "Attribute/size/vaw",

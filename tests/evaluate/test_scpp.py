@@ -11,18 +11,12 @@ from PIL import Image
 from openclip_ce.evaluate.benchmarks import sugarcrepe_pp
 from openclip_ce.evaluate.common import BenchmarkDataError, BenchmarkMissing, EvalOptions
 
-from ._eval_fixtures_scpp_spatial_color import SCPP_SPLITS, TextPairFakeScorer, build_scpp
+from openclip_ce.testing.eval_scpp_spatial_color import SCPP_SPLITS, TextPairFakeScorer, build_scpp
 
 OPTS = EvalOptions()
 
 
-def assert_summary(summary, expected):
-    for k, v in expected.items():
-        assert k in summary, f"missing {k}"
-        assert summary[k] == pytest.approx(v, abs=1e-12), k
-
-
-def test_itt_tot_per_split_and_means(tmp_path):
+def test_itt_tot_per_split_and_means(assert_summary, tmp_path):
     expected, table, pairs = build_scpp(tmp_path)
     scorer = TextPairFakeScorer(text_pairs=pairs, text_scores=table)
     res = sugarcrepe_pp.evaluate(tmp_path, scorer, OPTS)

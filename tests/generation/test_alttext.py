@@ -9,7 +9,7 @@ import pytest
 
 from openclip_ce import cli
 from openclip_ce.negatives import decode_negatives
-from tests._gen_helpers import SPACY_MODEL, jpeg, read_tar, write_tar
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL, jpeg, read_tar, write_tar
 
 # caption -> the substrings every negative must keep exactly as they are
 PROTECTED = {

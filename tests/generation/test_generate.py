@@ -13,7 +13,7 @@ from openclip_ce.generation.mlm_tokens import FillSlots
 from openclip_ce.generation.tagging import SpacyTagger, Tok
 from openclip_ce.generation.words import VariantCheck, crude_stem, sample_rng
 from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS
-from tests._gen_helpers import SPACY_MODEL, tiny_filler
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL, tiny_filler
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests._gen_helpers import SPACY_MODEL
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL
 
 POS = ("NOUN", "VERB", "ADJ", "ADV")
 
@@ -31,7 +31,7 @@ def _words(tagger, n=1500, seed=0):
     """Real English words in the forms the rules act on: the irregular forms and lemmas of the model's
     exception tables, dictionary words with the suffixes of its rules (plurals, -ed, -ing, -er, -est, ...),
     and the words of the alt-text test captions (Title Case, hyphens, digits, possessives included)."""
-    from tests import test_generation_alttext as alt
+    from tests.generation import test_alttext as alt
 
     lookups = tagger.nlp.get_pipe("lemmatizer").lookups
     index, exc, rules = (lookups.get_table(t) for t in ("lemma_index", "lemma_exc", "lemma_rules"))

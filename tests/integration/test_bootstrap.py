@@ -5,7 +5,7 @@ import json
 import sys
 import types
 
-from tests._proc import run
+from openclip_ce.testing.proc import run
 
 
 def test_pth_hook_is_installed_and_costs_nothing_without_open_clip():

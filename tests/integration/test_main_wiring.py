@@ -11,10 +11,10 @@ import torch
 
 from openclip_ce.metrics_file import read_metrics
 from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
-from tests._proc import run, torchrun
-from tests._train_helpers import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
+from openclip_ce.testing.proc import run, torchrun
+from openclip_ce.testing.training_runs import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
                                   write_shard)
-from tests._vendor import pythonpath
+from openclip_ce.testing.open_clip_main import pythonpath
 
 pytestmark = pytest.mark.slow
 

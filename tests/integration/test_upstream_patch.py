@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests._proc import run, torchrun
-from tests._train_helpers import demo_shards, nan_model, tiny_model, train_args
+from openclip_ce.testing.proc import run, torchrun
+from openclip_ce.testing.training_runs import demo_shards, nan_model, tiny_model, train_args
 
 pytestmark = pytest.mark.slow
 
-PATCH = Path(__file__).resolve().parents[1] / "patches" / "open_clip-3.3.0-plugins.patch"
+PATCH = Path(__file__).resolve().parents[2] / "patches" / "open_clip-3.3.0-plugins.patch"
 
 
 def _path(*first):

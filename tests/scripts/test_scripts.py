@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def test_coco_to_wds(tmp_path):
@@ -83,7 +83,7 @@ def test_gpu_check_make_shards_tiny_mode_runs_on_cpu(tmp_path):
     runs through the code paths of the GPU run and writes its figures, so a lent GPU's minutes are not
     lost to a bug."""
     pytest.importorskip("ray")
-    from tests._gen_helpers import env
+    from openclip_ce.testing.make_shards_runs import env
 
     out = tmp_path / "figures.json"
     cmd = [sys.executable, str(SCRIPTS / "gpu_checks" / "make_shards.py"), "--json", str(out), "--device", "cpu", "--tiny",

@@ -8,7 +8,7 @@ import pytest
 
 from openclip_ce import cli
 from openclip_ce.negatives import NEG_TYPES, decode_negatives
-from tests._gen_helpers import SPACY_MODEL, jpeg, read_tar, tiny_filler, write_tar
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL, jpeg, read_tar, tiny_filler, write_tar
 
 PLAIN = ["A dog chases a cat on the grass.", "Two men are riding horses on the beach.",
          "A red bus parked next to a tall building.", "A woman holding an umbrella walks down a rainy street."]

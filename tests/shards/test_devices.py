@@ -15,7 +15,7 @@ from openclip_ce.shards.devices import (FAKE_GPUS_ENV, assign_devices, filler_de
 from openclip_ce.shards.ray_pool import LeastBusy
 from openclip_ce.shards.ray_resources import (FillerPlan, describe_missing, filler_plan, local_ray_resources,
                                               missing_resources)
-from tests._gen_helpers import SPACY_MODEL, run_cli, write_caption_shards
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL, run_cli, write_caption_shards
 
 
 # ----------------------------------------------------------------------------- local engine: assignment
@@ -193,7 +193,7 @@ def test_local_workers_feed_one_masked_lm_process_per_gpu(shards, tmp_path, monk
     """Three spawned workers on two declared GPUs (--devices 1,0): one masked-LM process per GPU, each
     worker feeding the one it was assigned (logged), stats.json listing both processes and what they
     filled; the bytes equal a one-process CPU run."""
-    from tests._gen_helpers import tiny_filler, tree_bytes
+    from openclip_ce.testing.make_shards_runs import tiny_filler, tree_bytes
 
     model = tiny_filler(tmp_path, [])
     ref = run_cli([shards], tmp_path / "ref", model, "--types", "rel,obj", "--chunk-size", "2")
@@ -226,7 +226,7 @@ def test_a_masked_lm_process_that_dies_stops_the_run_in_one_line(tmp_path, monke
     import signal
     import subprocess
 
-    from tests._gen_helpers import env, make_shards_cmd, tiny_filler
+    from openclip_ce.testing.make_shards_runs import env, make_shards_cmd, tiny_filler
 
     write_caption_shards(tmp_path / "in", num_shards=4, per_shard=150)
     model = tiny_filler(tmp_path, [])

@@ -22,7 +22,7 @@ from openclip_ce.shards.command import load_or_build_vocab
 from openclip_ce.shards.config import config_for
 from openclip_ce.shards.plan import plan_jobs
 from openclip_ce.shards.tario import member_ext, read_samples
-from tests._gen_helpers import (REPO, SPACY_MODEL, env, jpeg, make_shards_cmd, read_tar, run_cli, write_caption_shards,
+from openclip_ce.testing.make_shards_runs import (REPO, SPACY_MODEL, env, jpeg, make_shards_cmd, read_tar, run_cli, write_caption_shards,
                                 write_tar)
 
 pytestmark = pytest.mark.slow

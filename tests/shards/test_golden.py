@@ -20,7 +20,7 @@ import pytest
 from openclip_ce.shards import command
 from openclip_ce.shards.config import config_for
 from openclip_ce.testing.tiny_mlm import SAMPLE_CAPTIONS
-from tests._gen_helpers import SPACY_MODEL, tiny_filler, tree_bytes, write_tar
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL, tiny_filler, tree_bytes, write_tar
 
 # Re-pinned once for the web alt-text rules (openclip_ce/generation/alttext.py): of the 137 samples only
 # "A CAT ON A WOODEN MAT." changed, with both fillers: the ALL-CAPS rule tags it as a lowercase copy, so

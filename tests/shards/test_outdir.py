@@ -15,7 +15,7 @@ from openclip_ce.shards import command, tario
 from openclip_ce.shards.config import config_for
 from openclip_ce.shards.outlock import OutputLock
 from openclip_ce.shards.plan import ShardJob, is_complete, sidecar_path
-from tests._gen_helpers import REPO, SPACY_MODEL, env, make_shards_cmd, run_cli, tree_bytes, write_caption_shards
+from openclip_ce.testing.make_shards_runs import REPO, SPACY_MODEL, env, make_shards_cmd, run_cli, tree_bytes, write_caption_shards
 
 
 class Crash(BaseException):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests._gen_helpers import env, make_shards_cmd, run_cli, tiny_filler, tree_bytes, write_caption_shards
+from openclip_ce.testing.make_shards_runs import env, make_shards_cmd, run_cli, tiny_filler, tree_bytes, write_caption_shards
 
 pytestmark = pytest.mark.slow
 

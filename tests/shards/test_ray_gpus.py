@@ -19,7 +19,7 @@ from openclip_ce.shards.config import config_for
 from openclip_ce.shards.devices import FAKE_GPUS_ENV
 from openclip_ce.shards.plan import plan_jobs
 from openclip_ce.shards.progress import Progress
-from tests._gen_helpers import SPACY_MODEL, tiny_filler, tree_bytes, write_caption_shards
+from openclip_ce.testing.make_shards_runs import SPACY_MODEL, tiny_filler, tree_bytes, write_caption_shards
 
 ray = pytest.importorskip("ray")
 from openclip_ce.shards.ray_engine import RayEngine  # noqa: E402

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
-from tests._gen_helpers import env, run_cli, tiny_filler, write_caption_shards
+from openclip_ce.testing.make_shards_runs import env, run_cli, tiny_filler, write_caption_shards
 
 pytestmark = pytest.mark.slow
 

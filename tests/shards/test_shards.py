@@ -12,7 +12,7 @@ from openclip_ce.shards.plan import ShardJob, check_settings
 from openclip_ce.shards.process import ShardStats
 from openclip_ce.negatives import NEG_TYPES, decode_negatives
 from openclip_ce.shards.tario import ShardFormatError, read_samples
-from tests._gen_helpers import (
+from openclip_ce.testing.make_shards_runs import (
     SPACY_MODEL,
     caption_members,
     read_tar,

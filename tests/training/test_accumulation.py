@@ -1,6 +1,5 @@
 """open_clip's own train_one_epoch with --accum-freq 2 gives the full-batch CE-CLIP gradient."""
 
-import argparse
 import copy
 import random
 
@@ -9,36 +8,7 @@ import torch
 from openclip_ce.training.data import NegativesTokenizer, encode_bundle
 from openclip_ce.testing.toy_shards import make_sample
 from openclip_ce.training.plugin import plugin
-from tests._train_helpers import tiny_model
-
-
-class _Loader(list):
-    def __init__(self, batches, batch_size):
-        super().__init__(batches)
-        self.num_batches = len(batches)
-        self.num_samples = len(batches) * batch_size
-
-
-class _Data:
-    def __init__(self, loader):
-        self.dataloader = loader
-
-    def set_epoch(self, epoch):
-        pass
-
-
-def _args(accum, batch):
-    ns = argparse.Namespace(
-        device="cpu", precision="fp32", accum_freq=accum, distill=False, skip_scheduler=True, horovod=False,
-        grad_clip_norm=None, log_every_n_steps=1, world_size=1, rank=0, local_rank=0, batch_size=batch,
-        wandb=False, local_loss=False, gather_with_grad=False, loss="ce_clip",
-    )
-    p = argparse.ArgumentParser()
-    plugin.add_arguments(p)
-    # every CE term from step 1 (the model here starts random, where --ce-schedule auto would gate IMC and CMR)
-    for k, v in vars(p.parse_args(["--ce-schedule", "off"])).items():
-        setattr(ns, k, v)
-    return ns
+from openclip_ce.testing.training_runs import EpochData, EpochLoader, tiny_model, train_step_args
 
 
 def test_accum_freq_2_equals_full_batch(tmp_path):
@@ -64,11 +34,12 @@ def test_accum_freq_2_equals_full_batch(tmp_path):
     results = {}
     for accum, batches in ((1, [(images, tokens)]), (2, [(images[:4], tokens[:4]), (images[4:], tokens[4:])])):
         model = copy.deepcopy(base)
-        args = _args(accum, 8 // accum)
+        args = train_step_args(accum, 8 // accum)
         plugin.adapt_model(args, model)
         loss = plugin.create_loss(args)
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        train_one_epoch(model, {"train": _Data(_Loader(batches, 8 // accum))}, loss, 0, opt, None, None, None, args)
+        data = {"train": EpochData(EpochLoader(batches, 8 // accum))}
+        train_one_epoch(model, data, loss, 0, opt, None, None, None, args)
         results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
 
     p1, th1 = results[1]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._proc import torchrun
+from openclip_ce.testing.proc import torchrun
 
 pytestmark = pytest.mark.slow
 

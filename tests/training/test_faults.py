@@ -14,8 +14,8 @@ import pytest
 from openclip_ce.negatives import NEG_TYPES, encode_negatives
 from openclip_ce.training.data import (NegativesError, NegativesProblemCounter, attach_negatives, decode_bundle,
                                        drop_pickled_members, sanity_issues)
-from tests._proc import run
-from tests._train_helpers import sample_members, tiny_model, train_args
+from openclip_ce.testing.proc import run
+from openclip_ce.testing.training_runs import sample_members, tiny_model, train_args
 
 SURROGATE = b'{"rel": "a red \\ud800 square", "att": null, "act": null, "obj": null}'  # escaped, valid JSON
 NESTED = b"[" * 50_000 + b"]" * 50_000

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openclip_ce.training.loss import CeClipLoss
-from tests._loss_reference import random_batch, reference_ce_clip, reference_next_thresholds
+from openclip_ce.testing.loss_reference import random_batch, reference_ce_clip, reference_next_thresholds
 
 TYPES = ("rel", "att", "act", "obj")
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from openclip_ce.training.loss import CeClipLoss
 from openclip_ce.training.schedule import EMA, TermSchedule, sigmoid_chance
 from openclip_ce.training.siglip_loss import CeSigLipLoss
-from tests._loss_reference import random_batch
+from openclip_ce.testing.loss_reference import random_batch
 
 TYPES = ("rel", "att", "act", "obj")
 
@@ -117,7 +117,7 @@ def test_every_rank_takes_the_global_batchs_decision(tmp_path):
     """torchrun, 2 gloo ranks: halves of one batch whose own progress would decide differently; every rank
     follows the single-process schedule of the whole batch, step by step (CE-CLIP modes, --accum-freq 2,
     CE-SigLIP)."""
-    from tests._proc import torchrun
+    from openclip_ce.testing.proc import torchrun
 
     proc = torchrun(2, [str(Path(__file__).parent / "dist" / "schedule_ranks.py")], OUT_DIR=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -159,7 +159,7 @@ def test_a_gated_step_reads_nothing_back_and_compiles_to_one_graph_while_the_gat
 
     from openclip_ce.testing.host_sync import count_host_reads
     from openclip_ce.training.packing import CAPACITY, layout_text_batch
-    from tests._text_batches import text_batch
+    from openclip_ce.testing.text_batches import text_batch
 
     model, spec = _model()
     batches = [layout_text_batch(text_batch(8, seed=seed), spec) for seed in range(4)]
@@ -261,7 +261,7 @@ def test_fine_tuning_trains_the_papers_objective_from_step_one_to_twenty():
     give the losses of the same 20 steps with the loop reference of the paper's objective (every term at full
     weight from step 1, thresholds from the previous step), at the first step and at the twentieth."""
     from openclip_ce.training.plugin import CeClipPlugin
-    from tests._loss_reference import reference_ce_clip, reference_next_thresholds
+    from openclip_ce.testing.loss_reference import reference_ce_clip, reference_next_thresholds
 
     g = torch.Generator().manual_seed(0)
     d_in, d, n = 12, 8, 6
@@ -301,8 +301,8 @@ def _resume_run(tmp_path, main_cmd, **env):
     from openclip_ce.metrics_file import read_metrics
     from openclip_ce.testing.tiny_clip import write_tiny_model_dir
     from openclip_ce.training.plots import gate_opened, plot_training_log
-    from tests._proc import run
-    from tests._train_helpers import csv_with_negatives, train_args
+    from openclip_ce.testing.proc import run
+    from openclip_ce.testing.training_runs import csv_with_negatives, train_args
 
     model = write_tiny_model_dir(tmp_path / "model")
     data, logs = csv_with_negatives(tmp_path, n=12), tmp_path / "logs"
@@ -345,7 +345,7 @@ def test_resume_restores_the_schedule_on_open_clip_3_3(tmp_path):
 
 @pytest.mark.slow
 def test_resume_restores_the_schedule_on_open_clip_main(main_src, tmp_path):
-    from tests._vendor import pythonpath
+    from openclip_ce.testing.open_clip_main import pythonpath
 
     log = _resume_run(tmp_path, [sys.executable, "-m", "open_clip_train.main"], PYTHONPATH=pythonpath(main_src))
     assert re.search(r"\| open_clip_train\.train \| Train Epoch: 1 .*ce_imc_weight: 0\.2", log)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from openclip_ce.training.siglip_loss import SIGLIP_DIST_IMPLS
-from tests._proc import torchrun
+from openclip_ce.testing.proc import torchrun
 
 pytestmark = pytest.mark.slow
 WORLD = 6

@@ -6,9 +6,9 @@ import re
 import pytest
 import torch
 
-from tests._proc import torchrun
-from tests._train_helpers import demo_shards, tiny_model, train_args
-from tests.test_train_e2e import TRAIN_LINE, _parse_many
+from openclip_ce.testing.proc import torchrun
+from openclip_ce.testing.training_runs import demo_shards, tiny_model, train_args
+from tests.training.test_train_e2e import TRAIN_LINE, _parse_many
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ def test_demo_siglip_compares_siglip_with_ce_siglip(tmp_path):
     import sys
 
     from openclip_ce.demo import scenes
-    from tests._proc import run
+    from openclip_ce.testing.proc import run
 
     exe = shutil.which("openclip-ce")
     out = tmp_path / "d"
@@ -87,8 +87,8 @@ def test_open_clip_train_step_is_the_reference_objective_and_accumulates_exactly
     from openclip_ce.testing.toy_shards import make_sample
     from openclip_ce.training.data import NegativesTokenizer, encode_bundle
     from openclip_ce.training.plugin import plugin
-    from tests._siglip_reference import reference_ce_siglip
-    from tests.test_accumulation import _Data, _Loader, _args
+    from openclip_ce.testing.siglip_reference import reference_ce_siglip
+    from openclip_ce.testing.training_runs import EpochData, EpochLoader, train_step_args
 
     name = tiny_model(tmp_path)
     torch.manual_seed(0)
@@ -104,7 +104,7 @@ def test_open_clip_train_step_is_the_reference_objective_and_accumulates_exactly
     images, tokens = torch.randn(8, 3, 32, 32), tok(texts)
 
     def siglip_args(accum, batch):
-        args = _args(accum, batch)
+        args = train_step_args(accum, batch)
         args.siglip, args.loss_dist_impl = True, None
         return args
 
@@ -116,7 +116,8 @@ def test_open_clip_train_step_is_the_reference_objective_and_accumulates_exactly
         loss = plugin.create_loss(args)
         assert type(loss).__name__ == "CeSigLipLoss"
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        train_one_epoch(model, {"train": _Data(_Loader(batches, 8 // accum))}, loss, 0, opt, None, None, None, args)
+        data = {"train": EpochData(EpochLoader(batches, 8 // accum))}
+        train_one_epoch(model, data, loss, 0, opt, None, None, None, args)
         results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
 
     # the same step by hand, on the loop-form reference

@@ -7,8 +7,8 @@ import torch
 
 from openclip_ce.training.loss import CeClipLoss
 from openclip_ce.training.siglip_loss import CeSigLipLoss
-from tests._loss_reference import random_batch, reference_next_thresholds
-from tests._siglip_reference import reference_ce_siglip
+from openclip_ce.testing.loss_reference import random_batch, reference_next_thresholds
+from openclip_ce.testing.siglip_reference import reference_ce_siglip
 
 TYPES = ("rel", "att", "act", "obj")
 
@@ -151,7 +151,7 @@ def test_fp32_under_autocast():
     torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)  # inputs were rounded to bf16
 
 
-def _args(**kw):
+def _loss_args(**kw):
     from openclip_ce.negatives import NEG_TYPES
 
     base = dict(ce_neg_types=NEG_TYPES, ce_alpha=0.2, ce_beta=0.4, ce_threshold_max=10.0, ce_fixed_threshold=None,
@@ -165,13 +165,13 @@ def _args(**kw):
 def test_plugin_builds_ce_siglip_with_siglip_and_checks_the_dist_impl():
     from openclip_ce.training.plugin import plugin
 
-    plugin.check_args(_args())
-    loss = plugin.create_loss(_args(loss_dist_impl="shift", ce_itc_negatives="own", ce_no_imc=True))
+    plugin.check_args(_loss_args())
+    loss = plugin.create_loss(_loss_args(loss_dist_impl="shift", ce_itc_negatives="own", ce_no_imc=True))
     assert type(loss) is CeSigLipLoss and loss.dist_impl == "shift" and loss.itc_negatives == "own"
     assert not loss.use_imc and loss.use_cmr
-    assert type(plugin.create_loss(_args(siglip=False))) is CeClipLoss
+    assert type(plugin.create_loss(_loss_args(siglip=False))) is CeClipLoss
     with pytest.raises(ValueError, match="--loss-dist-impl ring.*bidir, shift, reduce, gather"):
-        plugin.check_args(_args(loss_dist_impl="ring"))
+        plugin.check_args(_loss_args(loss_dist_impl="ring"))
 
 
 def test_benchmark_scripts_smoke(tmp_path):
@@ -183,7 +183,7 @@ def test_benchmark_scripts_smoke(tmp_path):
 
     from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 
-    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
     proc = subprocess.run([sys.executable, str(scripts / "benchmarks" / "bench_loss.py"), "--batch", "8", "--dim", "16", "--iters", "1",
                            "--rounds", "1", "--device", "cpu"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -17,9 +17,9 @@ from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_di
 from openclip_ce.training.adapter import adapt_model
 from openclip_ce.training.loss import CeClipLoss
 from openclip_ce.training.packing import CAPACITY, layout_text_batch
-from tests._proc import run
-from tests._text_batches import text_batch
-from tests._train_helpers import train_args
+from openclip_ce.testing.proc import run
+from openclip_ce.testing.text_batches import text_batch
+from openclip_ce.testing.training_runs import train_args
 
 
 def _model(pack=True):
@@ -100,7 +100,7 @@ _COMPILE_MAIN = ("import functools, runpy, sys, torch; "
 
 
 def test_open_clip_main_with_torchcompile_logs_no_graph_break_or_recompile(tmp_path):
-    from tests._train_helpers import csv_with_negatives
+    from openclip_ce.testing.training_runs import csv_with_negatives
 
     model = write_tiny_model_dir(tmp_path / "model77", TINY_VIT_B_32_CFG)
     data, logs = csv_with_negatives(tmp_path), tmp_path / "logs"

@@ -13,7 +13,7 @@ from openclip_ce.training.packing import (PLACEHOLDER_TOKEN, CeTextBatch, PackSp
                                           layout_text_batch)
 from openclip_ce.training.plugin import plugin
 from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG
-from tests._text_batches import SOT, EOT, text_batch
+from openclip_ce.testing.text_batches import SOT, EOT, text_batch
 
 
 # ----------------------------------------------------------------------------- the packer

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from openclip_ce.metrics_file import read_metrics
-from tests._proc import run, torchrun
-from tests._train_helpers import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
+from openclip_ce.testing.proc import run, torchrun
+from openclip_ce.testing.training_runs import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
                                   write_shard)
 
 pytestmark = pytest.mark.slow

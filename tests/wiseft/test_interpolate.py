@@ -13,7 +13,7 @@ from openclip_ce.evaluate.models import load_model
 from openclip_ce.errors import UserError
 from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir
 
-from ._eval_helpers import build_imagefolder
+from openclip_ce.testing.eval_benchmarks import build_imagefolder
 
 REGISTERED = "openclip-ce-tiny-interp"  # a built-in open_clip name: open_clip ignores `pretrained` for local-dir:
 

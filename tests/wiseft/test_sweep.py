@@ -24,7 +24,7 @@ from openclip_ce.wiseft.tradeoff import figure, markdown, tradeoff
 from openclip_ce.plotting import save_figure
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
-from ._eval_helpers import build_all, build_imagefolder, write_image
+from openclip_ce.testing.eval_benchmarks import build_all, build_imagefolder, write_image
 
 # --------------------------------------------------------------------------- trade-off from known results
 
@@ -168,7 +168,7 @@ def _commands(text, name):
 def test_documented_commands_parse(name):
     """The recipe's last step and docs/wise-ft.md's examples use flags the commands have."""
     module = {"sweep": sweep, "interpolate": interpolate}[name]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     dry = subprocess.run(["bash", str(root / "scripts" / "recipes" / "reproduce_ce_clip_coco.sh"), "--dry-run"],
                          capture_output=True, text=True, env={**os.environ, "BENCH": "/data/bench", "NGPU": "1"})
     assert dry.returncode == 0, dry.stderr
