@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Optional
 
 # webdataset.autodecode.decoders entries that unpickle (checked against the installed webdataset by
-# tests/test_shards_faults.py, so a new one there fails the suite)
+# tests/shards/test_faults.py, so a new one there fails the suite)
 PICKLED_EXTENSIONS = frozenset({"pyd", "pickle", "pth"})
 
 

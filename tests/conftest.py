@@ -1,4 +1,4 @@
-"""Shared fixtures: open_clip's main branch (the vendored snapshot), plain and patched (see tests/_vendor.py)."""
+"""Shared fixtures: open_clip's main branch (the vendored snapshot), plain and patched (see openclip_ce/testing/open_clip_main.py)."""
 
 import os
 import shutil
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._vendor import EXPECTED, ROOT, TARBALL_ENV, main_tarball
+from openclip_ce.testing.open_clip_main import EXPECTED, ROOT, TARBALL_ENV, main_tarball
 
 
 @pytest.fixture(scope="session")

@@ -249,3 +249,34 @@ def test_wiseft_builds_on_evaluate_one_way():
     assert evaluate and wiseft
     assert not [(m, t) for m, ts in evaluate.items() for t in ts if t.startswith("openclip_ce.wiseft")]
     assert any(t.startswith("openclip_ce.evaluate") for ts in wiseft.values() for t in ts)
+
+
+def _tests_layout_problems(tests_dir, package_dir):
+    """What breaks the tests' layout: a folder of tests named after no part of the package (or scripts/), a part
+    of the package without its folder, a ``_`` helper module (shared helpers are conftest.py fixtures, fixture
+    writers live in openclip_ce/testing/)."""
+    parts = {p.name for p in package_dir.iterdir() if (p / "__init__.py").is_file()} - {"testing"} | {"scripts"}
+    folders = {p.name for p in tests_dir.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    problems = [f"tests/{f}/: no openclip_ce/{f}/ (or scripts/)" for f in sorted(folders - parts)]
+    problems += [f"tests/{p}/: missing (openclip_ce/{p}/ has no tests)" for p in sorted(parts - folders)]
+    for p in sorted(tests_dir.rglob("*.py")):
+        rel = p.relative_to(tests_dir).as_posix()
+        if p.name.startswith("_") and p.name != "__init__.py":
+            problems.append(f"tests/{rel}: a helper module")
+    return problems
+
+
+def test_tests_mirror_the_package(tmp_path):
+    from pathlib import Path
+
+    import openclip_ce
+
+    package_dir = Path(openclip_ce.__file__).parent
+    assert _tests_layout_problems(Path(__file__).parent, package_dir) == []
+    for f in ("training", "scripts", "eval"):  # what the check exists to stop: a folder named after no part
+        (tmp_path / f).mkdir()
+    (tmp_path / "training" / "_helpers.py").write_text("")
+    problems = _tests_layout_problems(tmp_path, package_dir)
+    assert problems[0] == "tests/eval/: no openclip_ce/eval/ (or scripts/)"
+    assert "tests/shards/: missing (openclip_ce/shards/ has no tests)" in problems
+    assert problems[-1] == "tests/training/_helpers.py: a helper module"

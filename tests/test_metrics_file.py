@@ -11,17 +11,17 @@ from openclip_ce.metrics_file import FILE, MetricsWriter, metrics_path, read_met
 from openclip_ce.training.plots import read_training_metrics, plot_training_log
 
 
-def _args(tmp_path, **kw):
+def _writer_args(tmp_path, **kw):
     base = dict(logs=str(tmp_path), name="run", rank=0, batch_size=4, accum_freq=2, world_size=2)
     return argparse.Namespace(**{**base, **kw})
 
 
 def test_one_record_per_step_counting_on_after_a_resume(tmp_path):
-    w = MetricsWriter(_args(tmp_path))
+    w = MetricsWriter(_writer_args(tmp_path))
     for steps in (1, 1, 2, 3):  # the same step twice: several sinks read the metrics at one log step
         w.write(steps, {"loss": 1.0 / steps})
     assert w.position(3) == (3, 48)
-    resumed = MetricsWriter(_args(tmp_path, world_size=1))  # resumed from step 2 on one rank
+    resumed = MetricsWriter(_writer_args(tmp_path, world_size=1))  # resumed from step 2 on one rank
     resumed.resume(2, 32)
     resumed.write(1, {"loss": 0.4})
     resumed.write(2, {"loss": 0.3})
@@ -32,7 +32,7 @@ def test_one_record_per_step_counting_on_after_a_resume(tmp_path):
                                                                        (4, 48, 0.3)]
     assert metrics_path(tmp_path / "run" / "out.log") == str(tmp_path / "run" / FILE)
 
-    for other in (_args(tmp_path, rank=1, name="r1"), _args(tmp_path, logs="none", name="r2")):
+    for other in (_writer_args(tmp_path, rank=1, name="r1"), _writer_args(tmp_path, logs="none", name="r2")):
         MetricsWriter(other).write(1, {"loss": 1.0})
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
@@ -40,7 +40,7 @@ def test_one_record_per_step_counting_on_after_a_resume(tmp_path):
 def test_a_stock_run_on_request_records_open_clips_loss_scalars(tmp_path):
     seen = []
     writer = argparse.Namespace(add_scalar=lambda *a: seen.append(a), close=lambda: "closed")
-    rec = LossScalarRecorder(writer, MetricsWriter(_args(tmp_path)))
+    rec = LossScalarRecorder(writer, MetricsWriter(_writer_args(tmp_path)))
     for step in (0, 1):  # what open_clip's train_one_epoch hands its TensorBoard writer at a log step
         for name, value in (("train/lr", 0.1), ("train/contrastive_loss", 2.0 - step), ("train/loss", 2.0 - step)):
             rec.add_scalar(name, value, step)
@@ -50,7 +50,7 @@ def test_a_stock_run_on_request_records_open_clips_loss_scalars(tmp_path):
     records = [json.loads(l) for l in (tmp_path / "run" / FILE).read_text().splitlines()]
     assert records == [{"step": 1, "samples": 16, "contrastive_loss": 2.0, "loss": 2.0},
                        {"step": 2, "samples": 32, "contrastive_loss": 1.0, "loss": 1.0}]
-    bare = LossScalarRecorder(None, MetricsWriter(_args(tmp_path, name="bare")))
+    bare = LossScalarRecorder(None, MetricsWriter(_writer_args(tmp_path, name="bare")))
     bare.add_scalar("train/loss", 1.0, 0)
     assert bare.close() is None  # no writer: calls open_clip makes on it do nothing
 
@@ -70,7 +70,7 @@ def test_the_plugin_metrics_reach_tensorboard_once_per_step_even_without_a_write
 
 
 def test_plots_read_the_metrics_file(tmp_path):
-    w = MetricsWriter(_args(tmp_path))
+    w = MetricsWriter(_writer_args(tmp_path))
     for step in (1, 2, 3):
         w.write(step, {"contrastive_loss": 2.0 / step, "imc_loss": 0.1, "loss": 2.0 / step + 0.1,
                        "ce_threshold_rel": 0.1 * step, **({"ce_gap_obj": 0.2} if step > 1 else {})})
@@ -84,7 +84,7 @@ def test_plots_read_the_metrics_file(tmp_path):
 
 
 def test_non_finite_values_are_written_as_null_and_read_back_as_nan(tmp_path):
-    MetricsWriter(_args(tmp_path)).write(1, {"loss": float("nan"), "imc_loss": float("inf"), "ce_valid_rel": 0.5})
+    MetricsWriter(_writer_args(tmp_path)).write(1, {"loss": float("nan"), "imc_loss": float("inf"), "ce_valid_rel": 0.5})
     line = (tmp_path / "run" / FILE).read_text()
     json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}"))  # strict JSON
     assert '"loss": null' in line and '"imc_loss": null' in line

@@ -10,7 +10,7 @@ tokens can be computed once (by the backend itself) and reused. On ASCII text, G
 
 What is not plain ASCII (any other character, control characters, the text of an added token such as
 ``<mask>``) goes to the backend. :func:`for_tokenizer` returns ``None`` (backend only) for any other
-tokenizer, or when a self-check against the backend on sample captions fails; ``tests/test_gen_generate.py``
+tokenizer, or when a self-check against the backend on sample captions fails; ``tests/generation/test_generate.py``
 compares both on captions full of edge cases.
 """
 

@@ -9,7 +9,7 @@ Why the encoding is exactly what it was: every caption is tokenized whole, with 
 (so "wooden" after "A " is the token it is in the caption); the word's tokens are replaced by one mask
 token; contexts longer than the model's positions are windowed around the mask, half each side or
 what the shorter side leaves. The same ids, the same order of requests, the same batches: the output
-bytes did not change (``tests/test_gen_golden.py``).
+bytes did not change (``tests/shards/test_golden.py``).
 """
 
 from __future__ import annotations

@@ -214,7 +214,7 @@ class SpacyTagger:
     @staticmethod
     def _rule_lemma(word, index, exceptions, rules) -> str:
         """spaCy's ``Lemmatizer.rule_lemmatize`` for a word without morphology (no base form is known, so
-        every rule is tried), first form, lowercase. ``test_generation_tagging`` holds it to spaCy's own."""
+        every rule is tried), first form, lowercase. ``tests/generation/test_tagging.py`` holds it to spaCy's own."""
         if not (index or exceptions or rules):
             return word.lower()
         string = word.lower()

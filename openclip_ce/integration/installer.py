@@ -188,7 +188,7 @@ def check_requirements(requirements: Sequence[Needs], what: str, args) -> None:
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
         refuse(f"--loss {args.loss}: open_clip {openclip_version()} is not what {what} was written for: "
-               f"{found[0]}{more}; run tests/test_wiring_requirements.py for the full list")
+               f"{found[0]}{more}; run tests/integration/test_wiring_requirements.py for the full list")
 
 
 # ----------------------------------------------------------------------------- the stages

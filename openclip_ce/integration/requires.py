@@ -5,7 +5,7 @@ look up when they are called, wraps functions whose signatures it assumes, and r
 training log line, batch keys). Each wiring lists these as :class:`Needs` in its ``REQUIRES``;
 :func:`problems` checks a list against the open_clip that is importable now, and returns one line per
 thing that moved. The wirings run the check before they patch anything for a plugin run (a clear
-refusal instead of a broken run), and ``tests/test_wiring_requirements.py`` runs it against the
+refusal instead of a broken run), and ``tests/integration/test_wiring_requirements.py`` runs it against the
 open_clip each wiring was written for.
 """
 

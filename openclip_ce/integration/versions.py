@@ -5,7 +5,7 @@ version's ``open_clip_train.main`` (the bootstrap and ``openclip-ce train`` pick
 and says what a ``--loss`` plugin run gets there (the README's "supported open_clip versions" table
 is this table). Every wiring module states what differs in its version as a ``WIRING``
 (:class:`.installer.Wiring`), and lists the open_clip names, signatures and formats the wiring relies
-on (its ``REQUIRES``, checked by :mod:`.requires`); ``tests/test_wiring_requirements.py`` checks each
+on (its ``REQUIRES``, checked by :mod:`.requires`); ``tests/integration/test_wiring_requirements.py`` checks each
 list against the open_clip it was written for, so an upgrade fails one clear test instead of a run.
 
 The version is the one of the open_clip that ``import open_clip`` loads (its ``version.py``), not the

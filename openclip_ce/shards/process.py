@@ -58,20 +58,21 @@ def _json_field(obj, path: str):
     return obj
 
 
-_FILTERS: Dict[Tuple[Tuple[str, ...], str], LanguageFilter] = {}
+_FILTERS: Dict[Tuple[Tuple[str, ...], str, bool], LanguageFilter] = {}
 
 
-def language_filter(cfg: ShardsConfig) -> LanguageFilter:
-    """The run's language filter, with the tagger's dictionary for the word check of English."""
-    key = (cfg.languages, cfg.spacy_model)
+def language_filter(cfg: ShardsConfig, tagger) -> LanguageFilter:
+    """The run's language filter, with ``tagger``'s dictionary for the word check of English."""
+    key = (cfg.languages, cfg.spacy_model, tagger is not None)
     if key not in _FILTERS:
-        english = tagger_for(cfg).english if cfg.languages == ("en",) else None
+        english = tagger.english if cfg.languages == ("en",) and tagger is not None else None
         _FILTERS[key] = LanguageFilter(cfg.languages, english)
     return _FILTERS[key]
 
 
-def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tuple[Optional[str], Optional[str]]:
-    """``(caption, None)`` or ``(None, problem kind)``: no input makes it raise."""
+def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig, tagger) -> Tuple[Optional[str], Optional[str]]:
+    """``(caption, None)`` or ``(None, problem kind)``: no input makes it raise. ``tagger``: the run's
+    :class:`~openclip_ce.generation.tagging.SpacyTagger`, whose dictionary the English word check reads."""
     raw = members_by_ext.get(cfg.caption_key)
     if raw is None:
         return None, "no_caption"
@@ -97,7 +98,7 @@ def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig) -> Tupl
         return None, "empty_caption"
     if len(text) > cfg.max_caption_chars:
         return None, "caption_too_long"
-    if language_filter(cfg).other(text) is not None:
+    if language_filter(cfg, tagger).other(text) is not None:
         return None, "other_language_caption"
     return text, None
 
@@ -211,7 +212,7 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
                     if is_pickled(ext):
                         stats.problem(key, "pickled_member")
                 kept.append(m)
-            caption, problem = extract_caption(by_ext, cfg)
+            caption, problem = extract_caption(by_ext, cfg, gen.tagger if gen is not None else None)
             if problem:
                 stats.problem(key, problem, by_ext)
             else:

@@ -134,6 +134,7 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig, ops: str) -> Dict[s
     """--filler vocab: the same-tag vocabulary from the first ``vocab_captions`` captions (shard order).
     A vocabulary without a word (no shard readable, no caption found) is an error, never written: it
     would give every att/act/obj negative a placeholder, in this run and in every rerun that reuses it."""
+    tagger = build_tagger(cfg, ops)
     captions: List[str] = []
     unreadable: List[str] = []
     for job in jobs:
@@ -148,7 +149,7 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig, ops: str) -> Dict[s
                     ext = member_ext(m)
                     if ext is not None:
                         by_ext.setdefault(ext, m.data)
-                text, _ = extract_caption(by_ext, cfg)
+                text, _ = extract_caption(by_ext, cfg, tagger)
                 if text is not None:
                     captions.append(text)
                     if len(captions) >= cfg.vocab_captions:
@@ -156,7 +157,7 @@ def build_vocab(jobs: Sequence[ShardJob], cfg: ShardsConfig, ops: str) -> Dict[s
         except (ShardFormatError, OSError) as e:
             log.warning("vocabulary: skipping %s (%s)", job.src, e)
             unreadable.append(job.src)
-    vocab = VocabFiller.from_captions(build_tagger(cfg, ops), captions, per_tag=cfg.vocab_per_tag).vocab
+    vocab = VocabFiller.from_captions(tagger, captions, per_tag=cfg.vocab_per_tag).vocab
     if not vocab_words(vocab):
         if captions:
             why = f"no word occurs twice with one tag in the {len(captions)} caption(s) read"

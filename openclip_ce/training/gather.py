@@ -1,7 +1,7 @@
 """All-gather of features across ranks, as open_clip's ``gather_features`` does, one tensor at a time.
 
 Kept apart from the loss so the distributed communication is explicit and testable on its own
-(``tests/dist`` runs it under ``torchrun`` on gloo).
+(``tests/training/dist`` runs it under ``torchrun`` on gloo).
 """
 
 from __future__ import annotations

@@ -127,7 +127,7 @@ def main(argv=None):
 
         model = write_tiny_model_dir(Path(tempfile.mkdtemp(prefix="gpucheck-")), TINY_VIT_B_32_CFG)
         common = ["--model", model, "--precision", "fp32", "--device", "cpu", "--steps", "1", "--warmup", "0"]
-        sizes, compiled = (8,), None  # the compiled bench has its own smoke test (tests/test_scripts.py)
+        sizes, compiled = (8,), None  # the compiled bench has its own smoke test (tests/scripts/test_scripts.py)
         a.batch, a.workers, a.precision, a.device, samples, limit = 8, 1, "fp32", "cpu", 16, 300
     else:
         import torch

@@ -1,0 +1,117 @@
+"""Shared helpers for the training-side tests: tiny model, shards with negatives, open_clip args and data."""
+
+import argparse
+import io
+import json
+import random
+import tarfile
+from pathlib import Path
+
+from openclip_ce.testing.toy_shards import make_sample, write_demo_shards
+from openclip_ce.negatives import encode_negatives
+from openclip_ce.testing.tiny_clip import write_tiny_model_dir
+
+
+def tiny_model(tmp_path) -> str:
+    return write_tiny_model_dir(Path(tmp_path) / "model")
+
+
+def nan_model(tmp_path) -> str:
+    """A tiny model folder whose weights (open_clip loads them from the folder) hold one NaN."""
+    import open_clip
+    import torch
+
+    name = write_tiny_model_dir(Path(tmp_path) / "nan_model")
+    sd = open_clip.create_model(name).state_dict()
+    sd["visual.proj"].view(-1)[0] = float("nan")
+    torch.save(sd, Path(tmp_path) / "nan_model" / "open_clip_pytorch_model.bin")
+    return name
+
+
+def demo_shards(tmp_path, num_shards=4, per_shard=16):
+    write_demo_shards(Path(tmp_path) / "shards", num_shards, per_shard)
+    return str(Path(tmp_path) / "shards" / f"{{00000..{num_shards - 1:05d}}}.tar")
+
+
+def write_shard(path, samples):
+    """samples: list of (key, {ext: bytes})."""
+    with tarfile.open(path, "w") as tar:
+        for key, members in samples:
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def sample_members(rng, neg="ok"):
+    caption, jpg, negs = make_sample(rng)
+    members = {"jpg": jpg, "txt": caption.encode()}
+    if neg == "ok":
+        members["neg.json"] = encode_negatives(negs)
+    elif neg == "malformed":
+        members["neg.json"] = b'{"rel": 3, "att": null'
+    elif neg == "unknown-type":
+        members["neg.json"] = json.dumps({"rel": "x", "colour": "y"}).encode()
+    return members
+
+
+def train_args(model, train_data, logs, name, *extra, samples=64, batch=8, epochs=1):
+    return [
+        "--model", model, "--train-data", train_data, "--dataset-type", "webdataset",
+        "--train-num-samples", str(samples), "--batch-size", str(batch), "--epochs", str(epochs),
+        "--workers", "1", "--device", "cpu", "--precision", "fp32", "--lr", "1e-3", "--warmup", "1",
+        "--logs", str(logs), "--name", name, "--log-every-n-steps", "1", "--seed", "0", *extra,
+    ]
+
+
+def csv_with_negatives(tmp_path, n=16):
+    """A csv with hard-negative columns (some placeholders), captions of varied lengths."""
+    from openclip_ce.testing.toy_shards import make_sample
+
+    rng = random.Random(6)
+    rows = ["filepath\ttitle\tneg_rel\tneg_att\tneg_act\tneg_obj"]
+    for i in range(n):
+        caption, jpg, negs = make_sample(rng)
+        if i % 3 == 0:  # longer captions, so that the batch has several length groups
+            caption += " on a wide grey table next to a window in a large and quiet room" * (1 + i % 2)
+        (tmp_path / f"n{i}.jpg").write_bytes(jpg)
+        rows.append("\t".join([str(tmp_path / f"n{i}.jpg"), caption] + [negs[t] or "" for t in ("rel", "att", "act", "obj")]))
+    (tmp_path / "neg.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "neg.csv")
+
+
+class EpochLoader(list):
+    """The batches of one epoch, as open_clip's ``train_one_epoch`` reads a dataloader."""
+
+    def __init__(self, batches, batch_size):
+        super().__init__(batches)
+        self.num_batches = len(batches)
+        self.num_samples = len(batches) * batch_size
+
+
+class EpochData:
+    """``data["train"]`` for open_clip's ``train_one_epoch``."""
+
+    def __init__(self, loader):
+        self.dataloader = loader
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def train_step_args(accum, batch):
+    """open_clip's arguments for ``train_one_epoch`` on CPU with ``--loss ce_clip``, every plugin flag at its
+    default but ``--ce-schedule off``."""
+    from openclip_ce.training.plugin import plugin
+
+    ns = argparse.Namespace(
+        device="cpu", precision="fp32", accum_freq=accum, distill=False, skip_scheduler=True, horovod=False,
+        grad_clip_norm=None, log_every_n_steps=1, world_size=1, rank=0, local_rank=0, batch_size=batch,
+        wandb=False, local_loss=False, gather_with_grad=False, loss="ce_clip",
+    )
+    p = argparse.ArgumentParser()
+    plugin.add_arguments(p)
+    # every CE term from step 1 (the model here starts random, where --ce-schedule auto would gate IMC and CMR)
+    for k, v in vars(p.parse_args(["--ce-schedule", "off"])).items():
+        setattr(ns, k, v)
+    return ns
