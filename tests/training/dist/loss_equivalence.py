@@ -131,10 +131,16 @@ def frozen_rank(rank):
     return out
 
 
+def write_lines(rank, lines, mode="w"):
+    """This rank's results: one JSON line each, in $OUT_DIR/rank<r>.jsonl (read back by the test)."""
+    with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.jsonl"), mode) as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+
+
 def main():
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    out_dir = os.environ["OUT_DIR"]
     scale = torch.tensor(12.0)
     modes = [
         dict(gather_with_grad=False, local_loss=False, itc_negatives="global"),
@@ -173,12 +179,8 @@ def main():
         ))
     lines.append(no_negatives_guard(rank, world, scale))
     lines.append(nonfinite_guard(rank, world, scale))
-    with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
-    frozen = frozen_rank(rank)  # last: the process group does not survive the timeout
-    with open(os.path.join(out_dir, f"rank{rank}.jsonl"), "a") as f:
-        f.write(json.dumps(frozen) + "\n")
+    write_lines(rank, lines)
+    write_lines(rank, [frozen_rank(rank)], "a")  # last: the process group does not survive the timeout
     return 0
 
 

@@ -8,14 +8,13 @@ and CE-SigLIP (bidir, own), every rank writes its schedule state after each step
 reference on the whole batch, to $OUT_DIR/rank<r>.jsonl.
 """
 
-import json
-import os
 import sys
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from loss_equivalence import write_lines  # the script's folder is on sys.path
 from openclip_ce.training.loss import CeClipLoss
 from openclip_ce.training.schedule import TermSchedule
 from openclip_ce.training.siglip_loss import CeSigLipLoss
@@ -78,9 +77,7 @@ def main():
         got = steps(make(kind, fraction, rank, world, **opts), kind, img[sl], txt[sl], neg[sl], mask[sl], accum)
         lines.append({"kind": kind, "options": opts, "halves": halves, "whole": whole, "fraction": fraction,
                       "reference": reference, "this_rank": got})
-    with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.jsonl"), "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    write_lines(rank, lines)
     dist.destroy_process_group()
     return 0
 

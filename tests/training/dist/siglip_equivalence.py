@@ -7,15 +7,13 @@ does, and compares loss, terms, gradients (encoder, logit_scale, logit_bias) and
 Writes one JSON line per mode to $OUT_DIR/rank<r>.jsonl.
 """
 
-import json
-import os
 import sys
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from loss_equivalence import build as build_batch  # the script's folder is on sys.path
+from loss_equivalence import build as build_batch, write_lines  # the script's folder is on sys.path
 from openclip_ce.training.siglip_loss import SIGLIP_DIST_IMPLS, CeSigLipLoss
 
 TYPES = ("rel", "att", "act", "obj")
@@ -82,9 +80,7 @@ def main():
                 logit_bias_grad=[float(grads[-1]), float(ref_grads[-1])],
                 ref_thresholds=ref_loss.threshold_dict(), thresholds_all_ranks=thresholds,
             ))
-    with open(os.path.join(os.environ["OUT_DIR"], f"rank{rank}.jsonl"), "w") as f:
-        for line in lines:
-            f.write(json.dumps(line) + "\n")
+    write_lines(rank, lines)
     dist.destroy_process_group()
     return 0
 
