@@ -177,15 +177,17 @@ def loss_flag(flags, flag):
     return flag in (flags or "").split()
 
 
-def steps_at_chance(log):
-    """Steps whose contrastive loss is within 1% of its chance value."""
-    return [row["step"] for row in log if abs(row["contrastive_loss"] - row["chance"]) <= 0.01 * row["chance"]]
+def steps_at_chance(log, warmup=0):
+    """Steps after the LR warm-up whose contrastive loss is within 1% of its chance value (during the warm-up
+    every run, plain CLIP's too, passes through its chance value on the way down from its first loss)."""
+    return [row["step"] for row in log
+            if row["step"] >= warmup and abs(row["contrastive_loss"] - row["chance"]) <= 0.01 * row["chance"]]
 
 
-def summarise(log, baseline=None, last=10):
+def summarise(log, baseline=None, last=10, warmup=0):
     """The collapse goals of a run: no step at chance, captions' mean cosine after step 10, the final
     plain-CLIP contrastive loss (mean of the last ``last`` steps) against the baseline's on the same batches."""
-    at = steps_at_chance(log)
+    at = steps_at_chance(log, warmup)
     tail = sum(r["plain_itc"] for r in log[-last:]) / len(log[-last:])
     out = {"steps_at_chance": at, "first_step_at_chance": at[0] if at else None,
            "max_text_spread_after_10": max((r["text_spread"] for r in log[11:]), default=float("nan")),
@@ -280,7 +282,7 @@ def main(argv=None):
                                                                              precision, a, device)
         for vname, flags in variants.items():
             results[f"{vname} {precision}"] = run(model0, batches, vname, flags, precision, a, device)
-    summary = {k: summarise(v, baselines.get(k.rsplit(" ", 1)[1])) for k, v in results.items()}
+    summary = {k: summarise(v, baselines.get(k.rsplit(" ", 1)[1]), warmup=args.warmup) for k, v in results.items()}
     settings = {**vars(a), "variants": variants}
     (out / "probe.json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results}, indent=1))
     plot(results, out / "probe.png")
