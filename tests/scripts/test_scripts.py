@@ -89,7 +89,7 @@ def test_gpu_check_make_shards_tiny_mode_runs_on_cpu(tmp_path):
     cmd = [sys.executable, str(SCRIPTS / "gpu_checks" / "make_shards.py"), "--json", str(out), "--device", "cpu", "--tiny",
            "--shards", "2", "--captions", "8", "--workers", "1,2", "--ray-workers", "1", "--batch-sizes", "8,256",
            "--chunk-size", "2", "--workdir", str(tmp_path / "w")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = json.loads(out.read_text())
     assert fig["mode"] == "tiny" and fig["model"]["parameters"] > 0
