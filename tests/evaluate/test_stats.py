@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from openclip_ce.cli import main
 from openclip_ce.evaluate.analyze import analyze_values, cluster_bootstrap, image_clusters, read_shard
@@ -254,6 +255,7 @@ def test_analyze_cli_counts_images_and_bootstraps_them(tmp_path):
     assert len(samples) == 12 and len(set(image_clusters(samples).tolist())) == 3
     m = write_tiny_model_dir(tmp_path / "model")
     for unit in ("image", "caption"):
+        torch.manual_seed(0)  # the config-only model starts random: the same weights for both units' runs
         rc = main(["analyze", "--model", f"{m},label=A", "--model", f"{m},label=B", "--data", str(tmp_path / "s.tar"),
                    "--out", str(tmp_path / unit), "--bootstrap", "300", "--workers", "0", "--bootstrap-unit", unit])
         assert rc == 0

@@ -82,7 +82,10 @@ def test_a_nan_loss_stops_every_rank_at_the_same_step_in_one_line_through_the_pa
     assert proc.returncode != 0
     stops = [l for l in proc.stderr.splitlines() if "| ERROR |" in l and "not finite" in l]
     assert len(stops) == 2 and all("since optimizer step 1; stopped at step 1" in l for l in stops), proc.stderr[-4000:]
-    assert proc.stderr.count("exitcode  : 2 ") == 2  # torchrun's report: both ranks exited 2 themselves
+    # torchrun's report: the ranks exit 2 themselves; one that is still on its way out when the other has exited
+    # is ended by torchrun (-15), after its own stop line above
+    codes = re.findall(r"exitcode\s*: (-?\d+)", proc.stderr)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, proc.stderr[-4000:]
     assert not re.findall(r'File "[^"]*(open_clip_train|openclip_ce)/', proc.stderr)  # no rank's traceback
     assert not list((logs / "nan" / "checkpoints").iterdir())
 
