@@ -282,7 +282,7 @@ def main(argv=None):
                                                                              precision, a, device)
         for vname, flags in variants.items():
             results[f"{vname} {precision}"] = run(model0, batches, vname, flags, precision, a, device)
-    summary = {k: summarise(v, baselines.get(k.rsplit(" ", 1)[1]), warmup=args.warmup) for k, v in results.items()}
+    summary = {k: summarise(v, baselines.get(k.rsplit(" ", 1)[1]), warmup=a.warmup) for k, v in results.items()}
     settings = {**vars(a), "variants": variants}
     (out / "probe.json").write_text(json.dumps({"settings": settings, "summary": summary, "runs": results}, indent=1))
     plot(results, out / "probe.png")
