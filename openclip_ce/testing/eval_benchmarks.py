@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from PIL import Image
@@ -254,7 +254,6 @@ def build_winoground_parquet(src: Path, dst: Path, shards: int = 1) -> Path:
     schema (id int32, image_0/image_1 as Image structs {bytes, path}, caption_0, caption_1, tag,
     secondary_tag, num_main_preds int32, collapsed_tag). Returns the first shard."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema([("id", pa.int32()), ("image_0", image), ("image_1", image), ("caption_0", pa.string()),
@@ -267,7 +266,14 @@ def build_winoground_parquet(src: Path, dst: Path, shards: int = 1) -> Path:
             name = f"{e[f'image_{k}']}.png"
             e[f"image_{k}"] = {"bytes": (src / "winoground" / "images" / name).read_bytes(), "path": name}
         rows.append({f.name: e[f.name] for f in schema})
-    out = dst / "winoground" / "data"
+    return write_parquet_shards(rows, schema, dst / "winoground" / "data", shards)[0]
+
+
+def write_parquet_shards(rows: List[Dict], schema, out: Path, shards: int) -> List[Path]:
+    """``rows`` split into ``shards`` Parquet files named as the Hugging Face hub names a split's shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     out.mkdir(parents=True, exist_ok=True)
     per = -(-len(rows) // shards)
     paths = []
@@ -275,7 +281,7 @@ def build_winoground_parquet(src: Path, dst: Path, shards: int = 1) -> Path:
         path = out / f"test-{i:05d}-of-{shards:05d}.parquet"
         pq.write_table(pa.Table.from_pylist(rows[i * per:(i + 1) * per], schema=schema), path)
         paths.append(path)
-    return paths[0]
+    return paths
 
 
 # --------------------------------------------------------------------------- zero-shot ImageFolder

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
-from .eval_benchmarks import COLORS, write_image
+from .eval_benchmarks import COLORS, write_image, write_parquet_shards
 
 
 class TableScorer:
@@ -176,7 +176,6 @@ def build_bivlc(root: Path, shards: int = 2) -> Tuple[Dict, TableScorer, List[Pa
     import io
 
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from PIL import Image
 
     image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -196,14 +195,7 @@ def build_bivlc(root: Path, shards: int = 2) -> Tuple[Dict, TableScorer, List[Pa
                      "subtype": sub})
         table[(0, cap)], table[(0, neg)], table[(1, cap)], table[(1, neg)] = s00, s10, s01, s11
         outs.append((kind, out))
-    out_dir = root / "bivlc" / "data"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    per = -(-len(rows) // shards)
-    paths = []
-    for i in range(shards):
-        path = out_dir / f"test-{i:05d}-of-{shards:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows[i * per:(i + 1) * per], schema=schema), path)
-        paths.append(path)
+    paths = write_parquet_shards(rows, schema, root / "bivlc" / "data", shards)
     expected = {}
     for j, m in enumerate(("i2t", "t2i", "group")):
         expected[m] = np.mean([o[j] for _, o in outs])
