@@ -84,13 +84,6 @@ def _model_with_weights(model: str) -> bool:
 DETACH_MODES = ("auto", "on", "off")
 
 
-def detach_choice(args: argparse.Namespace, gate: bool) -> bool:
-    """``--ce-imc-detach-positive``: ``auto`` keeps S(I,T) out of IMC's gradient where the schedule gates (a run
-    from random weights: measured there, docs/training-from-scratch.md) and keeps the paper's IMC elsewhere."""
-    mode = getattr(args, "ce_imc_detach_positive", "auto")
-    return gate if mode == "auto" else mode == "on"
-
-
 def schedule_choice(args: argparse.Namespace) -> Tuple[bool, str]:
     """``(gate on, why)`` for this run's ``--ce-schedule``: ``auto`` gates IMC and CMR in a run from random
     weights (no ``--pretrained``, no checkpoint to ``--resume``: open_clip has resolved ``--resume latest``
@@ -132,6 +125,7 @@ class CeClipPlugin:
     def __init__(self):
         self._pack_spec: Optional[PackSpec] = None  # this process's run: set by adapt_model, read by train_collate
         self._metrics_file: Optional[MetricsWriter] = None  # this process's run: set by create_loss
+        self._detach_mode = "auto"  # this process's run's --ce-imc-detach-positive: set by create_loss
 
     # ------------------------------------------------------------------ flags
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
@@ -229,8 +223,8 @@ class CeClipPlugin:
         schedule = TermSchedule(enabled=gate, fraction=getattr(args, "ce_gate_fraction", DEFAULT_FRACTION),
                                 patience=getattr(args, "ce_gate_patience", DEFAULT_PATIENCE),
                                 ramp=getattr(args, "ce_ramp_steps", DEFAULT_RAMP))
-        detach = detach_choice(args, gate)
         self._detach_mode = getattr(args, "ce_imc_detach_positive", "auto")
+        detach = gate if self._detach_mode == "auto" else self._detach_mode == "on"
         log.info("ce_clip schedule (%s): %s; %s. %s", why, schedule.describe(),
                  "IMC with S(I,T) out of its gradient (--ce-imc-detach-positive)" if detach else "the paper's IMC",
                  "--ce-schedule off trains the paper's objective instead (every term from step 0, the paper's IMC)"
