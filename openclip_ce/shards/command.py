@@ -18,9 +18,9 @@ from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
 from .plan import is_complete, plan_jobs, record_settings, verify_settings
-from .process import CAPTION_NOT_FOUND
+from .captions import CAPTION_NOT_FOUND, CaptionReader
 from .progress import Progress
-from .setup import choose_tagging, run_setup, threads_per_worker
+from .setup import caption_reader, choose_tagging, masked_lm, run_setup, threads_per_worker
 from .stats import aggregate
 
 __all__ = ["add_arguments", "run", "run_config"]
@@ -35,25 +35,30 @@ def run(args) -> int:
 
 
 def make_engine(cfg: ShardsConfig):
+    """The engine of ``--engine``, given the settings it reads and the run's masked LM (None: none needed)."""
     if cfg.engine == "ray":
         from .ray_engine import RayEngine  # Ray is an optional dependency
+        from .ray_resources import RayOptions
 
-        return RayEngine(cfg)
-    return LocalEngine(cfg)
+        return RayEngine(RayOptions(cfg.ray_address, cfg.workers, cfg.device, cfg.ray_fillers, cfg.ray_gpus_per_filler,
+                                    cfg.ray_placement_timeout), masked_lm(cfg))
+    return LocalEngine(cfg.workers, cfg.device, cfg.devices, masked_lm(cfg))
 
 
 def run_config(cfg: ShardsConfig) -> int:
     """The run, in an order that fails fast and never harms ``--out``: plan (reads listings), lock
     ``--out``, compare settings (reads), start the engine (GPUs checked, Ray actors placed), and only
     then record settings and touch shards. ``cfg`` never changes: what the run decides from it (threads,
-    tagging ops, filler, vocabulary) is the :class:`~openclip_ce.shards.setup.RunSetup` the workers get."""
+    tagging ops, filler, masked LM, vocabulary) is the :class:`~openclip_ce.shards.setup.RunSetup` the
+    workers get, and they get nothing else."""
     t0 = time.perf_counter()
     engine = make_engine(cfg)
     jobs = plan_jobs(cfg.inputs, cfg.out)
     threads = threads_per_worker(cfg)
+    settings = cfg.output_settings()
     tagging = None
     with OutputLock(cfg.out):
-        verify_settings(cfg.out, cfg, cfg.overwrite)
+        verify_settings(cfg.out, settings, cfg.overwrite)
         todo = [j for j in jobs if cfg.overwrite or not is_complete(cfg.out, j)]
         skipped = len(jobs) - len(todo)
         log.info("%d shards: %d to write, %d already complete in %s", len(jobs), len(todo), skipped, cfg.out)
@@ -61,11 +66,11 @@ def run_config(cfg: ShardsConfig) -> int:
             if todo:
                 engine.start()
                 tagging = choose_tagging(cfg, threads)
-            record_settings(cfg.out, cfg, cfg.overwrite, tagging)
+            record_settings(cfg.out, settings, cfg.overwrite, tagging)
             setup = run_setup(cfg, jobs, threads, tagging) if todo else None
             progress = Progress(len(todo), sys.stderr.isatty() and cfg.progress, cfg.log_every)
             try:
-                results = engine.run(todo, cfg, setup, progress) if todo else []
+                results = engine.run(todo, setup, progress) if todo else []
             finally:
                 progress.close()
             details = engine.describe(results) if todo else {}
@@ -74,7 +79,7 @@ def run_config(cfg: ShardsConfig) -> int:
         wall = time.perf_counter() - t0
         run_info = {"engine": cfg.engine, "workers": cfg.workers, "device": cfg.device,
                     "fp16": is_cuda(cfg.device) and not cfg.fp32, "tagging_ops": tagging, **details}
-        stats = aggregate(cfg.out, jobs, results, skipped, wall, cfg, run_info)
+        stats = aggregate(cfg.out, jobs, results, skipped, wall, settings, run_info)
         write_json_atomic(os.path.join(os.path.abspath(cfg.out), "stats.json"), stats)
     failed = stats["failed_shards"]
     problems = stats["problems"]
@@ -86,7 +91,7 @@ def run_config(cfg: ShardsConfig) -> int:
              stats["throughput"]["samples_per_s"] or 0.0,
              f", limited by {stats['throughput']['limited_by']}" if stats["throughput"]["limited_by"] else "",
              os.path.join(cfg.out, "stats.json"))
-    warn_if_mostly_lost(stats, cfg)
+    warn_if_mostly_lost(stats, caption_reader(cfg))
     if failed:
         for f in failed:
             print(f"{PROG}: failed shard: {f['error']}", file=sys.stderr)
@@ -97,15 +102,14 @@ def run_config(cfg: ShardsConfig) -> int:
     return 0
 
 
-def warn_if_mostly_lost(stats, cfg: ShardsConfig) -> None:
+def warn_if_mostly_lost(stats, captions: CaptionReader) -> None:
     """A closing warning when most samples had no caption, or got no negative: what to check."""
     n = stats["samples"]
     if not n:
         return
     problems = stats["problems"]
     not_found = sum(problems.get(k, 0) for k in CAPTION_NOT_FOUND)
-    where = f"--caption-key {cfg.caption_key}" + (f" --caption-json-field {cfg.caption_json_field}"
-                                                  if cfg.caption_json_field else "")
+    where = captions.where()
     if 2 * not_found > n:
         members = next((e["members"] for e in stats["problem_examples"] if "members" in e), None)
         log.warning("most samples (%d of %d) have no caption where %s points (%s)%s: check --caption-key and "
@@ -115,5 +119,5 @@ def warn_if_mostly_lost(stats, cfg: ShardsConfig) -> None:
     elif 2 * stats["samples_without_negatives"] > n:
         log.warning("most samples (%d of %d) got no negative: check --caption-key / --caption-json-field (%s), "
                     "--languages (%s) and --types; problems: %s", stats["samples_without_negatives"], n, where,
-                    ",".join(cfg.languages) or "all", ", ".join(f"{k} {v}" for k, v in problems.items()) or "none")
+                    ",".join(captions.languages) or "all", ", ".join(f"{k} {v}" for k, v in problems.items()) or "none")
 

@@ -1,9 +1,11 @@
 """Every setting of ``openclip-ce make-shards``, in one typed object, and the flags that fill it.
 
-:class:`ShardsConfig` travels to every worker, local process or Ray task; nothing downstream reads
-the argparse namespace. It is frozen: what a run decides from it (threads, tagging ops, filler,
-vocabulary) is a separate value, :class:`~openclip_ce.shards.setup.RunSetup`. :meth:`ShardsConfig.output_settings` are the settings that change the bytes
-written: a resumed run must use the same ones (checked against ``--out/.make-shards/config.json``).
+:class:`ShardsConfig` goes from the flags to the command, its engine's constructor and the decisions of
+:mod:`openclip_ce.shards.setup`, and no further; nothing downstream reads the argparse namespace. It is
+frozen: what a run decides from it (threads, tagging ops, filler, masked LM, caption reader, vocabulary)
+is a separate value, :class:`~openclip_ce.shards.setup.RunSetup`, and that is all a worker gets.
+:meth:`ShardsConfig.output_settings` are the settings that change the bytes written: a resumed run must
+use the same ones (checked against ``--out/.make-shards/config.json``).
 """
 
 from __future__ import annotations
@@ -63,16 +65,6 @@ class ShardsConfig:
     log_every: float = 30.0
     progress: bool = True
     log_level: str = "INFO"
-
-    @property
-    def half(self) -> Optional[bool]:
-        """fp16 for the masked LM: None = the filler decides (fp16 on GPU); False with ``--fp32``."""
-        return False if self.fp32 else None
-
-    @property
-    def n_candidates(self) -> int:
-        """Candidates asked of the masked LM per slot (enough left after the admissibility checks)."""
-        return max(3 * self.top_k, self.top_k + 20)
 
     def output_settings(self) -> Dict[str, object]:
         d = {k: getattr(self, k) for k in OUTPUT_SETTINGS}

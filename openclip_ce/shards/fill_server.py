@@ -27,7 +27,7 @@ from ..generation import GenerationSetupError
 from ..logconfig import configure_logging
 from .devices import gpu_peak_mib
 from .process import FillerDied
-from .setup import make_mlm_scorer
+from .setup import MaskedLM, make_mlm_scorer
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,16 @@ QUEUE_PER_WORKER = 2  # requests a filler process may have waiting per worker it
 POLL_S = 1.0          # how often a waiting worker checks that its filler process is alive
 
 
-def serve(index: int, cfg, device: str, requests, replies: List, status) -> None:
-    """Process body: load the model on ``device``, then answer ``(worker, seq, batch)`` requests on the
+def serve(index: int, lm: MaskedLM, log_level: str, device: str, requests, replies: List, status) -> None:
+    """Process body: load the masked LM ``lm`` on ``device``, then answer ``(worker, seq, batch)`` requests on the
     worker's reply queue until ``None``. Reports ``("ready", index, error)`` and ``("stats", index, {...})``
     on ``status``."""
-    configure_logging(cfg.log_level)
+    configure_logging(log_level)
     exit_with_parent()
     for reply in replies:  # a reply nobody reads (its worker's shard failed) must not hold up this exit
         reply.cancel_join_thread()
     try:
-        scorer = make_mlm_scorer(cfg, device)
+        scorer = make_mlm_scorer(lm, device)
     except GenerationSetupError as e:
         status.put(("ready", index, str(e)))
         return
@@ -141,14 +141,14 @@ class FillServers:
     """The parent's end: start one :func:`serve` process per device, wait until every model is loaded
     (a load error is raised as its one line), watch them, stop them and collect their statistics."""
 
-    def __init__(self, ctx, cfg, devices: List[str], workers: int):
+    def __init__(self, ctx, lm: MaskedLM, log_level: str, devices: List[str], workers: int):
         self.devices = devices
         self.status = ctx.Queue()
         per = [sum(1 for w in range(workers) if w % len(devices) == i) for i in range(len(devices))]
         self.requests = [ctx.Queue(maxsize=QUEUE_PER_WORKER * max(1, n)) for n in per]
         self.replies = [ctx.Queue() for _ in range(workers)]
         self.abort = ctx.Event()
-        self.procs = [ctx.Process(target=serve, args=(i, cfg, d, self.requests[i], self.replies, self.status),
+        self.procs = [ctx.Process(target=serve, args=(i, lm, log_level, d, self.requests[i], self.replies, self.status),
                                   name=f"masked-LM {d}", daemon=True) for i, d in enumerate(devices)]
         self.stats: Dict[int, Dict] = {}
 

@@ -26,13 +26,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import UserError
 
 from ..logconfig import configure_logging
-from .config import ShardsConfig
 from .devices import (FAKE_GPUS_ENV, assign_devices, fake_gpus, filler_devices, gpu_peak_mib, idle_gpus, is_cuda,
                       parse_device, visible_gpu_count)
 from .fill_server import FillLinks, FillServers, exit_with_parent
 from .plan import ShardJob
 from .process import log_result, run_job
-from .setup import RunSetup, build_generator, needs_masked_lm, remote_filler
+from .setup import MaskedLM, RunSetup, build_generator, remote_filler
 from .tario import remove_stale_partials
 from .progress import Progress
 from .stats import workers_summary
@@ -52,45 +51,47 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self, cfg: ShardsConfig):
-        self.cfg = cfg
-        self.masked_lm = needs_masked_lm(cfg)
+    def __init__(self, workers: int, device: str, gpus: Optional[Tuple[int, ...]], masked_lm: Optional[MaskedLM]):
+        """``--workers``, ``--device``, ``--devices`` (``gpus``) and the run's masked LM (None: none needed)."""
+        self.workers = workers
+        self.device = device
+        self.gpus = gpus
+        self.masked_lm = masked_lm
         self.devices: List[str] = []
         self.fillers: List[Dict] = []
 
     @property
     def gpu_fillers(self) -> bool:
         """Masked LMs in GPU processes fed by the workers (``--device cuda``), not in the workers."""
-        return self.masked_lm and is_cuda(self.cfg.device)
+        return self.masked_lm is not None and is_cuda(self.device)
 
     def start(self) -> None:
-        cfg = self.cfg
-        if not self.masked_lm:
-            self.devices = [cfg.device] * cfg.workers  # no masked LM: the device is never used
-            if is_cuda(cfg.device):
-                log.info("--device %s unused: no masked LM in this run (--filler vocab or --types)", cfg.device)
+        if self.masked_lm is None:
+            self.devices = [self.device] * self.workers  # no masked LM: the device is never used
+            if is_cuda(self.device):
+                log.info("--device %s unused: no masked LM in this run (--filler vocab or --types)", self.device)
             return
-        visible = visible_gpu_count() if is_cuda(cfg.device) else 0
-        self.devices = assign_devices(cfg.device, cfg.workers, visible, cfg.devices)
+        visible = visible_gpu_count() if is_cuda(self.device) else 0
+        self.devices = assign_devices(self.device, self.workers, visible, self.gpus)
         log.info("local engine: %s", ", ".join(f"worker {i} -> {d}" for i, d in enumerate(self.devices)))
-        if is_cuda(cfg.device):
+        if is_cuda(self.device):
             log.info("local engine: one masked-LM process on each of %s, fed by the workers",
                      ", ".join(filler_devices(self.devices)))
-            index = parse_device(cfg.device)[1]  # cuda:N: the user chose that one GPU, the others are not idle
-            idle = idle_gpus(self.devices, visible, cfg.devices or ((index,) if index is not None else None))
+            index = parse_device(self.device)[1]  # cuda:N: the user chose that one GPU, the others are not idle
+            idle = idle_gpus(self.devices, visible, self.gpus or ((index,) if index is not None else None))
             if idle:
                 log.warning("GPU(s) %s get no worker; raise --workers to use them", ",".join(map(str, idle)))
             if fake_gpus() is not None:
                 log.warning("%s is set (test hook): the masked LMs run on the CPU", FAKE_GPUS_ENV)
 
-    def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, progress: Progress) -> List[Dict]:
+    def run(self, jobs: Sequence[ShardJob], setup: RunSetup, progress: Progress) -> List[Dict]:
         if not self.gpu_fillers:
-            return run_local(jobs, cfg, setup, self.devices, progress)
+            return run_local(jobs, setup, self.devices, progress)
         ctx = mp.get_context("spawn")  # no fork after torch / spaCy state
-        servers = FillServers(ctx, cfg, filler_devices(self.devices), cfg.workers)
+        servers = FillServers(ctx, self.masked_lm, setup.log_level, filler_devices(self.devices), self.workers)
         try:
             servers.start()
-            results = run_local(jobs, cfg, setup, self.devices, progress, servers)
+            results = run_local(jobs, setup, self.devices, progress, servers)
             self.fillers = servers.stop()
             return results
         finally:
@@ -111,56 +112,57 @@ def _annotate(res: Dict, index: int, device: str, gpu_fillers: bool) -> Dict:
     return res
 
 
-def _worker_init(cfg: ShardsConfig, setup: RunSetup, queue, slots, servers: Optional[FillLinks]) -> None:
+def _worker_init(setup: RunSetup, queue, slots, servers: Optional[FillLinks]) -> None:
     from threadpoolctl import threadpool_limits
 
     exit_with_parent()
-    # one BLAS / OpenMP pool per worker sized to its share of the cores: numpy (imported while ``cfg`` was
+    # one BLAS / OpenMP pool per worker sized to its share of the cores: numpy (imported while ``setup`` was
     # unpickled) has started its pool already, so it is resized; the variables cover libraries loaded later
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(setup.threads or 1)
     threadpool_limits(setup.threads or 1)
     index, device = slots.get()
-    _WORKER.update(cfg=cfg, setup=setup, queue=queue, gen=None, index=index, device=device, servers=servers)
-    configure_logging(cfg.log_level)  # a spawned process starts with no logging configuration
+    _WORKER.update(setup=setup, queue=queue, gen=None, index=index, device=device, servers=servers)
+    configure_logging(setup.log_level)  # a spawned process starts with no logging configuration
 
 
-def _generator(cfg: ShardsConfig, setup: RunSetup, index: int, device: str, servers: Optional[FillLinks],
-               check=None):
+def _generator(setup: RunSetup, index: int, device: str, servers: Optional[FillLinks], check=None):
     if servers is None:
-        return build_generator(cfg, setup, device=device)
+        return build_generator(setup, device=device)
     link = servers.link(index, check)
-    return build_generator(cfg, setup, filler=remote_filler(cfg, link.send, link.receive))
+    return build_generator(setup, filler=remote_filler(setup.masked_lm, link.send, link.receive))
 
 
 def _worker_run(job: ShardJob) -> Dict:
-    cfg, setup, queue, servers = _WORKER["cfg"], _WORKER["setup"], _WORKER["queue"], _WORKER["servers"]
+    setup, queue, servers = _WORKER["setup"], _WORKER["queue"], _WORKER["servers"]
     queue.put(("start", _WORKER["index"], os.getpid(), job.rel))  # names this worker if it dies on this shard
     if _WORKER["gen"] is None:
-        log.info("worker %d (pid %d): %s", _WORKER["index"], os.getpid(), _filler_words(cfg, setup, _WORKER["device"],
+        log.info("worker %d (pid %d): %s", _WORKER["index"], os.getpid(), _filler_words(setup, _WORKER["device"],
                                                                                         servers is not None))
-        _WORKER["gen"] = _generator(cfg, setup, _WORKER["index"], _WORKER["device"], servers)
-    return _annotate(run_job(job, _WORKER["gen"], cfg, queue.put), _WORKER["index"], _WORKER["device"],
-                     servers is not None)
+        _WORKER["gen"] = _generator(setup, _WORKER["index"], _WORKER["device"], servers)
+    return _annotate(run_job(job, _WORKER["gen"], setup.captions, setup.chunk_size, queue.put), _WORKER["index"],
+                     _WORKER["device"], servers is not None)
 
 
-def _filler_words(cfg: ShardsConfig, setup: RunSetup, device: str, gpu_process: bool) -> str:
+def _filler_words(setup: RunSetup, device: str, gpu_process: bool) -> str:
     if setup.filler is None:
-        return "no filler (--types " + ",".join(cfg.types) + ")"
+        return "no filler (--types " + ",".join(setup.generation.types) + ")"
     if setup.filler == "vocab":
         return "vocabulary filler (no masked LM)"
     return f"masked LM on {device}" + (" (its GPU's process)" if gpu_process else "")
 
 
-def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, devices: Sequence[str],
-              progress: Progress, servers: Optional[FillServers] = None) -> List[Dict]:
-    workers = cfg.workers
+def run_local(jobs: Sequence[ShardJob], setup: RunSetup, devices: Sequence[str], progress: Progress,
+              servers: Optional[FillServers] = None) -> List[Dict]:
+    """``jobs`` by one worker per entry of ``devices`` (this process when there is one)."""
+    workers = len(devices)
     results = []
     links = servers.links() if servers is not None else None
     if workers == 1:
-        gen = _generator(cfg, setup, 0, devices[0], links, servers.check if servers is not None else None)
+        gen = _generator(setup, 0, devices[0], links, servers.check if servers is not None else None)
         for job in jobs:
-            results.append(_annotate(run_job(job, gen, cfg, progress.add_captions), 0, devices[0], servers is not None))
+            results.append(_annotate(run_job(job, gen, setup.captions, setup.chunk_size, progress.add_captions), 0,
+                                     devices[0], servers is not None))
             log_result(results[-1])
             progress.shard_done(results[-1]["status"] == "ok")
             if servers is not None:
@@ -174,7 +176,7 @@ def run_local(jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, devi
     procs: Dict = {}
     try:
         with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(cfg, setup, queue, slots, links)) as ex:
+                                    initargs=(setup, queue, slots, links)) as ex:
             pending = {ex.submit(_worker_run, job) for job in jobs}
             procs = getattr(ex, "_processes", None) or {}  # the pool's processes by pid (CPython keeps them here)
             try:

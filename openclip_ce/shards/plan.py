@@ -21,7 +21,6 @@ import braceexpand
 
 from ..errors import UserError
 from ..fileio import write_json_atomic
-from .config import ShardsConfig
 from .tario import GZ_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -38,6 +37,7 @@ class ShardJob:
     src: str     # input path
     rel: str     # relative name, mirrored under --out
     target: str  # output path
+    record: str  # its ``done`` record (written once the shard is complete)
 
 
 def _expand_one(spec: str, out_root: str) -> Tuple[List[str], List[str]]:
@@ -91,7 +91,7 @@ def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
         target = os.path.join(out_root, rel)
         if os.path.abspath(target) == p:
             raise UserError(f"--out {out} would overwrite the input shard {p}")
-        jobs.append(ShardJob(p, rel, target))
+        jobs.append(ShardJob(p, rel, target, sidecar_path(out, rel)))
     if len({j.target for j in jobs}) != len(jobs):
         raise UserError("two inputs map to the same output name; give inputs with distinct relative names")
     return jobs
@@ -120,16 +120,16 @@ def is_complete(out: str, job: ShardJob) -> bool:
         return False
 
 
-def check_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
+def check_settings(out: str, want: Dict[str, object], overwrite: bool) -> None:
     """Refuse to resume into ``out`` with other output settings; record this run's."""
-    verify_settings(out, cfg, overwrite)
-    record_settings(out, cfg, overwrite, None)
+    verify_settings(out, want, overwrite)
+    record_settings(out, want, overwrite, None)
 
 
-def verify_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
-    """Refuse to resume into ``out`` with other output settings (reads only: safe before the engine starts)."""
+def verify_settings(out: str, want: Dict[str, object], overwrite: bool) -> None:
+    """Refuse to resume into ``out`` with output settings other than ``want``
+    (:meth:`~openclip_ce.shards.config.ShardsConfig.output_settings`; reads only: safe before the engine starts)."""
     path = state_path(out, "config.json")
-    want = cfg.output_settings()
     if os.path.exists(path) and not overwrite:
         with open(path, encoding="utf-8") as f:
             have = {k: v for k, v in json.load(f).items() if k not in RECORDED_ONLY}
@@ -140,11 +140,10 @@ def verify_settings(out: str, cfg: ShardsConfig, overwrite: bool) -> None:
                             f"use the same settings to resume, another --out, or --overwrite")
 
 
-def record_settings(out: str, cfg: ShardsConfig, overwrite: bool, tagging: Optional[Dict[str, object]]) -> None:
-    """Record this run's settings and its ``tagging`` ops (None: no shard to write, the last run's are kept),
-    and, under ``overwrite``, forget every completed shard first."""
+def record_settings(out: str, want: Dict[str, object], overwrite: bool, tagging: Optional[Dict[str, object]]) -> None:
+    """Record this run's output settings ``want`` and its ``tagging`` ops (None: no shard to write, the last
+    run's are kept), and, under ``overwrite``, forget every completed shard first."""
     path = state_path(out, "config.json")
-    want = cfg.output_settings()
     if overwrite:
         # forget every completed shard *before* recording the new settings: an interrupted --overwrite
         # run must never leave old-settings shards that a later run takes for complete

@@ -19,7 +19,6 @@ complete) is written only after that rename.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import time
@@ -30,9 +29,8 @@ from ..errors import UserError
 from ..fileio import write_json_atomic
 from ..negatives import NEG_MEMBER, NEG_TYPES, empty_negatives, encode_negatives
 from ..pickled import is_pickled
-from .config import ShardsConfig
-from .language import LanguageFilter
-from .plan import ShardJob, sidecar_path
+from .captions import CAPTION_NOT_FOUND, CaptionReader
+from .plan import ShardJob
 from .tario import ShardFormatError, ShardWriter, member_ext, read_samples, remove_stale_partials
 
 log = logging.getLogger(__name__)
@@ -41,66 +39,11 @@ IN_FLIGHT = 2  # chunks of one worker between tagging and writing
 
 PROBLEM_KINDS = ("no_caption", "empty_caption", "non_utf8_caption", "caption_too_long", "bad_caption_json",
                  "non_string_caption", "other_language_caption", "replaced_neg_json")
-# kinds that say the caption was not found where --caption-key / --caption-json-field point
-CAPTION_NOT_FOUND = ("no_caption", "bad_caption_json", "non_string_caption")
 # not about the caption (counted in the same ``problems``): a key repeated by the next sample (each still
 # gets its own negatives), a member webdataset's decoders would unpickle (copied through; the plugin's
 # training stage drops it)
 SAMPLE_PROBLEM_KINDS = ("duplicate_key", "pickled_member")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _json_field(obj, path: str):
-    for part in path.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
-
-
-_FILTERS: Dict[Tuple[Tuple[str, ...], str, bool], LanguageFilter] = {}
-
-
-def language_filter(cfg: ShardsConfig, tagger) -> LanguageFilter:
-    """The run's language filter, with ``tagger``'s dictionary for the word check of English."""
-    key = (cfg.languages, cfg.spacy_model, tagger is not None)
-    if key not in _FILTERS:
-        english = tagger.english if cfg.languages == ("en",) and tagger is not None else None
-        _FILTERS[key] = LanguageFilter(cfg.languages, english)
-    return _FILTERS[key]
-
-
-def extract_caption(members_by_ext: Dict[str, bytes], cfg: ShardsConfig, tagger) -> Tuple[Optional[str], Optional[str]]:
-    """``(caption, None)`` or ``(None, problem kind)``: no input makes it raise. ``tagger``: the run's
-    :class:`~openclip_ce.generation.tagging.SpacyTagger`, whose dictionary the English word check reads."""
-    raw = members_by_ext.get(cfg.caption_key)
-    if raw is None:
-        return None, "no_caption"
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None, "non_utf8_caption"
-    if cfg.caption_json_field:
-        try:
-            value = _json_field(json.loads(text), cfg.caption_json_field)
-        except (ValueError, RecursionError):  # JSONDecodeError, too long a number, too deep a nesting
-            return None, "bad_caption_json"
-        if value is None:
-            return None, "no_caption"
-        if not isinstance(value, str):
-            return None, "non_string_caption"
-        try:
-            value.encode("utf-8")  # a lone surrogate ("\ud800") that JSON escapes let through
-        except UnicodeEncodeError:
-            return None, "non_utf8_caption"
-        text = value
-    if not text.strip():
-        return None, "empty_caption"
-    if len(text) > cfg.max_caption_chars:
-        return None, "caption_too_long"
-    if language_filter(cfg, tagger).other(text) is not None:
-        return None, "other_language_caption"
-    return text, None
 
 
 class SampleError(Exception):
@@ -149,8 +92,10 @@ class ShardStats:
                 "seconds": round(seconds, 3), **timings}
 
 
-def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int], None] = lambda n: None) -> Dict:
-    """Read ``job.src``, write ``job.target`` with ``neg.json`` per sample, return its statistics.
+def process_shard(job: ShardJob, gen, captions: CaptionReader, chunk_size: int,
+                  progress: Callable[[int], None] = lambda n: None) -> Dict:
+    """Read ``job.src``, write ``job.target`` with ``neg.json`` per sample (its captions read by ``captions``,
+    generated ``chunk_size`` at a time), write its ``done`` record ``job.record``, return its statistics.
     Raises :class:`ShardFormatError` for an unreadable shard (nothing is left under the target name)."""
     t0 = time.perf_counter()
     before = gen.timings.as_dict() if gen is not None else {}
@@ -212,13 +157,13 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
                     if is_pickled(ext):
                         stats.problem(key, "pickled_member")
                 kept.append(m)
-            caption, problem = extract_caption(by_ext, cfg, gen.tagger if gen is not None else None)
+            caption, problem = captions.read(by_ext, gen.tagger if gen is not None else None)
             if problem:
                 stats.problem(key, problem, by_ext)
             else:
                 n_captions += 1
             pending.append((key, kept, caption))
-            if n_captions >= cfg.chunk_size:
+            if n_captions >= chunk_size:
                 flush()
                 n_captions = 0
         flush(last=True)
@@ -230,7 +175,7 @@ def process_shard(job: ShardJob, gen, cfg: ShardsConfig, progress: Callable[[int
     except BaseException:
         writer.abort()
         raise
-    write_json_atomic(sidecar_path(cfg.out, job.rel), result)
+    write_json_atomic(job.record, result)
     pickled = result["problems"].get("pickled_member")
     if pickled:
         example = next(e["key"] for e in stats.problem_examples if e["kind"] == "pickled_member")
@@ -266,17 +211,17 @@ def _timing_delta(gen, before: Dict[str, float]) -> Dict[str, float]:
     return {k: round(now[k] - before.get(k, 0), 3) for k in ("tag_s", "fill_s", "wait_s", "fills")}
 
 
-def run_job(job: ShardJob, gen, cfg: ShardsConfig, progress) -> Dict:
+def run_job(job: ShardJob, gen, captions: CaptionReader, chunk_size: int, progress) -> Dict:
     """:func:`process_shard`, turning a failure of this shard into a ``failed`` result (others go on)."""
     try:
-        return process_shard(job, gen, cfg, progress)
+        return process_shard(job, gen, captions, chunk_size, progress)
     except FillerDied:  # not this shard's fault: the run stops (one line), a rerun resumes
         raise
     except Exception as e:  # noqa: BLE001 - one bad shard must not stop the others
         if isinstance(e, OSError) and e.errno in DISK_FULL:  # every shard would fail next: the run stops
             raise DiskFull(f"{os.strerror(e.errno)}: {e.filename or job.target} (writing shard {job.rel}); no "
                            f"partial file is left and the shards completed so far are kept: free space under "
-                           f"{cfg.out} and rerun the same command to resume") from None
+                           f"{os.path.dirname(job.target)} and rerun the same command to resume") from None
         msg = (str(e) if isinstance(e, ShardFormatError) else f"{job.src}: {e}" if isinstance(e, SampleError)
                else f"{job.src}: {type(e).__name__}: {e}")
         if not isinstance(e, (ShardFormatError, OSError)):

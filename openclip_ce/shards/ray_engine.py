@@ -17,6 +17,7 @@ as the cluster and left running; a Ray this engine started is shut down at the e
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -26,15 +27,14 @@ from typing import Dict, List, Optional, Sequence
 
 from ..errors import UserError
 from ..generation import GenerationSetupError
-from .config import ShardsConfig
 from .devices import FAKE_GPUS_ENV, fake_gpus, is_cuda, no_gpu_message, visible_gpu_count
 from .plan import ShardJob
 from .process import log_result, run_job
 from .progress import Progress
 from .ray_pool import FillerActor, FillerRouter, bind_router, remote_filler
-from .ray_resources import (TASK_CPUS, FillerPlan, describe_missing, describe_plan, filler_plan,
+from .ray_resources import (TASK_CPUS, FillerPlan, RayOptions, describe_missing, describe_plan, filler_plan,
                             local_ray_resources, missing_resources)
-from .setup import RunSetup, build_generator, needs_masked_lm
+from .setup import MaskedLM, RunSetup, build_generator
 from .stats import workers_summary
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,12 @@ class RayEngine:
 
     name = "ray"
 
-    def __init__(self, cfg: ShardsConfig):
+    def __init__(self, options: RayOptions, masked_lm: Optional[MaskedLM]):
+        """``masked_lm``: the run's masked LM, each actor's (None: the run needs none, no actor)."""
         if importlib.util.find_spec("ray") is None:  # checked here, imported where used (heavy)
             raise UserError("--engine ray needs Ray: pip install 'openclip-ce[ray]'")
-        self.cfg = cfg
+        self.options = options
+        self.masked_lm = masked_lm
         self.owns_ray = False
         self.where = ""
         self.plan: Optional[FillerPlan] = None
@@ -69,8 +71,8 @@ class RayEngine:
     def _connect(self) -> None:
         import ray
 
-        cfg = self.cfg
-        address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+        opts = self.options
+        address = opts.address or os.environ.get("RAY_ADDRESS")
         if ray.is_initialized():
             self.where = "the Ray cluster this process joined"
             return
@@ -81,12 +83,12 @@ class RayEngine:
                 raise UserError(f"cannot join the Ray cluster at {address!r}: {str(e).splitlines()[0]}") from None
             self.where = f"the Ray cluster at {address}"
             return
-        gpu = is_cuda(cfg.device) and needs_masked_lm(cfg)
+        gpu = is_cuda(opts.device) and self.masked_lm is not None
         visible = visible_gpu_count() if gpu else 0
         if gpu and visible < 1:
             raise UserError(no_gpu_message("--engine ray --device cuda"))
-        plan = filler_plan(cfg, visible)
-        res = local_ray_resources(cfg.workers, plan, visible)
+        plan = filler_plan(opts, self.masked_lm is not None, visible)
+        res = local_ray_resources(opts.workers, plan, visible)
         missing = missing_resources(plan.demand(), {"CPU": res["num_cpus"], "GPU": res["num_gpus"]})
         if missing:
             raise UserError(f"--engine ray on this machine: {describe_plan(plan)} do not fit "
@@ -103,35 +105,36 @@ class RayEngine:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        cfg = self.cfg
+        opts = self.options
         totals = ray.cluster_resources()
-        self.plan = plan = filler_plan(cfg, totals.get("GPU", 0.0))
+        self.plan = plan = filler_plan(opts, self.masked_lm is not None, totals.get("GPU", 0.0))
         missing = missing_resources(plan.demand(), totals)
         if missing:
             raise UserError(f"{self.where} is too small for this job: {describe_plan(plan)} "
                             f"({describe_missing(missing, 'the cluster has')}); add nodes, or lower --ray-fillers")
         free_cpu = totals.get("CPU", 0.0) - plan.n * plan.cpus
         log.info("ray: %s; up to %d shard task(s) in flight (--workers), %g CPU for them", self.where,
-                 cfg.workers, free_cpu)
+                 opts.workers, free_cpu)
         if plan.n == 0:
             return
         self.pg = placement_group(plan.bundles(), strategy="PACK")
-        if not self.pg.wait(timeout_seconds=cfg.ray_placement_timeout):
+        if not self.pg.wait(timeout_seconds=opts.placement_timeout):
             free = ray.available_resources()
             short = missing_resources(plan.demand(with_task=False), free)
             why = (describe_missing(short, "free") if short else
                    "enough free in total, but no node has one actor's CPU and GPU free together")
             raise UserError(f"{self.where} could not place {plan.n} masked-LM actor(s) within "
-                            f"{cfg.ray_placement_timeout:g} s ({why}); other jobs may hold them: free them, "
+                            f"{opts.placement_timeout:g} s ({why}); other jobs may hold them: free them, "
                             f"raise --ray-placement-timeout, or lower --ray-fillers")
         actor_cls = ray.remote(FillerActor)
         self.actors = [actor_cls.options(
             num_cpus=plan.cpus, num_gpus=plan.gpus, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=self.pg, placement_group_bundle_index=i)).remote(cfg, i) for i in range(plan.n)]
+                placement_group=self.pg, placement_group_bundle_index=i)).remote(self.masked_lm, i)
+            for i in range(plan.n)]
         try:
             errors = ray.get([a.ready.remote() for a in self.actors])
         except ray.exceptions.RayActorError as e:
-            raise UserError(f"a masked-LM actor died while loading {cfg.filler_model!r}: "
+            raise UserError(f"a masked-LM actor died while loading {self.masked_lm.model!r}: "
                             f"{str(e).strip().splitlines()[0]}") from None
         bad = [e for e in errors if e]
         if bad:
@@ -143,19 +146,18 @@ class RayEngine:
                            for s in placed))
 
     # ------------------------------------------------------------------ run
-    def run(self, jobs: Sequence[ShardJob], cfg: ShardsConfig, setup: RunSetup, progress: Progress) -> List[Dict]:
+    def run(self, jobs: Sequence[ShardJob], setup: RunSetup, progress: Progress) -> List[Dict]:
         import ray
 
         task = ray.remote(_ray_shard).options(num_cpus=TASK_CPUS, max_retries=2)
-        cfg_ref = ray.put(cfg)  # one copy in the object store, not one per task
-        setup_ref = ray.put(setup)  # (it may hold a vocabulary)
+        setup_ref = ray.put(setup)  # one copy in the object store, not one per task (it may hold a vocabulary)
         queue = list(reversed(jobs))
         in_flight: Dict = {}
         results: List[Dict] = []
         while queue or in_flight:
-            while queue and len(in_flight) < cfg.workers:
+            while queue and len(in_flight) < self.options.workers:
                 job = queue.pop()
-                in_flight[task.remote(job, cfg_ref, setup_ref, self.router)] = job
+                in_flight[task.remote(job, setup_ref, self.router)] = job
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
             for ref in ready:
                 in_flight.pop(ref)
@@ -216,22 +218,21 @@ def _result(ref) -> Dict:
 _TASK_GEN: Dict[str, object] = {}
 
 
-def _generator_key(cfg: ShardsConfig, setup: RunSetup, remote: bool) -> str:
-    """A task process keeps its generator between tasks of the same settings (loading spaCy per shard
+def _generator_key(setup: RunSetup, remote: bool) -> str:
+    """A task process keeps its generator between tasks of the same setup (loading spaCy per shard
     would dominate); anything that changes the generator changes this key."""
-    return json.dumps([cfg.output_settings(), cfg.chunk_size, remote, setup.vocab, setup.ops], sort_keys=True,
-                      default=str)
+    return json.dumps([dataclasses.asdict(setup), remote], sort_keys=True, default=str)
 
 
-def _ray_shard(job: ShardJob, cfg: ShardsConfig, setup: RunSetup, router) -> Dict:
-    key = _generator_key(cfg, setup, router is not None)
+def _ray_shard(job: ShardJob, setup: RunSetup, router) -> Dict:
+    key = _generator_key(setup, router is not None)
     gen = _TASK_GEN.get(key)
     if gen is None:
         _TASK_GEN.clear()
-        gen = _TASK_GEN[key] = build_generator(cfg, setup,
-                                               filler=remote_filler(cfg, router) if router is not None else None)
+        gen = _TASK_GEN[key] = build_generator(
+            setup, filler=remote_filler(setup.masked_lm, router) if router is not None else None)
     if router is not None:
         bind_router(gen.filler, router)
-    res = run_job(job, gen, cfg, lambda n: None)
+    res = run_job(job, gen, setup.captions, setup.chunk_size, lambda n: None)
     res["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return res

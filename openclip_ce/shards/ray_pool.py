@@ -18,7 +18,6 @@ import socket
 from typing import Dict, List, Optional, Sequence
 
 from ..generation import GenerationSetupError
-from .config import ShardsConfig
 from .devices import gpu_peak_mib, is_cuda
 
 
@@ -48,19 +47,20 @@ class FillerActor:
     (the shard task tokenizes and chooses). A load failure is kept and reported by :meth:`ready` so
     that the driver can print it as one line."""
 
-    def __init__(self, cfg: ShardsConfig, index: int):
+    def __init__(self, lm, index: int):
+        """``lm``: the run's :class:`~openclip_ce.shards.setup.MaskedLM`."""
         import ray
 
         from .setup import make_mlm_scorer
 
         self.index = index
         # Ray sets CUDA_VISIBLE_DEVICES to this actor's GPU(s): "cuda" is that GPU
-        self.device = "cuda" if is_cuda(cfg.device) else cfg.device
+        self.device = "cuda" if is_cuda(lm.device) else lm.device
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.requests = self.fills = 0
         self.error: Optional[str] = None
         try:
-            self.scorer = make_mlm_scorer(cfg, self.device)
+            self.scorer = make_mlm_scorer(lm, self.device)
         except GenerationSetupError as e:
             self.error = str(e)
 
@@ -100,14 +100,14 @@ class FillerRouter:
         return list(self.policy.in_flight)
 
 
-def remote_filler(cfg: ShardsConfig, router):
+def remote_filler(lm, router):
     """A shard task's filler: tokenizer side here, each chunk's fills one request to the router (several
     in flight: the task tags its next chunk while an actor fills this one)."""
     import ray
 
     from .setup import remote_filler as make
 
-    filler = make(cfg, None, ray.get)
+    filler = make(lm, None, ray.get)
     bind_router(filler, router)
     return filler
 

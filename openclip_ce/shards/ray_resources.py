@@ -12,15 +12,26 @@ the cluster (or used to size a Ray started locally) before anything is scheduled
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import UserError
-from .config import ShardsConfig
 from .devices import is_cuda
-from .setup import needs_masked_lm
 
 ACTOR_CPUS = 1.0
 TASK_CPUS = 1.0
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """The Ray engine's settings: ``--ray-address``, ``--workers``, ``--device``, ``--ray-fillers``,
+    ``--ray-gpus-per-filler``, ``--ray-placement-timeout``."""
+
+    address: Optional[str]
+    workers: int
+    device: str
+    fillers: int
+    gpus_per_filler: float
+    placement_timeout: float
 
 
 @dataclass(frozen=True)
@@ -44,18 +55,18 @@ class FillerPlan:
         return d
 
 
-def filler_plan(cfg: ShardsConfig, gpus_total: float) -> FillerPlan:
-    """The actors for ``cfg`` on a cluster with ``gpus_total`` GPUs (``--ray-fillers 0``: one per GPU
-    share with ``--device cuda``, one CPU actor otherwise)."""
-    if not needs_masked_lm(cfg):
+def filler_plan(options: RayOptions, masked_lm: bool, gpus_total: float) -> FillerPlan:
+    """The actors of a run (none without a ``masked_lm``) on a cluster with ``gpus_total`` GPUs
+    (``--ray-fillers 0``: one per GPU share with ``--device cuda``, one CPU actor otherwise)."""
+    if not masked_lm:
         return FillerPlan(0, 0.0, 0.0)
-    if not is_cuda(cfg.device):
-        return FillerPlan(cfg.ray_fillers or 1, 0.0)
+    if not is_cuda(options.device):
+        return FillerPlan(options.fillers or 1, 0.0)
     if gpus_total <= 0:
         raise UserError("--engine ray --device cuda: the Ray cluster has no GPU resources (no GPU node joined, "
                         "or its GPUs were not declared); start GPU nodes, or use --device cpu")
-    per = cfg.ray_gpus_per_filler
-    n = cfg.ray_fillers or max(1, int(gpus_total / per + 1e-9))
+    per = options.gpus_per_filler
+    n = options.fillers or max(1, int(gpus_total / per + 1e-9))
     return FillerPlan(n, per)
 
 

@@ -6,12 +6,11 @@ import json
 from typing import Dict, List, Sequence
 
 from ..negatives import NEG_TYPES
-from .config import ShardsConfig
 from .plan import ShardJob, sidecar_path
 
 
 def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipped: int, wall: float,
-              cfg: ShardsConfig, run_info: Dict) -> Dict:
+              settings: Dict[str, object], run_info: Dict) -> Dict:
     failed = [r for r in results if r["status"] == "failed"]
     failed_rel = {r["shard"] for r in failed}
     per_shard = []
@@ -54,7 +53,7 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
             "limited_by": limited_by(tag_s, fill_s, wait_s) if this_run else None,
         },
         "examples": [e for s in per_shard for e in s["examples"]][:8],
-        "settings": cfg.output_settings(),
+        "settings": settings,
         "run": run_info,
     }
 

@@ -57,12 +57,11 @@ def test_workers_per_gpu_is_gone_with_a_clear_message():
 
 def test_a_chosen_gpu_leaves_no_advice_to_raise_workers(monkeypatch, caplog):
     """--device cuda:1 on a 4-GPU node: the user picked one GPU; "raise --workers" would be refused."""
-    from openclip_ce.shards.local import LocalEngine
-
     monkeypatch.setenv(FAKE_GPUS_ENV, "4")
     for device, idle in (("cuda:1", None), ("cuda", "GPU(s) 1,2,3 get no worker")):
         caplog.clear()
-        LocalEngine(config_for(["x.tar"], "out", device=device, filler_model="/m", spacy_model=SPACY_MODEL)).start()
+        command.make_engine(config_for(["x.tar"], "out", device=device, filler_model="/m",
+                                       spacy_model=SPACY_MODEL)).start()
         warned = [r.getMessage() for r in caplog.records if "get no worker" in r.getMessage()]
         assert warned == ([] if idle is None else [idle + "; raise --workers to use them"]), (device, warned)
 
@@ -88,12 +87,18 @@ def _cfg(**kw):
     return config_for(["x.tar"], "out", engine="ray", **kw)
 
 
+def _plan(cfg, gpus):
+    """The Ray engine's actors for ``cfg`` on a cluster of ``gpus`` GPUs, from the values the engine gets."""
+    engine = command.make_engine(cfg)
+    return filler_plan(engine.options, engine.masked_lm is not None, gpus)
+
+
 @pytest.mark.parametrize("gpus", [1, 2, 4])
 @pytest.mark.parametrize("workers", [1, 2, 3, 4])
 def test_a_local_ray_always_has_room_for_the_actors_and_the_workers(gpus, workers):
     for kw in ({"device": "cuda"}, {"device": "cuda", "ray_gpus_per_filler": 0.5}, {"device": "cpu"},
                {"device": "cpu", "ray_fillers": 3}):
-        plan = filler_plan(_cfg(workers=workers, **kw), gpus)
+        plan = _plan(_cfg(workers=workers, **kw), gpus)
         res = local_ray_resources(workers, plan, gpus)
         have = {"CPU": res["num_cpus"], "GPU": res["num_gpus"]}
         assert missing_resources(plan.demand(), have) == {}, (kw, plan, res)
@@ -101,19 +106,19 @@ def test_a_local_ray_always_has_room_for_the_actors_and_the_workers(gpus, worker
         if kw["device"] == "cuda":
             assert plan.n == gpus / kw.get("ray_gpus_per_filler", 1) and res["num_gpus"] == gpus
     # the bug this replaces: CPUs = workers only, GPU actors holding one each -> no task could start
-    plan = filler_plan(_cfg(workers=1, device="cuda"), 2)
+    plan = _plan(_cfg(workers=1, device="cuda"), 2)
     assert missing_resources(plan.demand(), {"CPU": 1, "GPU": 2}) == {"CPU": (3.0, 1)}
 
 
 def test_filler_plan_on_a_cluster():
     with pytest.raises(UserError, match="no GPU resources"):
-        filler_plan(_cfg(device="cuda"), 0)
-    assert filler_plan(_cfg(device="cuda"), 8) == FillerPlan(8, 1.0)
-    assert filler_plan(_cfg(device="cuda", ray_fillers=2), 8) == FillerPlan(2, 1.0)
-    assert filler_plan(_cfg(device="cpu"), 8) == FillerPlan(1, 0.0)
-    assert filler_plan(_cfg(device="cuda", filler="vocab"), 0).n == 0  # no masked LM, no GPU needed
-    assert filler_plan(_cfg(device="cuda", types="rel"), 0).n == 0
-    plan = filler_plan(_cfg(device="cuda", ray_fillers=4), 2)
+        _plan(_cfg(device="cuda"), 0)
+    assert _plan(_cfg(device="cuda"), 8) == FillerPlan(8, 1.0)
+    assert _plan(_cfg(device="cuda", ray_fillers=2), 8) == FillerPlan(2, 1.0)
+    assert _plan(_cfg(device="cpu"), 8) == FillerPlan(1, 0.0)
+    assert _plan(_cfg(device="cuda", filler="vocab"), 0).n == 0  # no masked LM, no GPU needed
+    assert _plan(_cfg(device="cuda", types="rel"), 0).n == 0
+    plan = _plan(_cfg(device="cuda", ray_fillers=4), 2)
     assert plan.bundles() == [{"CPU": 1.0, "GPU": 1.0}] * 4
     missing = missing_resources(plan.demand(), {"CPU": 16.0, "GPU": 2.0})
     assert describe_missing(missing, "the cluster has") == "GPU: needs 4, the cluster has 2"

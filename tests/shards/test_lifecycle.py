@@ -14,7 +14,7 @@ import pytest
 from openclip_ce.shards.config import config_for
 from openclip_ce.shards.fill_server import FillLinks, exit_with_parent
 from openclip_ce.shards.process import FillerDied
-from openclip_ce.shards.setup import RunSetup
+from openclip_ce.shards.setup import run_setup
 
 BIG = 400_000  # int64s: 3.2 MB per request, far over a pipe's 64 KiB (a 512-caption chunk is ~114 KB)
 
@@ -104,11 +104,11 @@ def test_each_worker_gets_the_blas_threads_the_run_gives_it(tmp_path):
     import concurrent.futures as cf
 
     cfg = config_for(["x.tar"], str(tmp_path / "out"), threads=1)
-    setup = RunSetup(threads=1, tagging={"ops": "blis", "chosen_by": "--tagging-ops"}, filler="mlm")
+    setup = run_setup(cfg, [], 1, {"ops": "blis", "chosen_by": "--tagging-ops"})
     ctx = mp.get_context("spawn")
     queue, slots = ctx.Queue(), ctx.Queue()
     slots.put((0, "cpu"))
     with cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=local._worker_init,
-                                initargs=(cfg, setup, queue, slots, None)) as ex:
+                                initargs=(setup, queue, slots, None)) as ex:
         threads = ex.submit(_blas_threads).result(timeout=120)
     assert threads == [1], threads  # numpy's pool, started before the initializer ran, resized

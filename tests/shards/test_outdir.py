@@ -46,7 +46,7 @@ def test_crash_around_the_rename_never_leaves_a_shard_counted_complete_wrongly(t
     with pytest.raises(Crash):
         command.run_config(_cfg(inp, out, seed=1, overwrite=True))
     monkeypatch.undo()
-    job = ShardJob(str(inp / "00000.tar"), "00000.tar", str(out / "00000.tar"))
+    job = ShardJob(str(inp / "00000.tar"), "00000.tar", str(out / "00000.tar"), sidecar_path(str(out), "00000.tar"))
     assert (out / "00000.tar").read_bytes() == (old if when == "before_rename" else new)
     assert not os.path.exists(sidecar_path(str(out), "00000.tar")) and not is_complete(str(out), job)
 

@@ -19,11 +19,10 @@ from openclip_ce.shards.config import config_for
 from openclip_ce.shards.devices import FAKE_GPUS_ENV
 from openclip_ce.shards.plan import plan_jobs
 from openclip_ce.shards.progress import Progress
-from openclip_ce.shards.setup import RunSetup
+from openclip_ce.shards.setup import run_setup
 from openclip_ce.testing.make_shards_runs import SPACY_MODEL, tiny_filler, tree_bytes, write_caption_shards
 
 ray = pytest.importorskip("ray")
-from openclip_ce.shards.ray_engine import RayEngine  # noqa: E402
 from openclip_ce.shards.ray_pool import FillerRouter  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -78,7 +77,7 @@ def cluster(request, data):
         mp.setenv("RAY_prestart_worker_first_driver", "0")  # CI's CPU: no idle workers started in advance
         mp.delenv("RAY_ADDRESS", raising=False)
         assert not ray.is_initialized()
-        engine = RayEngine(_cfg(data, data[0] / "unused", device="cuda", workers=1))
+        engine = command.make_engine(_cfg(data, data[0] / "unused", engine="ray", device="cuda", workers=1))
         engine.start()
         try:
             yield gpus, engine
@@ -105,8 +104,8 @@ def test_no_deadlock_and_the_local_engines_bytes(cluster, data, workers, tmp_pat
     jobs = plan_jobs(cfg.inputs, cfg.out)
     served_before = ray.get(engine.router.served.remote())
     t0 = time.monotonic()
-    setup = RunSetup(threads=1, tagging={"ops": "blis", "chosen_by": "--tagging-ops"}, filler="mlm")
-    results = _within(RUN_LIMIT_S, lambda: engine.run(jobs, cfg, setup, Progress(len(jobs), False, 1e9)))
+    setup = run_setup(cfg, jobs, 1, {"ops": "blis", "chosen_by": "--tagging-ops"})
+    results = _within(RUN_LIMIT_S, lambda: engine.run(jobs, setup, Progress(len(jobs), False, 1e9)))
     assert [r["status"] for r in results] == ["ok"] * 4, results
     assert tree_bytes(tmp_path / "out") == data[2]
     served = [a - b for a, b in zip(ray.get(engine.router.served.remote()), served_before)]
@@ -117,7 +116,7 @@ def test_no_deadlock_and_the_local_engines_bytes(cluster, data, workers, tmp_pat
 
 def test_a_cluster_too_small_fails_at_once_naming_what_is_missing(cluster, data, tmp_path):
     gpus, _ = cluster
-    engine = RayEngine(_cfg(data, tmp_path, device="cuda", ray_fillers=gpus + 1))
+    engine = command.make_engine(_cfg(data, tmp_path, engine="ray", device="cuda", ray_fillers=gpus + 1))
     t0 = time.monotonic()
     with pytest.raises(UserError, match=f"GPU: needs {gpus + 1}, the cluster has {gpus}"):
         engine.start()
@@ -126,7 +125,7 @@ def test_a_cluster_too_small_fails_at_once_naming_what_is_missing(cluster, data,
 
 def test_busy_gpus_fail_within_the_placement_timeout(cluster, data, tmp_path):
     gpus, _ = cluster  # the fixture's actors hold every GPU
-    engine = RayEngine(_cfg(data, tmp_path, device="cuda", ray_placement_timeout=2))
+    engine = command.make_engine(_cfg(data, tmp_path, engine="ray", device="cuda", ray_placement_timeout=2))
     t0 = time.monotonic()
     with pytest.raises(UserError, match=rf"could not place {gpus} masked-LM actor\(s\) within 2 s \(.*GPU: needs "
                                         rf"{gpus}, free 0"):

@@ -213,7 +213,7 @@ def test_interrupted_overwrite_never_leaves_old_shards_counted_complete(tmp_path
     # the state an `--overwrite --seed 1` run is in when it is killed before writing any shard
     cfg = shards_config.config_for([str(tmp_path / "in")], str(tmp_path / "old"), types="rel,obj", seed=1,
                                    filler_model=str(model), spacy_model=SPACY_MODEL)
-    check_settings(str(tmp_path / "old"), cfg, overwrite=True)
+    check_settings(str(tmp_path / "old"), cfg.output_settings(), overwrite=True)
     proc = run_cli([tmp_path / "in"], tmp_path / "old", model, "--types", "rel,obj", "--seed", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 to write, 0 already complete" in proc.stderr
@@ -251,7 +251,7 @@ def test_vocab_filler_needs_no_model(tmp_path):
 
 
 def test_stats_aggregate_counts_by_kind():
-    job = ShardJob("/x/0.tar", "0.tar", "/o/0.tar")
+    job = ShardJob("/x/0.tar", "0.tar", "/o/0.tar", "/o/.make-shards/done/0.tar.json")
     s = ShardStats(job)
     s.samples = 1
     s.problem("a", "empty_caption")
@@ -272,7 +272,7 @@ def test_interrupted_overwrite_of_a_vocab_run_builds_the_new_vocabulary(tmp_path
     assert run_cli([tmp_path / "in"], tmp_path / "clean", "/x", *vocab, "--vocab-per-tag", "1").returncode == 0
     cfg = shards_config.config_for([str(tmp_path / "in")], str(tmp_path / "old"), filler="vocab", vocab_per_tag=1,
                                    spacy_model=SPACY_MODEL)
-    check_settings(str(tmp_path / "old"), cfg, overwrite=True)  # killed here
+    check_settings(str(tmp_path / "old"), cfg.output_settings(), overwrite=True)  # killed here
     assert not (tmp_path / "old" / ".make-shards" / "vocab.json").exists()
     proc = run_cli([tmp_path / "in"], tmp_path / "old", "/x", *vocab, "--vocab-per-tag", "1")
     assert proc.returncode == 0, proc.stderr[-3000:]
