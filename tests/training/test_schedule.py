@@ -139,35 +139,20 @@ def test_every_rank_takes_the_global_batchs_decision(tmp_path):
 
 
 # ----------------------------------------------------------------------------- on a GPU's terms
-def _model():
-    from open_clip.model import CLIP
-
-    from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG
-    from openclip_ce.training.adapter import adapt_model
-
-    torch.manual_seed(0)
-    model = CLIP(**copy.deepcopy(TINY_VIT_B_32_CFG), output_dict=True)
-    return model, adapt_model(model)
-
-
 def _gated():
     return CeClipLoss(TYPES, schedule=TermSchedule(enabled=True, fraction=100.0, patience=1, ramp=2))
 
 
 def test_a_gated_step_reads_nothing_back_and_compiles_to_one_graph_while_the_gate_opens():
-    from torch._dynamo.testing import CompileCounterWithBackend
-
+    from openclip_ce.testing.compiled_steps import compiled_against_eager, step, tiny_clip
     from openclip_ce.testing.host_sync import count_host_reads
     from openclip_ce.training.packing import CAPACITY, layout_text_batch
     from openclip_ce.testing.text_batches import text_batch
 
-    model, spec = _model()
+    model, spec = tiny_clip()
     batches = [layout_text_batch(text_batch(8, seed=seed), spec) for seed in range(4)]
     CAPACITY.configure(max(b.tokens.shape[0] for b in batches))
     eager_model, eager_loss, loss = copy.deepcopy(model), _gated(), _gated()
-
-    def step(m, ls, images, text):
-        return sum(ls(**m(images, text), output_dict=True).values())
 
     counts = []
     for batch in batches[:3]:  # eagerly: after the first step, no host read, also as the gate opens and ramps
@@ -177,18 +162,13 @@ def test_a_gated_step_reads_nothing_back_and_compiles_to_one_graph_while_the_gat
     assert count_host_reads(eager_loss.schedule_metrics)[1] == {"Tensor.tolist": 1}  # at log steps: one read
 
     eager_model, eager_loss = copy.deepcopy(model), _gated()
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(step, backend=counter, fullgraph=True)
-    torch.manual_seed(1)
     weights = []
-    for batch in batches:
-        images, text = torch.randn(8, 3, 32, 32), batch.to("cpu")
-        got, want = compiled(model, loss, images, text), step(eager_model, eager_loss, images, text)
-        got.backward()
-        want.backward()
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+    def same_schedule():
         assert loss.schedule.state() == eager_loss.schedule.state()
         weights.append(loss.schedule_metrics()["ce_imc_weight"])
+
+    counter = compiled_against_eager(model, loss, eager_model, eager_loss, batches, after_step=same_schedule)
     assert weights == pytest.approx([0.0, 0.1, 0.2, 0.2])  # closed, opened, ramped: inside the compiled graph
     assert counter.frame_count == 1
     CAPACITY.configure(None)

@@ -12,22 +12,14 @@ import sys
 import pytest
 import torch
 
+from openclip_ce.testing.compiled_steps import compiled_against_eager, tiny_clip
 from openclip_ce.testing.host_sync import count_host_reads
 from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
-from openclip_ce.training.adapter import adapt_model
 from openclip_ce.training.loss import CeClipLoss
 from openclip_ce.training.packing import CAPACITY, layout_text_batch
 from openclip_ce.testing.proc import run
 from openclip_ce.testing.text_batches import text_batch
 from openclip_ce.testing.training_runs import train_args
-
-
-def _model(pack=True):
-    from open_clip.model import CLIP
-
-    torch.manual_seed(0)
-    model = CLIP(**copy.deepcopy(TINY_VIT_B_32_CFG), output_dict=True)
-    return model, adapt_model(model, pack=pack)
 
 
 @pytest.fixture
@@ -40,7 +32,7 @@ def fixed_rows():
 
 @pytest.mark.parametrize("pack", [True, False])
 def test_a_ce_step_after_the_first_reads_nothing_back_from_the_device(pack):
-    model, spec = _model(pack)
+    model, spec = tiny_clip(pack)
     loss = CeClipLoss()
 
     def step(images, text):
@@ -62,27 +54,13 @@ def test_a_ce_step_after_the_first_reads_nothing_back_from_the_device(pack):
 
 
 def test_compiled_ce_forward_and_loss_is_one_graph_over_different_batches(fixed_rows):
-    from torch._dynamo.testing import CompileCounterWithBackend
-
-    model, spec = _model()
+    model, spec = tiny_clip()
     eager_model, eager_loss, loss = copy.deepcopy(model), CeClipLoss(), CeClipLoss()
-    counter = CompileCounterWithBackend("aot_eager")
-
-    def step(m, ls, images, text):
-        return sum(ls(**m(images, text), output_dict=True).values())
-
-    compiled = torch.compile(step, backend=counter, fullgraph=True)  # fullgraph: a graph break is an error
     batches = [layout_text_batch(text_batch(8, seed=seed), spec) for seed in range(4)]
     assert len({b.tokens.shape[0] for b in batches}) > 1  # different contents, different packed rows
     fixed_rows(batches)
-    torch.manual_seed(1)
-    for batch in batches:
-        images, text = torch.randn(8, 3, 32, 32), batch.to("cpu")
-        got, want = compiled(model, loss, images, text), step(eager_model, eager_loss, images, text)
-        got.backward()
-        want.backward()
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(loss.thresholds, eager_loss.thresholds, rtol=1e-5, atol=1e-6)
+    counter = compiled_against_eager(model, loss, eager_model, eager_loss, batches, after_step=lambda: (
+        torch.testing.assert_close(loss.thresholds, eager_loss.thresholds, rtol=1e-5, atol=1e-6)))
     assert counter.frame_count == 1  # one graph: no recompile for new contents, thresholds updated in the graph
     assert (loss.thresholds > 0).any()
     for (name, p), q in zip(model.named_parameters(), eager_model.parameters()):
