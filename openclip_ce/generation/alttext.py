@@ -55,8 +55,15 @@ _JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@\u2026$\u20
 _WORDS = re.compile(r"[^\W\d_]+")
 
 
+# one of these is in every match of _PROTECTED: plain text (most captions) is ruled out by a cheap search
+_PROTECTED_CHARS = re.compile(r"[<>&=/\\_@{}|~^]")
+_PROTECTED_DOTS = re.compile(r"\w\.\w|www\.")
+
+
 def protected_spans(text: str) -> List[Tuple[int, int]]:
     """Character spans of ``text`` that no edit may enter (empty for plain text)."""
+    if not _PROTECTED_CHARS.search(text) and not ("." in text and _PROTECTED_DOTS.search(text)):
+        return []
     return [m.span() for m in _PROTECTED.finditer(text)]
 
 
@@ -65,6 +72,8 @@ def case_normalised(text: str) -> Optional[str]:
 
     Title Case: at least half of the words after the first start with a capital (and one at least
     does). ALL CAPS: four or more cased letters, at most a fifth of them lowercase."""
+    if text[1:].islower():  # no capital after the first character ("A man riding a bike."): neither
+        return None  # Title Case nor ALL CAPS
     words = _WORDS.findall(text)
     if not words:
         return None
