@@ -11,6 +11,7 @@ caption's text alone:
   ("a photo of a cat" is a scene).
 * **The site or shop**: the part after the last bar ("... | Christmas World"), and a single word after
   a closing dash ("... - Lyst"; not a colour: "... - Black").
+* **The artist or brand**: a single capitalised word before the first dash ("Slipknot - Wait and Bleed").
 * **Quoted text**: a title or a quote ("Kygo Announces Debut LP 'Cloud Nine'").
 * **Acronyms**: a word in capitals in a caption that is not all capitals ("NFL", "CRP", "LED").
 * **Names after a marker**: the capitalised run after "by", "featuring", "starring", "©", "credit",
@@ -157,6 +158,8 @@ def name_spans(text: str) -> List[Tuple[int, int]]:
     opens = [True] + [b[1] for b in breaks]  # a sentence starts here
     if n > 1 and opens[-1] and not pipe and low[-1] not in COLOURS and any(c in "-–—" for c in gaps[-1]):
         spans.append(words[-1])  # "... - Lyst", "... - Video": one word after a dash names a shop or a label
+    if n > 2 and cap[0] and opens[1] and low[0] not in COLOURS and any(c in "-–—" for c in gaps[0]):
+        spans.append(words[0])  # "Slipknot - Wait and Bleed": one word before a dash names an artist or a brand
     all_caps = sum(map(str.isupper, text)) * 5 >= sum(map(str.isalpha, text)) * 4
     if not all_caps:  # in an ALL CAPS caption a capital says nothing
         spans += [w for w, lw in zip(words, low) if len(lw) > 1 and text[w[0]:w[1]].isupper() and lw.isalpha()]

@@ -2,6 +2,8 @@
 :func:`~openclip_ce.generation.alttext.protected_spans`): their cheap pre-checks skip only captions where
 the full search finds nothing."""
 
+import pytest
+
 from openclip_ce.generation import names
 from openclip_ce.generation.alttext import _PROTECTED, case_normalised, protected_spans
 
@@ -64,3 +66,64 @@ def test_case_normalised_copies_only_title_case_and_all_caps():
     assert case_normalised("Kitchen Cabinet Storage Ideas") == "kitchen cabinet storage ideas"
     assert case_normalised("A BIPLANE AND A SMALL BOAT") == "a biplane and a small boat"
     assert case_normalised("x Dog Cat") == "x dog cat"  # the capitals after a lowercase first character
+
+
+# --------------------------------------------------------------------------- names with a non-word
+# LAION-400M alt-text from rom1504/img2dataset tests/test_files/test_10000.parquet (commit 95523bc):
+# caption -> (words no edit may touch, words that stay editable)
+NAME_WORDS = {
+    "Bronski Beat - Truthdare Doubledare download mp3 album": (["Bronski", "Beat"], ["album"]),
+    "Glenni Coffee Table": (["Glenni", "Coffee"], ["Table"]),
+    "Alba Gloss Pocket Leggings": (["Gloss"], ["Pocket", "Leggings"]),
+    "Ubuntu Launches Private Cloud": (["Launches"], ["Private", "Cloud"]),
+    "Add This Blog to the JacketFlap Blog Reader": (["JacketFlap Blog"], ["Reader", "Add"]),
+    "Dsd Tech For Gopro 3 Way Grip Chesty Chest Harness Accessories": (["Dsd Tech"], ["Grip", "Harness"]),
+    "Slipknot - Wait and Bleed (live)": (["Slipknot"], ["Wait", "Bleed"]),
+}
+
+
+@pytest.fixture(scope="module")
+def captions():
+    from openclip_ce.generation.alttext import CaptionTagger
+    from openclip_ce.generation.tagging import SpacyTagger
+    from openclip_ce.testing.make_shards_runs import SPACY_MODEL
+
+    return CaptionTagger(SpacyTagger(SPACY_MODEL))
+
+
+def _editable(captions, text):
+    from openclip_ce.generation.alttext import EDITABLE_POS
+
+    toks, = captions.tag([text])
+    return [text[t.start:t.end] for t in toks if t.pos in EDITABLE_POS]
+
+
+def _blocked(captions, text, span):
+    """Is no token of ``span`` (its first occurrence in ``text``) editable?"""
+    from openclip_ce.generation.alttext import EDITABLE_POS
+
+    toks, = captions.tag([text])
+    start = text.index(span)
+    inside = [t for t in toks if start <= t.start and t.end <= start + len(span)]
+    return inside and all(t.pos not in EDITABLE_POS for t in inside)
+
+
+def test_the_word_after_a_name_is_part_of_it(captions):
+    """A capitalised word no dictionary holds is a name, and so is the capitalised word right after it
+    ("Bronski Beat"); the words after that stay editable ("Glenni Coffee Table": the table), and a
+    single capitalised word before the first dash names the artist or brand ("Slipknot - ...")."""
+    for text, (fixed, free) in NAME_WORDS.items():
+        editable = _editable(captions, text)
+        for span in fixed:
+            assert _blocked(captions, text, span), (text, span, editable)
+        for word in free:
+            assert word in editable, (text, word, editable)
+
+
+def test_names_leave_sentences_and_stop_words_alone(captions):
+    # a stop word after a name is not part of it, nor the words after that; a lowercase word never is
+    assert _editable(captions, "Dsd Tech For Sale Grip") == ["Grip"]
+    assert _editable(captions, "Zorblax Sofa With Red Cushions") == ["Red", "Cushions"]
+    assert _editable(captions, "Zorblax dog on a red sofa") == ["dog", "red", "sofa"]
+    # a COCO caption (val2017) with one capital keeps every word it had
+    assert _editable(captions, "A man riding a bike down a street.") == ["man", "riding", "bike", "street"]
