@@ -118,11 +118,12 @@ def _latin(word: str) -> bool:
 
 def name_words(text: str, toks: Tagged, english: Callable[[str], bool]) -> FrozenSet[int]:
     """Indexes of the tokens of a name that holds a word no dictionary has: a capitalised non-word
-    ("Bronski", "Dsd", "JacketFlap") and the capitalised word right after it, joined
-    by one space ("Bronski Beat", "Dsd Tech", "JacketFlap Blog"), not a stop word ("Dsd Tech For Gopro":
-    "For" ends it). Only the word after: a brand before a product ("Glenni Coffee Table") leaves the
-    product's words to edit, and so does a first word before a name ("Palm Atlantis": counted, it would
-    cost as many LAION samples as the word after, with fewer names in them)."""
+    ("Bronski", "Dsd", "JacketFlap") and the capitalised word right after it, joined by one space and
+    not a stop word ("Bronski Beat", "Dsd Tech", "JacketFlap Blog"; "Dsd Tech For Gopro": not "For").
+
+    Only the word after: in a brand and its product ("Glenni Coffee Table") the product's last words
+    stay editable. The whole capitalised run, or the word before a name too ("Palm Atlantis"), would
+    leave many more LAION product titles without a negative (docs/make-shards-alt-text.md)."""
     names = None
     for i, t in enumerate(toks):
         word = text[t.start:t.end]
