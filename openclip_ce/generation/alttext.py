@@ -16,7 +16,8 @@ A word may be edited only when all of these hold:
 * it is written in Latin letters ("играть" of a caption in two scripts is never an English word);
 * a word with a capital letter is a dictionary word of the part of speech it was tagged with (spaCy's
   WordNet-derived lemma index): one that is not is a name or a brand ("Erykah", "Badu", "Damen"),
-  and is not edited. A lowercase word is an English word of any part of speech or a stop word (a
+  and is not edited, nor is the capitalised word right after it (:func:`name_words`: "Bronski Beat",
+  "Dsd Tech"). A lowercase word is an English word of any part of speech or a stop word (a
   lowercase brand, user name or foreign word is not: "myveganlife", "gris", "initiale"); the check
   does not ask for the tagged part of speech, which would drop 4 % of COCO's adjective edits
   (nouns tagged as adjectives: "fire hydrant");
@@ -32,10 +33,10 @@ the word it replaces (:func:`~.words.recase`).
 from __future__ import annotations
 
 import re
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 from .names import name_spans
-from .tagging import Tagged, Tok
+from .tagging import STOP_WORDS, Tagged, Tok
 
 EDITABLE_POS = frozenset(("NOUN", "VERB", "ADJ"))
 BLOCKED_POS = "X"
@@ -53,10 +54,18 @@ _PROTECTED = re.compile(
 # "Miles...$144K", "Ref…,978")
 _JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@\u2026$\u20ac\u00a3\u00a5%#")
 _WORDS = re.compile(r"[^\W\d_]+")
+_NAME_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
+
+
+# one of these is in every match of _PROTECTED: plain text (most captions) is ruled out by a cheap search
+_PROTECTED_CHARS = re.compile(r"[<>&=/\\_@{}|~^]")
+_PROTECTED_DOTS = re.compile(r"\w\.\w|www\.")
 
 
 def protected_spans(text: str) -> List[Tuple[int, int]]:
     """Character spans of ``text`` that no edit may enter (empty for plain text)."""
+    if not _PROTECTED_CHARS.search(text) and not ("." in text and _PROTECTED_DOTS.search(text)):
+        return []
     return [m.span() for m in _PROTECTED.finditer(text)]
 
 
@@ -65,6 +74,8 @@ def case_normalised(text: str) -> Optional[str]:
 
     Title Case: at least half of the words after the first start with a capital (and one at least
     does). ALL CAPS: four or more cased letters, at most a fifth of them lowercase."""
+    if text[1:].islower():  # no capital after the first character ("A man riding a bike."): neither
+        return None  # Title Case nor ALL CAPS
     words = _WORDS.findall(text)
     if not words:
         return None
@@ -105,6 +116,30 @@ def _latin(word: str) -> bool:
     return all(c < "\u0250" or "\u1e00" <= c < "\u1f00" for c in word if c.isalpha())
 
 
+def name_words(text: str, toks: Tagged, english: Callable[[str], bool]) -> FrozenSet[int]:
+    """Indexes of the tokens of a name that holds a word no dictionary has: a capitalised non-word
+    ("Bronski", "Dsd", "JacketFlap") and the capitalised word right after it, joined by one space and
+    not a stop word ("Bronski Beat", "Dsd Tech", "JacketFlap Blog"; "Dsd Tech For Gopro": not "For").
+
+    Only the word after: in a brand and its product ("Glenni Coffee Table") the product's last words
+    stay editable. The whole capitalised run, or the word before a name too ("Palm Atlantis"), would
+    leave many more LAION product titles without a negative (docs/make-shards-alt-text.md)."""
+    names = None
+    for i, t in enumerate(toks):
+        word = text[t.start:t.end]
+        if word[:1].isupper() and len(word) > 1 and _NAME_WORD.fullmatch(word) and not english(word):
+            if names is None:
+                names = set()
+            names.add(i)
+            if i + 1 < len(toks):
+                after = toks[i + 1]
+                nxt = text[after.start:after.end]
+                if (text[t.end:after.start] == " " and nxt[:1].isalpha() and not nxt.islower()
+                        and nxt.lower() not in STOP_WORDS):
+                    names.add(i + 1)
+    return frozenset(names) if names else frozenset()
+
+
 class CaptionTagger:
     """``tag(texts)``: the spaCy tags of each caption, with every token no edit may touch set to
     :data:`BLOCKED_POS`. Title Case / ALL-CAPS captions are tagged as a lowercase copy. ``tagger``: a
@@ -122,6 +157,7 @@ class CaptionTagger:
 
     def _editable(self, text: str, toks: Tagged) -> Tagged:
         spans = None
+        names = None
         out = None
         known, english = self.known, self.english
         for i, t in enumerate(toks):
@@ -134,6 +170,10 @@ class CaptionTagger:
                 if spans is None:
                     spans = protected_spans(text) + name_spans(text)
                 ok = not any(s < t.end and t.start < e for s, e in spans)
+            if ok and not word.islower():
+                if names is None:
+                    names = name_words(text, toks, english)
+                ok = i not in names
             if not ok:
                 if out is None:
                     out = list(toks)

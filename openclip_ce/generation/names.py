@@ -11,6 +11,7 @@ caption's text alone:
   ("a photo of a cat" is a scene).
 * **The site or shop**: the part after the last bar ("... | Christmas World"), and a single word after
   a closing dash ("... - Lyst"; not a colour: "... - Black").
+* **The artist or brand**: a single capitalised word before the first dash ("Slipknot - Wait and Bleed").
 * **Quoted text**: a title or a quote ("Kygo Announces Debut LP 'Cloud Nine'").
 * **Acronyms**: a word in capitals in a caption that is not all capitals ("NFL", "CRP", "LED").
 * **Names after a marker**: the capitalised run after "by", "featuring", "starring", "©", "credit",
@@ -59,6 +60,13 @@ _LABELS = re.compile(
     r"|amazon|youtube)\b",
     re.I,
 )
+# a word that every match of _LABELS holds, as _WORD splits an ASCII caption without apostrophes: a
+# caption with none of them skips the search (most captions)
+_LABEL_KEYS = frozenset((
+    "stock free premium editorial archival high hi vector flat cartoon clip sale best arrival arrivals online "
+    "getty shutterstock alamy dreamstime istock istockphoto depositphotos 123rf fotolia pinterest etsy ebay "
+    "amazon youtube"
+).split())
 # the capitalised run after one of these is a name ("by Granger", "© Meg McMahon", "Photo: Jason Merritt")
 _AFTER = re.compile(r"(?:^|(?<=\W))(?:by|featuring|starring|credits?|courtesy(?:\s+of)?|via|copyright|©|\(c\)"
                     r"|(?:photo|image|picture|source)\s*:)(?=\W)[.:]?", re.I)
@@ -94,6 +102,8 @@ park""".split())
 # a word that names a release of a work: the segment up to it is the work's title
 _WORKS = frozenset("""season episode vol volume edition series chapter dvd bluray paperback hardcover audiobook soundtrack
 ost remix trailer review subtitle subtitles lyrics album apk mod""".split())
+# a caption whose only capital is its first letter needs the rules after the dictionary only for these
+_FIRST_CAPITAL_RULES = MEDIUM_WORDS | _FEAT | _WORKS
 # field names: "Color: Gray" is no title and subtitle
 _FIELDS = frozenset("""color colour colors colours size sizes material style type model brand item sku condition finish
 dimensions weight length width height pattern theme fabric shape capacity quantity price format language author artist
@@ -116,12 +126,14 @@ def _breaks(gap: str) -> Tuple[bool, bool]:
 
 def name_spans(text: str) -> List[Tuple[int, int]]:
     """Character spans of ``text`` that hold a name, title or label (see the module docstring)."""
-    spans: List[Tuple[int, int]] = [m.span() for m in _LABELS.finditer(text)]
     words = _words(text)
+    low = [text[s:e].lower() for s, e in words]
+    spans: List[Tuple[int, int]] = []
+    if not _LABEL_KEYS.isdisjoint(low) or not text.isascii() or "'" in text:
+        spans += [m.span() for m in _LABELS.finditer(text)]
     if not words:
         return spans
     n = len(words)
-    low = [text[s:e].lower() for s, e in words]
     spans += [w for w, lw in zip(words, low) if lw in LABEL_WORDS]
     if any(q in text for q in _QUOTES):
         unescaped = text.replace('""', "  ")  # CSV's doubled quotes are not quotes ("30"" Range")
@@ -134,12 +146,20 @@ def name_spans(text: str) -> List[Tuple[int, int]]:
         spans.append((words[pipe][0], words[-1][1]))
     if text.lower() == text:  # no capital: the medium words are the scene's
         return spans
+    if (text[1:].islower() and _FIRST_CAPITAL_RULES.isdisjoint(low) and text.isascii()
+            and "-" not in text):
+        # one capital, the first letter ("A man riding a bike."): no acronym, no capitalised run, no
+        # title; of the rules below only the dashes, the medium words, "feat", a release word and the
+        # marks (non-ASCII) could still apply, and the caption has none of them
+        return spans
     cap = [text[s].isupper() for s, _ in words]
     breaks = [_breaks(g) for g in gaps]
     starts = [True] + [b[0] for b in breaks]  # a segment starts here (commas, slashes too)
     opens = [True] + [b[1] for b in breaks]  # a sentence starts here
     if n > 1 and opens[-1] and not pipe and low[-1] not in COLOURS and any(c in "-–—" for c in gaps[-1]):
         spans.append(words[-1])  # "... - Lyst", "... - Video": one word after a dash names a shop or a label
+    if n > 2 and cap[0] and opens[1] and low[0] not in COLOURS and any(c in "-–—" for c in gaps[0]):
+        spans.append(words[0])  # "Slipknot - Wait and Bleed": one word before a dash names an artist or a brand
     all_caps = sum(map(str.isupper, text)) * 5 >= sum(map(str.isalpha, text)) * 4
     if not all_caps:  # in an ALL CAPS caption a capital says nothing
         spans += [w for w, lw in zip(words, low) if len(lw) > 1 and text[w[0]:w[1]].isupper() and lw.isalpha()]

@@ -21,9 +21,9 @@ _SPACY_EXCLUDE = ["parser", "ner", "senter", "textcat", "textcat_multilabel", "e
 # morphology the attribute ruler sets; here from the tag directly)
 _BASE_FORM_TAGS = frozenset(("NN", "JJ", "VB", "VBP"))
 try:
-    from spacy.lang.en.stop_words import STOP_WORDS as _STOP_WORDS
+    from spacy.lang.en.stop_words import STOP_WORDS
 except ImportError:  # pragma: no cover - part of spaCy
-    _STOP_WORDS = frozenset()
+    STOP_WORDS = frozenset()
 
 
 def default_spacy_model() -> str:
@@ -113,7 +113,7 @@ class SpacyTagger:
             w = w[:-2]
         if not w.isascii() and len(w) > 3:  # "café", "naïve": the dictionary spells them without accents
             w = unicodedata.normalize("NFKD", w).encode("ascii", "ignore").decode() or w  # ("má", "né" stay)
-        return w in _STOP_WORDS or any(self._known(w, pos) for pos in ("NOUN", "VERB", "ADJ", "ADV"))
+        return w in STOP_WORDS or any(self._known(w, pos) for pos in ("NOUN", "VERB", "ADJ", "ADV"))
 
     def tag(self, texts: Sequence[str]) -> List[Tagged]:
         if self._pos_table is None:  # the model's own attribute ruler and lemmatizer

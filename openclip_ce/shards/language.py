@@ -15,7 +15,9 @@ CLD2 places only half to three quarters of three-word captions in other language
 short ones English, reliably by its own flag ("Collier initiale A or", "Come preparare e attuare un
 piano di marketing"). So with ``--languages en`` (the default) a caption CLD2 calls English or cannot
 place is also read word by word (:class:`EnglishCheck`): it is another language when its function
-words are another language's, or when half or more of its lowercase words are no English word.
+words are another language's (one is enough when it is the caption's only lowercase word: "Faculdade
+dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"), or when half or more of its lowercase words
+are no English word.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ pk""".split())
 _NEUTRAL = LABEL_WORDS | _MODERN
 _ARTICLES = frozenset("de la le les des del el los las il di da du et der das ein een het un una une uma os en "
                       "con por para och med".split())
+# other languages' words that the English dictionary also holds (as an abbreviation, a loan or a rare
+# word) but that an English caption does not write in lowercase: function words ("dos", "mit", "sur")
+# and colours of product titles ("Sweat & Pull UMLT-Willy gris")
+_FOREIGN_HELD = frozenset("dos mit sur gris blanc bleu nero braun amarillo".split())
 _WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)?")
 _EDGE = ".,;:!?\"'()[]{}«»“”‘’*|"
 _AFTER_NAME = frozenset(("by", "via", "from", "@"))
@@ -83,7 +89,7 @@ class EnglishCheck:
         # another language's function words that are no English word ("und", "avec", "della"), and the
         # articles and prepositions the dictionary holds only as abbreviations ("de", "la", "el", "un")
         self.foreign_stop = frozenset(w for w in other - en if len(w) > 1 and w.isalpha()
-                                      and (w in _ARTICLES or not english(w)))
+                                      and (w in _ARTICLES or not english(w))) | _FOREIGN_HELD
         self._memo = {}
 
     def foreign(self, text: str, sure: bool) -> bool:
@@ -107,7 +113,9 @@ class EnglishCheck:
                         known = memo[core] = self.english(core)
                     unknown += not known
             prev = low
-        if theirs > own and (theirs > 1 or not sure):  # "de la", "und", "mit": another language's grammar
+        # "de la", "und", "mit": another language's grammar; when CLD2 is sure of English, two such words,
+        # or one that is all the lowercase words of the caption ("Faculdade dos Guararapes")
+        if theirs > own and (theirs > 1 or not sure or theirs == lower):
             return True
         return unknown > 0 and unknown * 2 >= lower  # "Collier initiale A or", "Dywan shaggy ... bordo"
 
