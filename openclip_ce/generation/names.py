@@ -27,7 +27,12 @@ caption's text alone:
   - a segment up to a word that names a release ("Brain Games Season Two", "Stronghold 2nd Edition",
     "Ranger's Apprentice Series", "Kingsman: Golden Circle Review");
   - a capitalised run that ends in the word of an organisation or a place ("Blackbird Fabrics",
-    "Langdon Farm", "Tivy Stadium", "Colonial Street", "Hearing Loss Association");
+    "Langdon Farm", "Tivy Stadium", "Colonial Street", "Hearing Loss Association", "Chaos Mountain
+    Brewing");
+  - a capitalised run that ends in a model's letter or a sequel's numeral ("Logic Pro X", "Chocolate
+    Cream Pie II"; not a size, "Bike Cover S", nor a joined letter, "T-shirt");
+  - the segment before a year in brackets: a work or a life ("Madagascar: Escape 2 Africa (2008)",
+    "Saving Grace (2000)");
   - the title before a subtitle ("Inner Engineering: ...", "Transatlantic Rebels: ..."; not a field
     name: "Color: Gray").
 
@@ -98,7 +103,13 @@ transport media news press publishing church school university college academy c
 foundation institute hospital museum gallery stadium arena airport airways airlines motors realty festival championship
 championships conference awards league society council committee department ministry bank tower hall theatre theater
 street st avenue ave road rd drive lane boulevard city county river lake island islands valley bay mountains beach
-park""".split())
+park inn suites lodge motel brewing brewery brewers winery vineyard vineyards distillery bakery salon spa clinic agency
+network magazine radio""".split())
+# a year in brackets after a title: "Madagascar: Escape 2 Africa (2008)", "Jorge Luis Borges (1899-1986)"
+_YEAR = re.compile(r"(?:1[89]|20)\d\d")
+# the last word of a model's or a sequel's name: one capital letter, a roman numeral ("Logic Pro X", "Rocky IV")
+# (not "A", "I", nor a size: "Bike Cover S"; not a letter joined to a word: "T-shirt", "V-neck")
+_MODEL_END = re.compile(r"[B-HJKN-RT-Z]|(?=[IVX]{2})X{0,3}(?:IX|IV|V?I{0,3})")
 # a word that names a release of a work: the segment up to it is the work's title
 _WORKS = frozenset("""season episode vol volume edition series chapter dvd bluray paperback hardcover audiobook soundtrack
 ost remix trailer review subtitle subtitles lyrics album apk mod""".split())
@@ -229,6 +240,18 @@ def name_spans(text: str) -> List[Tuple[int, int]]:
             while k > 0 and not starts[k]:
                 k -= 1
             block(k, i + 1)  # "Brain Games Season Two", "Stronghold 2nd Edition"
+        if (i and cap[i - 1] and not starts[i] and (i + 1 == n or starts[i + 1] or not cap[i + 1])
+                and (i + 1 == n or gaps[i][0].isspace()) and _MODEL_END.fullmatch(text[words[i][0]:words[i][1]])):
+            k = i
+            while k > 0 and not starts[k] and cap[k - 1]:
+                k -= 1
+            block(k, i + 1)  # "Logic Pro X", "Rocky IV": a model's or a sequel's name
+    for i in range(1, n if "(" in text else 0):  # "Madagascar: Escape 2 Africa (2008)": a work or a life and its years
+        if "(" in gaps[i - 1] and _YEAR.fullmatch(low[i]) and cap[i - 1] and not sentence[i - 1]:
+            k = i - 1
+            while k > 0 and not starts[k]:
+                k -= 1
+            block(k, i)
     for i in range(1, n if ":" in text else 0):  # "Inner Engineering: A Yogi's Guide to Joy": the title before its subtitle
         if ":" in gaps[i - 1] and not sentence[i - 1] and not sentence[i] and cap[i] and low[i - 1] not in _FIELDS:
             k = i - 1
