@@ -89,10 +89,6 @@ class RunSetup:
     def ops(self) -> str:
         return str(self.tagging["ops"])
 
-    @property
-    def needs_masked_lm(self) -> bool:
-        return self.masked_lm is not None
-
 
 # ----------------------------------------------------------------------------- the decisions
 def threads_per_worker(cfg: ShardsConfig) -> int:

@@ -84,7 +84,7 @@ def test_the_setup_is_a_frozen_value_that_pickles(tmp_path):
                              generation=Generation(cfg.spacy_model, 512, 0, ("rel", "obj"), 10),
                              captions=CaptionReader("txt", None, 2000, ("en",)), chunk_size=512,
                              masked_lm=masked_lm(cfg), log_level="INFO")
-    assert setup.ops == "numpy" and setup.needs_masked_lm and setup.vocab is None
+    assert setup.ops == "numpy" and setup.masked_lm is not None and setup.vocab is None
     vocab = dataclasses.replace(setup, filler="vocab", masked_lm=None, vocab={"NN": ["dog", "cat"]})
     assert pickle.loads(pickle.dumps(vocab)) == vocab  # what a spawned worker or a Ray task receives
     with pytest.raises(dataclasses.FrozenInstanceError):
