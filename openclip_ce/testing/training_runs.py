@@ -115,3 +115,45 @@ def train_step_args(accum, batch):
     for k, v in vars(p.parse_args(["--ce-schedule", "off"])).items():
         setattr(ns, k, v)
     return ns
+
+
+def toy_batch_texts(n=8, seed=0, without_negatives=3):
+    """``n`` encoded caption bundles of the toy world (caption and its negatives), sample ``without_negatives``
+    with every negative a placeholder."""
+    from openclip_ce.training.data import encode_bundle
+
+    rng = random.Random(seed)
+    texts = []
+    for i in range(n):
+        caption, _, negs = make_sample(rng)
+        if i == without_negatives:
+            negs = {k: None for k in negs}
+        texts.append(encode_bundle(caption, negs))
+    return texts
+
+
+def train_full_and_accumulated(base, images, tokens, make_args, check_loss=lambda loss: None):
+    """One optimizer step of open_clip's ``train_one_epoch`` on the whole batch (``--accum-freq 1``) and on its
+    two halves (``--accum-freq 2``), each from a copy of ``base``, with the plugin's model and loss for
+    ``make_args(accum, batch)``: ``{accum: (parameters, thresholds)}``."""
+    import copy
+
+    import torch
+    from open_clip_train.train import train_one_epoch
+
+    from openclip_ce.training.plugin import plugin
+
+    n = len(images)
+    results = {}
+    for accum, batches in ((1, [(images, tokens)]),
+                           (2, [(images[:n // 2], tokens[:n // 2]), (images[n // 2:], tokens[n // 2:])])):
+        model = copy.deepcopy(base)
+        args = make_args(accum, n // accum)
+        plugin.adapt_model(args, model)
+        loss = plugin.create_loss(args)
+        check_loss(loss)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        train_one_epoch(model, {"train": EpochData(EpochLoader(batches, n // accum))}, loss, 0, opt, None, None,
+                        None, args)
+        results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
+    return results

@@ -22,22 +22,13 @@ from openclip_ce.shards.config import config_for
 from openclip_ce.shards.plan import plan_jobs
 from openclip_ce.shards.setup import vocabulary
 from openclip_ce.shards.tario import member_ext, read_samples
+from openclip_ce.testing.toy_shards import Opens
 from openclip_ce.testing.make_shards_runs import (REPO, SPACY_MODEL, env, jpeg, make_shards_cmd, read_tar, run_cli, write_caption_shards,
                                 write_tar)
 
 pytestmark = pytest.mark.slow
 
 NO_MODEL = "/nonexistent-model"  # --types rel and --filler vocab need no masked LM
-
-
-class Opens:
-    """Unpickling it opens (creates) ``path``: the stand-in for code run from data."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def _tar(path, entries):

@@ -1,19 +1,13 @@
 """open_clip's own train_one_epoch with --accum-freq 2 gives the full-batch CE-CLIP gradient."""
 
-import copy
-import random
-
 import torch
 
-from openclip_ce.training.data import NegativesTokenizer, encode_bundle
-from openclip_ce.testing.toy_shards import make_sample
-from openclip_ce.training.plugin import plugin
-from openclip_ce.testing.training_runs import EpochData, EpochLoader, tiny_model, train_step_args
+from openclip_ce.training.data import NegativesTokenizer
+from openclip_ce.testing.training_runs import tiny_model, toy_batch_texts, train_full_and_accumulated, train_step_args
 
 
 def test_accum_freq_2_equals_full_batch(tmp_path):
     import open_clip
-    from open_clip_train.train import train_one_epoch
 
     name = tiny_model(tmp_path)
     torch.manual_seed(0)
@@ -21,26 +15,10 @@ def test_accum_freq_2_equals_full_batch(tmp_path):
     # differ by summation order alone
     base = open_clip.create_model(name, output_dict=True).double()
     tok = NegativesTokenizer(open_clip.get_tokenizer(name))
-    rng = random.Random(0)
-    texts, images = [], []
-    for i in range(8):
-        caption, _, negs = make_sample(rng)
-        if i == 3:
-            negs = {k: None for k in negs}  # one sample without any negative
-        texts.append(encode_bundle(caption, negs))
+    tokens = tok(toy_batch_texts())  # 8 samples, one without any negative
     images = torch.randn(8, 3, 32, 32, dtype=torch.float64)
-    tokens = tok(texts)
 
-    results = {}
-    for accum, batches in ((1, [(images, tokens)]), (2, [(images[:4], tokens[:4]), (images[4:], tokens[4:])])):
-        model = copy.deepcopy(base)
-        args = train_step_args(accum, 8 // accum)
-        plugin.adapt_model(args, model)
-        loss = plugin.create_loss(args)
-        opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        data = {"train": EpochData(EpochLoader(batches, 8 // accum))}
-        train_one_epoch(model, data, loss, 0, opt, None, None, None, args)
-        results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
+    results = train_full_and_accumulated(base, images, tokens, train_step_args)
 
     p1, th1 = results[1]
     p2, th2 = results[2]

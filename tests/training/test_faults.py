@@ -15,20 +15,11 @@ from openclip_ce.negatives import NEG_TYPES, encode_negatives
 from openclip_ce.training.data import (NegativesError, NegativesProblemCounter, attach_negatives, decode_bundle,
                                        drop_pickled_members, sanity_issues)
 from openclip_ce.testing.proc import run
+from openclip_ce.testing.toy_shards import Opens
 from openclip_ce.testing.training_runs import sample_members, tiny_model, train_args
 
 SURROGATE = b'{"rel": "a red \\ud800 square", "att": null, "act": null, "obj": null}'  # escaped, valid JSON
 NESTED = b"[" * 50_000 + b"]" * 50_000
-
-
-class Opens:
-    """Unpickling it opens (creates) ``path``: the stand-in for code run from data."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def _write(path, members):

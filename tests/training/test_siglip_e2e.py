@@ -79,46 +79,28 @@ def test_open_clip_train_step_is_the_reference_objective_and_accumulates_exactly
     on the loop-form reference loss, and --accum-freq 2 gives the same step (bias and scale included)."""
     import copy
     import math
-    import random
 
     import open_clip
-    from open_clip_train.train import train_one_epoch
-
-    from openclip_ce.testing.toy_shards import make_sample
-    from openclip_ce.training.data import NegativesTokenizer, encode_bundle
+    from openclip_ce.training.data import NegativesTokenizer
     from openclip_ce.training.plugin import plugin
     from openclip_ce.testing.siglip_reference import reference_ce_siglip
-    from openclip_ce.testing.training_runs import EpochData, EpochLoader, train_step_args
+    from openclip_ce.testing.training_runs import toy_batch_texts, train_full_and_accumulated, train_step_args
 
     name = tiny_model(tmp_path)
     torch.manual_seed(0)
     base = open_clip.create_model(name, output_dict=True, init_logit_scale=math.log(10), init_logit_bias=-10)
     tok = NegativesTokenizer(open_clip.get_tokenizer(name))
-    rng = random.Random(0)
-    texts = []
-    for i in range(8):
-        caption, _, negs = make_sample(rng)
-        if i == 3:
-            negs = {k: None for k in negs}  # one sample without any negative
-        texts.append(encode_bundle(caption, negs))
-    images, tokens = torch.randn(8, 3, 32, 32), tok(texts)
+    images, tokens = torch.randn(8, 3, 32, 32), tok(toy_batch_texts())  # one sample without any negative
 
     def siglip_args(accum, batch):
         args = train_step_args(accum, batch)
         args.siglip, args.loss_dist_impl = True, None
         return args
 
-    results = {}
-    for accum, batches in ((1, [(images, tokens)]), (2, [(images[:4], tokens[:4]), (images[4:], tokens[4:])])):
-        model = copy.deepcopy(base)
-        args = siglip_args(accum, 8 // accum)
-        plugin.adapt_model(args, model)
-        loss = plugin.create_loss(args)
+    def is_ce_siglip(loss):
         assert type(loss).__name__ == "CeSigLipLoss"
-        opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        data = {"train": EpochData(EpochLoader(batches, 8 // accum))}
-        train_one_epoch(model, data, loss, 0, opt, None, None, None, args)
-        results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
+
+    results = train_full_and_accumulated(base, images, tokens, siglip_args, check_loss=is_ce_siglip)
 
     # the same step by hand, on the loop-form reference
     model = copy.deepcopy(base)
