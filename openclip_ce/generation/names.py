@@ -58,7 +58,9 @@ MEDIUM_WORDS = frozenset((
 _LABELS = re.compile(
     r"\b(?:stock|free|premium|editorial|archival|high|hi)[\s-]+(?:photos?|photographs?|photography|images?|pictures?|"
     r"vectors?|illustrations?|footage|videos?|clips?|art|graphics?|icons?|download|shipping|delivery|res(?:olution)?"
-    r"|quality|stock|printable)\b"
+    r"|quality|stock|printable|fotos?|fotografie|fotograf[ií]as?)\b"
+    # the stock-photo label of the sites' other languages ("Stock fotografie", "Foto Stock", "Stok fotoğraf")
+    r"|\b(?:foto\s+stock|stok\s+foto[gğ]raf)(?!\w)"
     r"|\b(?:vector|flat|cartoon|stock)\s+(?:illustrations?|art|graphics?|icons?|designs?|drawings?|backgrounds?)\b"
     r"|\b(?:clip\s+art|for\s+sale|best\s+sellers?|new\s+arrivals?|buy\s+online|on\s+sale)\b"
     r"|\b(?:getty|shutterstock|alamy|dreamstime|istock(?:photo)?|depositphotos|123rf|fotolia|pinterest|etsy|ebay"
@@ -68,7 +70,7 @@ _LABELS = re.compile(
 # a word that every match of _LABELS holds, as _WORD splits an ASCII caption without apostrophes: a
 # caption with none of them skips the search (most captions)
 _LABEL_KEYS = frozenset((
-    "stock free premium editorial archival high hi vector flat cartoon clip sale best arrival arrivals online "
+    "stock free premium editorial archival high hi vector flat cartoon clip sale best arrival arrivals online foto stok "
     "getty shutterstock alamy dreamstime istock istockphoto depositphotos 123rf fotolia pinterest etsy ebay "
     "amazon youtube"
 ).split())

@@ -14,14 +14,19 @@ language written in one is selected).
 CLD2 places only half to three quarters of three-word captions in other languages, and calls many
 short ones English, reliably by its own flag ("Collier initiale A or", "Come preparare e attuare un
 piano di marketing"). So with ``--languages en`` (the default) a caption CLD2 calls English or cannot
-place is also read word by word (:class:`EnglishCheck`): it is another language when its function
-words are another language's (one is enough when it is the caption's only lowercase word: "Faculdade
-dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"), or when half or more of its lowercase words
-are no English word.
+place is also read word by word (:class:`EnglishCheck`), with the word frequencies of English and
+20 other Latin-script languages in web text (:class:`WordFrequencies`, from ``wordfreq``, whose lists
+ship inside its wheel): it is another language when its words are a hundred times likelier in one of
+those languages than in English ("Chaussures Femme Tongs Havaianas YOU MAXI Orange", "Topper voor
+arbiter Makkelie in Champions League"), when its function words are another language's (one is
+enough when it is the caption's only lowercase word: "Faculdade dos Guararapes", "Diesel Sweat & Pull
+UMLT-Willy gris"), or when half or more of its lowercase words are another language's words and no
+English ones ("Collier initiale A or"; a word no language knows, a name or a typo, counts for none).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from typing import Callable, FrozenSet, Optional, Sequence, Tuple
@@ -77,12 +82,66 @@ def _stop_words(lang: str) -> FrozenSet[str]:
         return frozenset()
 
 
+class WordFrequencies:
+    """How often each word is written in English and in the languages of ``_STOP_LANGUAGES``, from
+    ``wordfreq``'s "small" lists (words at least once in a million in web text, subtitles, news, books,
+    Wikipedia; about 640,000 words in all: built once per process, in about 1.2 s, the process growing by
+    about 160 MB).
+
+    A word's row holds its frequency in English, then in each other language, in steps of 3 centibels
+    below 1 (100 * -log10 of the frequency, divided by 3: "the" is 42); a word not in a language's
+    list is taken as ``FLOOR`` there (once in ten million)."""
+
+    STEP = 3
+    FLOOR = 700 // STEP
+    CODES = {"hr": "sh"}  # wordfreq lists Croatian as Serbo-Croatian
+
+    def __init__(self, languages: Sequence[str] = _STOP_LANGUAGES):
+        try:
+            from wordfreq import get_frequency_list
+        except ImportError:  # pragma: no cover - a dependency of openclip-ce
+            raise UserError("--languages en needs wordfreq (pip install wordfreq), or pass --languages all") from None
+        codes = ["en"] + [self.CODES.get(lang, lang) for lang in languages]
+        rows = {}
+        for i, code in enumerate(codes):
+            for cb, bucket in enumerate(get_frequency_list(code, "small")):
+                for word in bucket:
+                    row = rows.get(word)
+                    if row is None:
+                        row = rows[word] = bytearray([self.FLOOR]) * len(codes)
+                    row[i] = cb // self.STEP
+        self.rows = {word: bytes(row) for word, row in rows.items()}
+        self.unknown = bytes([self.FLOOR]) * len(codes)
+
+    def margin(self, words: Sequence[str]) -> float:
+        """How many times (log10) likelier the lowercase ``words`` are in the likeliest other language
+        than in English (naive Bayes over the words, no prior)."""
+        rows, unknown = self.rows, self.unknown
+        en, *others = map(sum, zip(*[rows.get(w, unknown) for w in words]))
+        return (en - min(others)) * self.STEP / 100
+
+    def theirs(self, word: str) -> bool:
+        """Is the lowercase ``word`` ten times more frequent in some other language than in English?"""
+        row = self.rows.get(word)
+        return row is not None and (row[0] - min(row[1:])) * self.STEP > 100
+
+
+@functools.lru_cache(maxsize=1)
+def word_frequencies() -> WordFrequencies:
+    """One table per process, shared by every filter it builds."""
+    return WordFrequencies()
+
+
 class EnglishCheck:
     """``foreign(text, sure)``: are the words of a caption CLD2 calls English (``sure``: by its
     reliability flag) or cannot place those of another language? ``english(word)``: a dictionary."""
 
+    # the words of a caption at least a hundred times likelier in another language than in English
+    MARGIN = 2.0
+
     def __init__(self, english: Callable[[str], bool]):
         self.english = english
+        self.frequencies = word_frequencies()
         en = _stop_words("en")
         other = frozenset().union(*(_stop_words(lang) for lang in _STOP_LANGUAGES))
         self.en_stop = en - other  # "the", "with": English only ("a", "on", "or" are French or Czech too)
@@ -97,27 +156,36 @@ class EnglishCheck:
         address or a file name, no label, and not the name after "by" / "via" / "from"."""
         own = theirs = unknown = lower = 0
         prev = ""
-        memo, en_stop, foreign_stop = self._memo, self.en_stop, self.foreign_stop
+        words = []
+        memo, en_stop, foreign_stop, freq = self._memo, self.en_stop, self.foreign_stop, self.frequencies
         for chunk in text.split():
             core = chunk.strip(_EDGE)
             low = core.lower()
             if prev not in _AFTER_NAME and low not in _NEUTRAL and _WORD.fullmatch(core):
                 own += low in en_stop
-                if low == core and len(core) > 1:
+                if len(core) > 1 or low == core:  # "a", not the initial or size "E", "U", "W"
+                    words.append(low)
+                if len(core) > 1 and (low == core or not _LATIN.search(core)):  # a capital in another script: no name
                     lower += 1
                     theirs += core in foreign_stop
                     known = memo.get(core)
                     if known is None:
                         if len(memo) > 200_000:  # bounded memory per worker
                             memo.clear()
-                        known = memo[core] = self.english(core)
+                        # another language's word: no English word, and in another script or ten times more
+                        # frequent in another language than in English (not a name or a typo: "jonestown")
+                        known = memo[core] = self.english(core) or (
+                            _LATIN.search(core) is not None and not freq.theirs(core))
                     unknown += not known
             prev = low
         # "de la", "und", "mit": another language's grammar; when CLD2 is sure of English, two such words,
         # or one that is all the lowercase words of the caption ("Faculdade dos Guararapes")
         if theirs > own and (theirs > 1 or not sure or theirs == lower):
             return True
-        return unknown > 0 and unknown * 2 >= lower  # "Collier initiale A or", "Dywan shaggy ... bordo"
+        if unknown > 0 and unknown * 2 >= lower:  # "Collier initiale A or", "Dywan shaggy ... bordo"
+            return True
+        # two English-only function words ("the", "with"): English grammar, the frequencies are not asked
+        return own < 2 and bool(words) and freq.margin(words) > self.MARGIN  # "Chaussures Femme Tongs Havaianas"
 
 
 class LanguageFilter:

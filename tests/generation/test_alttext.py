@@ -34,6 +34,9 @@ NAMES = {
 TITLES = {
     "Apple cake - Stock Photo": ["Stock Photo"],
     "Purple witch's hat Royalty Free Stock Photos": ["Royalty Free Stock Photos"],
+    # the stock-photo label in the sites' other languages (LAION-400M alt-text, as in test_names)
+    "Stock fotografie: Boy playing with blocks": ["Stock fotografie"],
+    "Elderly man helping his wife to cut vegetables in the kitchen — Foto Stock": ["Foto Stock"],
     "Red roses | Christmas World": ["Christmas World"],
     "Wooden Kitchen Table with Four Chairs by Orange Tree Toys": ["Orange Tree Toys"],
     "Starting Lineup 1996 Edition Football Figurine": ["Starting Lineup"],

@@ -1,7 +1,8 @@
 """``--languages en``: the word check of captions CLD2 calls English (:class:`openclip_ce.shards.language.EnglishCheck`).
 Short product titles in another language that CLD2 calls English, reliably by its own flag, are
-another language when their one lowercase word is another language's; English captions, short ones
-included, stay English."""
+another language when their one lowercase word is another language's, or when their words are far
+likelier in another language (word frequencies); English captions, short ones and lists of lowercase
+names included, stay English."""
 
 import pytest
 
@@ -12,6 +13,17 @@ from openclip_ce.shards.language import LanguageFilter
 FOREIGN = ["Faculdade dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"]
 # Multi30k validation captions (multi30k/dataset data/task1/raw/val.en.gz, commit a3d2e0d), whole and cut to
 # three words, and COCO val2017 captions (ruizewang/evaluate annotations/captions_val2017.json, 1152656)
+# LAION-400M alt-text (as above) that CLD2 calls English, reliably, and that no function word gives away: only
+# the word frequencies do (Dutch, French in Title Case, Italian, German)
+BY_FREQUENCY = ["Topper voor arbiter Makkelie in Champions League", "Chaussures Femme Tongs Havaianas YOU MAXI Orange",
+                "Anello con Diamanti e Acquamarina ct 2.10",
+                "Digitales Infrarot Thermometer Baby Kind Stirn Thermometer Kontaktlos Ft1"]
+# Multi30k validation captions (as below) in German, French and Czech cut to three words: CLD2 cannot place them
+SHORT_FOREIGN = ["Ein brauner Hund", "Un chien brun", "Un homme dormant", "Dva psi s", "Muž v sukni"]
+# English alt-text (LAION-400M, as above; the last from COCO) with lowercase words that are no dictionary word:
+# names, brands and typos, which no language's word list holds either, so they do not make it another language
+ENGLISH_NAMES = ["brian jonestown massacre", "I love susan T-Shirt", "Small fox wallvase", "Connected worksites icon",
+                 "pair gray nightstands madenewdesignct", "a plate of polents a tomatoe and brocolli"]
 ENGLISH = ["A group of men are loading cotton onto a truck", "A man sleeping", "A boy wearing", "Two men setting",
            "A balding man", "A lady in", "A brown dog", "A young boy", "A smiling woman",
            "A man riding a bike down a street.", "A black and white photo of a dog on a bed."]
@@ -47,3 +59,34 @@ def test_english_captions_stay_english(english):
     assert words.other("Two dogs playing dos and don'ts") is None
     assert words.other("A gris cat on the bed") is None
     assert words.other("Sketch of Alfonso de Castilla on the wall") is None
+
+
+def test_captions_far_likelier_in_another_language_are_another_language(english):
+    import pycld2
+
+    from openclip_ce.shards.language import EnglishCheck, word_frequencies
+
+    words = LanguageFilter(("en",), english)
+    freq = word_frequencies()
+    for text in BY_FREQUENCY:
+        reliable, _, found = pycld2.detect(text)
+        assert reliable and found[0][1] == "en", text
+        plain = [w.lower() for w in text.split() if w.isalpha()]
+        assert freq.margin(plain) > EnglishCheck.MARGIN, text  # the frequencies decide, not the function words
+        assert words.other(text) == "und", text
+    for text in SHORT_FOREIGN:
+        assert words.other(text) == "und", text
+
+
+def test_names_and_typos_are_no_language_s_words(english):
+    from openclip_ce.shards.language import word_frequencies
+
+    words = LanguageFilter(("en",), english)
+    for text in ENGLISH_NAMES:
+        assert words.other(text) is None, text
+    freq = word_frequencies()
+    # ten times more frequent elsewhere than in English: another language's word
+    assert freq.theirs("noir") and freq.theirs("voor") and freq.theirs("und")
+    # a name every language writes, a name no list holds, and an English word, are not
+    assert not freq.theirs("susan") and not freq.theirs("jonestown") and not freq.theirs("the")
+    assert freq.margin(["the", "dog"]) < 0 < freq.margin(["der", "hund"])
