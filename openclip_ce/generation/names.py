@@ -165,7 +165,8 @@ def name_spans(text: str) -> List[Tuple[int, int]]:
         # title; of the rules below only the dashes, the medium words, "feat", a release word and the
         # marks (non-ASCII) could still apply, and the caption has none of them
         return spans
-    cap = [text[s].isupper() for s, _ in words]
+    # a capital first, or inside a word that starts in lowercase ("iPad", "eBay": names too)
+    cap = [text[s].isupper() or (text[s].islower() and not text[s:e].islower()) for s, e in words]
     breaks = [_breaks(g) for g in gaps]
     starts = [True] + [b[0] for b in breaks]  # a segment starts here (commas, slashes too)
     opens = [True] + [b[1] for b in breaks]  # a sentence starts here

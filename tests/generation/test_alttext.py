@@ -41,6 +41,8 @@ TITLES = {
     "Wooden Kitchen Table with Four Chairs by Orange Tree Toys": ["Orange Tree Toys"],
     "Starting Lineup 1996 Edition Football Figurine": ["Starting Lineup"],
     "Red Leather Case For The Walking Dead Fans": ["The Walking Dead Fans"],
+    # a title's second word with a capital inside it ("iPad": LAION-400M alt-text, as in test_names)
+    "Wild Irish Rose Cover For The iPad Mini": ["The iPad Mini"],
     "Happy women at the Elite Junior World Championships": ["Elite Junior World Championships"],
     "Black Leather Handbag - Langdon Farm": ["Langdon Farm"],
     "Transatlantic Rebels: Wooden Chair and Oak Table": ["Transatlantic Rebels"],

@@ -25,6 +25,9 @@ LABELED = [
     "Red dress for sale", "Amazon's best sellers of the week", "New arrivals: red dress", "Clip art of a cat",
     "Getty Images of a dog", "Café chairs on sale", "Vector illustration of a red car", "123rf cat photo",
     "BEST SELLERS 2019", "Buy online: blue vase", "High quality leather bag", "cartoon drawings of a dog",
+    # the stock sites' label in other languages (LAION-400M alt-text, as below)
+    "Stock fotografie: Boy playing with blocks", "Traffic at Night - Stock fotografie",
+    "Young Man Working In Dry Cleaning — Stok fotoğraf", "Elderly man cutting vegetables — Foto Stock #3359431",
 ]
 
 
