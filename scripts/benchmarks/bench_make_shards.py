@@ -321,12 +321,26 @@ def read_caption_file(path):
     return [line for line in text.splitlines() if line.strip()]
 
 
-def alttext_rules(captions, spacy_model, rounds, chunk=512):
+def _language_module(path):
+    """Another version's ``openclip_ce/shards/language.py``, loaded beside this one (its relative imports
+    resolve in this checkout's package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("openclip_ce.shards._baseline_language", path)
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "openclip_ce.shards"
+    spec.loader.exec_module(module)
+    return module
+
+
+def alttext_rules(captions, spacy_model, rounds, chunk=512, baseline_language=None):
     """(captions/s with the alt-text rules and the language filter, captions/s without, language filter
-    us/caption): the generator with the vocabulary filler (``--filler vocab``: tagging, rules, swaps,
-    fills) on the same captions, CPU time of this process, best of ``rounds`` (interleaved). "Without"
-    tags with the bare tagger, as before the rules existed. Run it from two checkouts back to back to
-    compare their rules: the "without" figure is the same work in both."""
+    us/caption, rules us/caption, baseline): the generator with the vocabulary filler (``--filler
+    vocab``: tagging, rules, swaps, fills) on the same captions, CPU time of this process, best of
+    ``rounds`` (interleaved). "Without" tags with the bare tagger, as before the rules existed. Run it
+    from two checkouts back to back to compare their rules: the "without" figure is the same work in
+    both. ``baseline_language``: another version's language.py; its filter then runs in the same
+    generation, interleaved with this one's, and ``baseline`` is (its captions/s, its us/caption)."""
     from openclip_ce.generation.fillers import VocabFiller
 
     tagger = SpacyTagger(spacy_model)
@@ -338,6 +352,7 @@ def alttext_rules(captions, spacy_model, rounds, chunk=512):
         lang = LanguageFilter(("en",), tagger.english)
     except (TypeError, AttributeError):  # a checkout before the word check
         lang = LanguageFilter(("en",))
+    base = _language_module(baseline_language).LanguageFilter(("en",), tagger.english) if baseline_language else None
     vocab = VocabFiller.from_captions(tagger, captions[:5000])
     with_rules = NegativeGenerator(tagger, vocab, seed=0)
     without = NegativeGenerator(tagger, vocab, seed=0)
@@ -345,23 +360,34 @@ def alttext_rules(captions, spacy_model, rounds, chunk=512):
     items = [(f"k{i}", c) for i, c in enumerate(captions)]
     chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
 
-    def new():
+    def generate(filter_):
         for c in chunks:
-            with_rules.generate([(k, t) for k, t in c if lang.other(t) is None])
+            with_rules.generate([(k, t) for k, t in c if filter_.other(t) is None])
+
+    def new():
+        generate(lang)
 
     def old():
         for c in chunks:
             without.generate(c)
     rules = _rules_alone(tagger, captions, chunk)
-    t_new, t_old, t_lang, t_rules = [], [], [], []
-    for _ in range(rounds):
+    t_new, t_old, t_lang, t_rules, t_base, t_base_lang = [], [], [], [], [], []
+    for r in range(rounds):
+        if base is not None and r % 2:  # the baseline first in every other round
+            t_base.append(best_of(1, lambda: generate(base)))
         t_new.append(best_of(1, new))
+        if base is not None and not r % 2:
+            t_base.append(best_of(1, lambda: generate(base)))
         t_old.append(best_of(1, old))
         t_lang.append(best_of(1, lambda: [lang.other(c) for c in captions]))
+        if base is not None:
+            t_base_lang.append(best_of(1, lambda: [base.other(c) for c in captions]))
         if rules is not None:
             t_rules.append(best_of(1, rules))
     n = len(captions)
-    return n / min(t_new), n / min(t_old), 1e6 * min(t_lang) / n, (1e6 * min(t_rules) / n if t_rules else None)
+    baseline = (n / min(t_base), 1e6 * min(t_base_lang) / n) if base is not None else None
+    return (n / min(t_new), n / min(t_old), 1e6 * min(t_lang) / n, (1e6 * min(t_rules) / n if t_rules else None),
+            baseline)
 
 
 def _rules_alone(tagger, captions, chunk):
@@ -416,6 +442,9 @@ def main():
                         "built-in sample captions")
     p.add_argument("--rules-only", action="store_true",
                    help="only the alt-text rules and language filter against the bare tagging (--filler vocab)")
+    p.add_argument("--baseline-language", default=None, metavar="LANGUAGE_PY",
+                   help="with --rules-only: another version's openclip_ce/shards/language.py, whose language filter "
+                        "runs in the same process, interleaved with this one's (e.g. from `git show REV:...`)")
     args = p.parse_args()
 
     import torch
@@ -434,17 +463,21 @@ def main():
         captions = [real[i % len(real)] for i in range(len(captions))]
     if args.rules_only:
         n = min(len(captions), args.captions)
-        res = alttext_rules(captions[:n], args.spacy_model, args.rounds)
+        res = alttext_rules(captions[:n], args.spacy_model, args.rounds, baseline_language=args.baseline_language)
         if res is None:
             print("rules   : this checkout has no alt-text rules")
             return
-        new, old, lang_us, rules_us = res
+        new, old, lang_us, rules_us, baseline = res
         print(f"rules   : {new:6.0f} captions/s with the alt-text rules and --languages en vs {old:6.0f} captions/s "
               f"without -> {new / old:.3f}x; language filter {lang_us:.1f} us/caption ({n} captions, --filler vocab, "
               f"CPU time, 1 thread, best of {args.rounds})")
         if rules_us is not None:
             print(f"          the rules alone (no tagging, no language filter) {rules_us:.1f} us/caption: with the "
                   f"filter, {rules_us + lang_us:.1f} us of the {1e6 / old:.0f} us a caption costs without them")
+        if baseline is not None:
+            print(f"          with {args.baseline_language}'s language filter instead: {baseline[0]:6.0f} captions/s "
+                  f"-> this one {new / baseline[0]:.3f}x; its filter {baseline[1]:.1f} us/caption (same process, "
+                  f"interleaved)")
         return
     with tempfile.TemporaryDirectory() as tmp:
         if args.fills_only:
