@@ -122,6 +122,26 @@ def test_bench_make_shards_measures_the_filler_and_tagging_against_their_baselin
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, proc.stdout
 
 
+def test_bench_make_shards_rules_only_compares_a_baseline_language_filter_in_the_same_process():
+    """``--rules-only --baseline-language``: another version's language.py (here this checkout's own) runs
+    beside this one, and the script prints both filters' generation throughput and cost."""
+    import re
+
+    from openclip_ce.shards import language
+    from openclip_ce.testing.make_shards_runs import SPACY_MODEL
+
+    cmd = [sys.executable, str(SCRIPTS / "benchmarks" / "bench_make_shards.py"), "--rules-only", "--captions", "64",
+           "--rounds", "1", "--spacy-model", SPACY_MODEL, "--baseline-language", language.__file__]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = re.search(r"rules   : +(\d+) captions/s with the alt-text rules .* -> ([\d.]+)x; language filter ([\d.]+) us",
+                  proc.stdout)
+    assert m and int(m.group(1)) > 0 and float(m.group(3)) > 0, proc.stdout
+    m = re.search(r"language filter instead: +(\d+) captions/s -> this one ([\d.]+)x; its filter ([\d.]+) us/caption",
+                  proc.stdout)
+    assert m and int(m.group(1)) > 0 and float(m.group(2)) > 0 and float(m.group(3)) > 0, proc.stdout
+
+
 def test_language_filter_quality_reads_its_neighbour_and_counts_each_file(tmp_path):
     """The language benchmark runs as a user runs it (its folder's alttext_quality.py found without
     touching sys.path) and counts, per file, the captions each filter calls another language."""
