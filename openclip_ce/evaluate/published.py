@@ -150,7 +150,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.write_doc:
             doc = Path(args.write_doc)
-            write_atomic(doc, replace_doc_section(doc.read_text(encoding="utf-8"), doc_table()))
+            try:
+                text = doc.read_text(encoding="utf-8")
+            except (OSError, UnicodeError) as e:
+                raise UserError(f"--write-doc {doc}: cannot read it ({type(e).__name__}: {e.strerror or e})") from None
+            write_atomic(doc, replace_doc_section(text, doc_table()))
             print(f"wrote the published-results table into {doc}")
             if not args.results:
                 return 0

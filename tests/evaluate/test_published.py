@@ -47,6 +47,18 @@ def test_the_doc_table_is_the_data_file():
     assert "| winoground/group | 8.00 | verified | ±1 | 8.75 |" in section
 
 
+def test_write_doc_rewrites_only_the_table_and_names_a_missing_doc(tmp_path, capsys):
+    doc = tmp_path / "evaluation.md"
+    doc.write_text(f"# Eval\n\n{BEGIN}\nold table\n{END}\nafter\n")
+    assert main(["--write-doc", str(doc)]) == 0
+    assert doc.read_text() == f"# Eval\n\n{BEGIN}\n{doc_table()}{END}\nafter\n"
+    capsys.readouterr()
+    assert main(["--write-doc", str(tmp_path / "EVAL_PROTOCOL.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--write-doc" in err[0] and "EVAL_PROTOCOL.md: cannot read it" in err[0], err
+    assert not (tmp_path / "EVAL_PROTOCOL.md").exists()
+
+
 def _results_with(values, model=("ViT-B-32", "openai")):
     return {"model": {"model": model[0], "pretrained": model[1], "label": ":".join(model)}, "summary": values}
 
