@@ -1,14 +1,12 @@
 """Shared fixtures: open_clip's main branch (the vendored snapshot), plain and patched (see openclip_ce/testing/open_clip_main.py)."""
 
 import os
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from openclip_ce.testing.open_clip_main import EXPECTED, ROOT, TARBALL_ENV, main_tarball
+from openclip_ce.testing.open_clip_main import EXPECTED, ROOT, TARBALL_ENV, main_tarball, patched_copy
 
 
 @pytest.fixture(scope="session")
@@ -32,13 +30,7 @@ def main_src(tmp_path_factory) -> Path:
 def patched_main_src(main_src, tmp_path_factory) -> Path:
     """A copy of main's ``src/`` with ``patches/open_clip-main-*-plugins.patch`` applied."""
     patch = next(ROOT.glob("patches/open_clip-main-*-plugins.patch"))
-    site = tmp_path_factory.mktemp("open_clip_main_patched")
-    for pkg in ("open_clip", "open_clip_train"):
-        shutil.copytree(main_src / pkg, site / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    check = subprocess.run(["git", "apply", "--check", str(patch)], cwd=site, capture_output=True, text=True)
-    assert check.returncode == 0, f"{patch.name} does not apply to open_clip main: {check.stderr}"
-    subprocess.run(["git", "apply", str(patch)], cwd=site, check=True)
-    return site
+    return patched_copy(main_src, ("open_clip", "open_clip_train"), patch, tmp_path_factory.mktemp("open_clip_main_patched"))
 
 
 @pytest.fixture(autouse=True)

@@ -253,8 +253,8 @@ def test_wiseft_builds_on_evaluate_one_way():
 
 def _tests_layout_problems(tests_dir, package_dir):
     """What breaks the tests' layout: a folder of tests named after no part of the package (or scripts/), a part
-    of the package without its folder, a ``_`` helper module (shared helpers are conftest.py fixtures, fixture
-    writers live in openclip_ce/testing/)."""
+    of the package without its folder, a ``_`` helper module or an import of another test module (shared
+    helpers are conftest.py fixtures, fixture writers live in openclip_ce/testing/)."""
     parts = {p.name for p in package_dir.iterdir() if (p / "__init__.py").is_file()} - {"testing"} | {"scripts"}
     folders = {p.name for p in tests_dir.iterdir() if p.is_dir() and p.name != "__pycache__"}
     problems = [f"tests/{f}/: no openclip_ce/{f}/ (or scripts/)" for f in sorted(folders - parts)]
@@ -263,7 +263,23 @@ def _tests_layout_problems(tests_dir, package_dir):
         rel = p.relative_to(tests_dir).as_posix()
         if p.name.startswith("_") and p.name != "__init__.py":
             problems.append(f"tests/{rel}: a helper module")
+        problems += [f"tests/{rel}: imports {m}" for m in _test_imports(p)]
     return problems
+
+
+def _test_imports(path):
+    """The test modules that the file at ``path`` imports (``tests.x.test_y``, or a relative import)."""
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if node.level or module.split(".")[0] == "tests":
+                out.append(module or ".")
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names if a.name.split(".")[0] == "tests"]
+    return out
 
 
 def test_tests_mirror_the_package(tmp_path):
@@ -276,7 +292,9 @@ def test_tests_mirror_the_package(tmp_path):
     for f in ("training", "scripts", "eval"):  # what the check exists to stop: a folder named after no part
         (tmp_path / f).mkdir()
     (tmp_path / "training" / "_helpers.py").write_text("")
+    (tmp_path / "training" / "test_b.py").write_text("from tests.training.test_a import LINE\nfrom . import test_a\n")
     problems = _tests_layout_problems(tmp_path, package_dir)
     assert problems[0] == "tests/eval/: no openclip_ce/eval/ (or scripts/)"
     assert "tests/shards/: missing (openclip_ce/shards/ has no tests)" in problems
-    assert problems[-1] == "tests/training/_helpers.py: a helper module"
+    assert problems[-3:] == ["tests/training/_helpers.py: a helper module",
+                             "tests/training/test_b.py: imports tests.training.test_a", "tests/training/test_b.py: imports ."]

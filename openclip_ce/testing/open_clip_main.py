@@ -8,6 +8,8 @@ import hook comes from the environment's ``.pth`` file).
 """
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,3 +28,13 @@ def pythonpath(*first) -> str:
     """``first`` ahead of this checkout and of the caller's PYTHONPATH."""
     rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return os.pathsep.join([*map(str, first), str(ROOT), *rest])
+
+
+def patched_copy(src, packages, patch, site) -> Path:
+    """``site`` holding a copy of the ``packages`` of ``src`` with ``patch`` applied (it must apply cleanly)."""
+    for pkg in packages:
+        shutil.copytree(Path(src) / pkg, Path(site) / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    check = subprocess.run(["git", "apply", "--check", str(patch)], cwd=site, capture_output=True, text=True)
+    assert check.returncode == 0, f"{Path(patch).name} does not apply to {src}: {check.stderr}"
+    subprocess.run(["git", "apply", str(patch)], cwd=site, check=True)
+    return Path(site)

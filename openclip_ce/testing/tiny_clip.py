@@ -45,3 +45,20 @@ def write_tiny_model_dir(path: str | os.PathLike, model_cfg: Dict[str, Any] | No
     }
     (path / "open_clip_config.json").write_text(json.dumps(cfg, indent=2))
     return f"local-dir:{path}"
+
+
+def write_training_run(logs, run: str, state_dict, epoch: int = 1, params: Dict[str, Any] | None = None,
+                       **extra) -> Path:
+    """What open_clip_train writes for a run: ``logs/RUN/checkpoints/epoch_K.pt`` (the weights under DDP's
+    ``module.`` prefix, ``extra`` entries such as ``optimizer`` beside them) and, with ``params``,
+    ``logs/RUN/params.txt`` (``key: value`` lines). Returns the checkpoint's path."""
+    import torch
+
+    run_dir = Path(logs) / run
+    (run_dir / "checkpoints").mkdir(parents=True)
+    path = run_dir / "checkpoints" / f"epoch_{epoch}.pt"
+    torch.save({"epoch": epoch, "name": run, "state_dict": {f"module.{k}": v for k, v in state_dict.items()}, **extra},
+               path)
+    if params is not None:
+        (run_dir / "params.txt").write_text("".join(f"{k}: {v}\n" for k, v in params.items()))
+    return path

@@ -4,12 +4,18 @@ import argparse
 import io
 import json
 import random
+import re
+import sys
 import tarfile
 from pathlib import Path
 
 from openclip_ce.testing.toy_shards import make_sample, write_demo_shards
 from openclip_ce.negatives import encode_negatives
+from openclip_ce.testing.proc import run
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
+
+# a console line of a ce_clip run: every term and a threshold logged, the act type without valid negatives
+TRAIN_LINE = re.compile(r"Train Epoch: .*Contrastive_loss.*Imc_loss.*Cmr_loss.*ce_threshold_rel: \S+.*ce_valid_act: 0 ")
 
 
 def tiny_model(tmp_path) -> str:
@@ -157,3 +163,35 @@ def train_full_and_accumulated(base, images, tokens, make_args, check_loss=lambd
                         None, args)
         results[accum] = (dict(model.named_parameters()), loss.threshold_dict())
     return results
+
+
+def parse_many(argvs):
+    """Parse several command lines with open_clip's parse_args, through the import hook, in one process."""
+    code = f"""
+import json, sys, io, contextlib
+import open_clip_train.main
+from open_clip_train.params import parse_args
+out = []
+for argv in {argvs!r}:
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = parse_args(argv)
+        out.append({{"ok": True, "loss": getattr(ns, "loss", None), "dist": ns.loss_dist_impl,
+                     "alpha": getattr(ns, "ce_alpha", None), "types": list(getattr(ns, "ce_neg_types", []))}})
+    except SystemExit as e:
+        out.append({{"ok": False, "code": e.code, "err": err.getvalue()}})
+print(json.dumps(out))
+"""
+    proc = run([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def no_negatives_args(tmp_path, *extra):
+    """open_clip args of a ce_clip run on 104 samples without a ``neg.json`` (batch 2: 52 optimizer steps, past
+    the no-negatives guard's 50), logging every 100 steps; ``extra`` flags appended."""
+    rng = random.Random(4)
+    write_shard(Path(tmp_path) / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
+    return train_args(tiny_model(tmp_path), str(Path(tmp_path) / "plain.tar"), Path(tmp_path) / "logs", "none",
+                      "--loss", "ce_clip", "--log-every-n-steps", "100", *extra, samples=104, batch=2)

@@ -2,25 +2,19 @@
 
 import json
 import re
-import shutil
-import sys
 
 import pytest
 
 from openclip_ce.demo import scenes
-from openclip_ce.testing.proc import run
+from openclip_ce.testing.caption_shards import read_tar
+from openclip_ce.testing.proc import cli, run
 
 pytestmark = pytest.mark.slow
 
 
-def _cmd():
-    exe = shutil.which("openclip-ce")
-    return [exe] if exe else [sys.executable, "-m", "openclip_ce.cli"]
-
-
 def test_demo_runs_every_part_and_writes_one_report(tmp_path):
     out = tmp_path / "d"
-    proc = run(_cmd() + ["demo", "--quick", "--out", str(out)], timeout=600)
+    proc = run(cli() + ["demo", "--quick", "--out", str(out)], timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     # the terminal: one line per stage, not open_clip's log or the model's repr
     stages = [l for l in proc.stderr.splitlines() if re.match(r"[1-5]/5 ", l)]
@@ -53,20 +47,13 @@ def test_demo_runs_every_part_and_writes_one_report(tmp_path):
     cleaned = json.loads((out / "data" / "train-neg" / "decontamination.json").read_text())
     assert cleaned["negatives"]["obj"] > 0 and f"obj {cleaned['removed']['obj']} of {cleaned['negatives']['obj']}" in report
     for shard in (out / "data" / "train-neg").glob("*.tar"):  # no training negative names a held-out combination
-        for name, data in _members(shard):
+        for name, data in read_tar(shard):
             if name.endswith(".neg.json"):
                 assert not any(v and scenes.names_held_out(v) for v in json.loads(data).values()), data
     assert "open_clip_train.main" in report and "make-shards" in report and "analyze" in report
 
-    again = run(_cmd() + ["demo", "--quick", "--out", str(out)], timeout=120)
+    again = run(cli() + ["demo", "--quick", "--out", str(out)], timeout=120)
     assert again.returncode == 2 and "already holds a demo run" in again.stderr
-
-
-def _members(path):
-    import tarfile
-
-    with tarfile.open(path) as tar:
-        return [(m.name, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
 
 
 def test_held_out_scenes_never_appear_in_training(tmp_path):

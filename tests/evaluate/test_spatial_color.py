@@ -3,7 +3,6 @@
 
 import csv
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -278,21 +277,10 @@ def test_mmvp_tiny_model_picks_as_the_authors_softmax(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    from openclip_ce.cli import main
-    from openclip_ce.testing.tiny_clip import write_tiny_model_dir
-
+def evaluated(tmp_path_factory, evaluate_twice):
     tmp = tmp_path_factory.mktemp("eval_new")
-    build_all_new(tmp / "bench")
-    model = write_tiny_model_dir(tmp / "model")
-    outs = []
-    for i in range(2):
-        out = tmp / "results" / f"m{i}.json"
-        rc = main(["eval", "--model", model, "--data-root", str(tmp / "bench"), "--out", str(out),
-                   "--benchmarks", "sugarcrepe-pp,whatsup,colorswap,mmvp-vlm", "--workers", "0", "--batch-size", "8",
-                   "--device", "cpu", "--image-root", f"whatsup-gqa={tmp / 'bench' / 'whatsup' / 'vg_images'}"])
-        assert rc == 0
-        outs.append(out)
+    _, outs = evaluate_twice(tmp, build_all_new, "--benchmarks", "sugarcrepe-pp,whatsup,colorswap,mmvp-vlm",
+                             "--batch-size", "8", "--image-root", f"whatsup-gqa={tmp / 'bench' / 'whatsup' / 'vg_images'}")
     return tmp, outs
 
 
@@ -321,7 +309,7 @@ def test_eval_cli_writes_the_new_benchmarks(evaluated):
     assert row.split("|")[2].strip() == "17" and row.split("|")[3].strip() == "33.3"
 
 
-def test_compare_pairs_the_new_benchmarks(evaluated):
+def test_compare_pairs_the_new_benchmarks(evaluated, mcnemar_p):
     from openclip_ce.cli import main
 
     tmp, outs = evaluated
@@ -333,9 +321,7 @@ def test_compare_pairs_the_new_benchmarks(evaluated):
     assert js["n"]["colorswap/group"] == {"a": 5, "b": 5}
     # the McNemar p-value of colorswap/group, recomputed from the two files' per-example outcomes
     g0, g1 = (f["benchmarks"]["colorswap"]["outcomes"]["groups"]["group"]["correct"] for f in full)
-    b = sum(x == "1" and y == "0" for x, y in zip(g0, g1))
-    c = sum(x == "0" and y == "1" for x, y in zip(g0, g1))
-    p = min(1.0, 2 * sum(math.comb(b + c, k) for k in range(min(b, c) + 1)) / 2 ** (b + c))
+    p = mcnemar_p(g0, g1)
     assert js["difference_vs_first"]["colorswap/group"]["b"]["p"] == pytest.approx(p)
     md = Path(f"{prefix}.md").read_text()
     assert "## sugarcrepe-pp" in md and "## mmvp-vlm" in md

@@ -1,10 +1,8 @@
 """Differences a reader can trust: per-item outcomes in results files, exact McNemar p-values, n and
 chance levels in `compare`, and the image-level (cluster) bootstrap of `analyze`."""
 
-import io
 import json
 import math
-import tarfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -238,19 +236,19 @@ def test_analyze_values_reports_images_and_pairs_differences():
 
 
 def test_analyze_cli_counts_images_and_bootstraps_them(tmp_path):
-    from openclip_ce.testing.toy_shards import make_sample
     import random
 
+    from openclip_ce.testing.caption_shards import write_tar
+    from openclip_ce.testing.toy_shards import make_sample
+
     rnd = random.Random(0)
-    with tarfile.open(tmp_path / "s.tar", "w") as tar:
-        for img in range(3):
-            _, jpg, negs = make_sample(rnd)
-            for cap in range(4):  # 4 samples of an image (like COCO's 5 captions), here with equal values
-                for name, data in ((f"{img}_{cap}.jpg", jpg), (f"{img}_{cap}.txt", f"caption {img}".encode()),
-                                   (f"{img}_{cap}.neg.json", encode_negatives(negs))):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+    members = []
+    for img in range(3):
+        _, jpg, negs = make_sample(rnd)
+        for cap in range(4):  # 4 samples of an image (like COCO's 5 captions), here with equal values
+            members += [(f"{img}_{cap}.jpg", jpg), (f"{img}_{cap}.txt", f"caption {img}".encode()),
+                        (f"{img}_{cap}.neg.json", encode_negatives(negs))]
+    write_tar(tmp_path / "s.tar", members)
     samples = read_shard(str(tmp_path / "s.tar"))
     assert len(samples) == 12 and len(set(image_clusters(samples).tolist())) == 3
     m = write_tiny_model_dir(tmp_path / "model")

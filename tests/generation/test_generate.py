@@ -17,11 +17,6 @@ from openclip_ce.testing.make_shards_runs import SPACY_MODEL, tiny_filler
 
 
 @pytest.fixture(scope="module")
-def tagger():
-    return SpacyTagger(SPACY_MODEL)
-
-
-@pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlm")
     return {

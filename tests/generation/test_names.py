@@ -86,12 +86,10 @@ NAME_WORDS = {
 
 
 @pytest.fixture(scope="module")
-def captions():
+def captions(tagger):
     from openclip_ce.generation.alttext import CaptionTagger
-    from openclip_ce.generation.tagging import SpacyTagger
-    from openclip_ce.testing.make_shards_runs import SPACY_MODEL
 
-    return CaptionTagger(SpacyTagger(SPACY_MODEL))
+    return CaptionTagger(tagger)
 
 
 def _editable(captions, text):

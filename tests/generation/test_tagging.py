@@ -4,18 +4,9 @@ directly give, word for word, what spaCy's lemmatizer gives on a one-word ``Doc`
 import random
 import re
 
-import pytest
-
-from openclip_ce.testing.make_shards_runs import SPACY_MODEL
+from openclip_ce.testing.alttext_captions import NAMES, PROTECTED, TITLES
 
 POS = ("NOUN", "VERB", "ADJ", "ADV")
-
-
-@pytest.fixture(scope="module")
-def tagger():
-    from openclip_ce.generation.tagging import SpacyTagger
-
-    return SpacyTagger(SPACY_MODEL)
 
 
 def _spacy_lemma(nlp, word, pos):
@@ -31,8 +22,6 @@ def _words(tagger, n=1500, seed=0):
     """Real English words in the forms the rules act on: the irregular forms and lemmas of the model's
     exception tables, dictionary words with the suffixes of its rules (plurals, -ed, -ing, -er, -est, ...),
     and the words of the alt-text test captions (Title Case, hyphens, digits, possessives included)."""
-    from tests.generation import test_alttext as alt
-
     lookups = tagger.nlp.get_pipe("lemmatizer").lookups
     index, exc, rules = (lookups.get_table(t) for t in ("lemma_index", "lemma_exc", "lemma_rules"))
     rng = random.Random(seed)
@@ -49,8 +38,7 @@ def _words(tagger, n=1500, seed=0):
         for w in rng.sample(base, n // 4):
             words.add(w)
             words.add(w + rng.choice(suffixes))
-    captions = [c for name in dir(alt) if name.isupper() and isinstance(getattr(alt, name), dict)
-                for c in getattr(alt, name)]
+    captions = [c for table in (PROTECTED, NAMES, TITLES) for c in table]
     assert len(captions) > 20
     for c in captions:
         words.update(re.findall(r"\S+", c))

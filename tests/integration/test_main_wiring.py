@@ -3,7 +3,6 @@ task machinery with the import hook, and through main patched with ``patches/ope
 without it: thresholds and their resume, the metrics, the no-negatives guard, exact packing, refusals."""
 
 import json
-import random
 import sys
 
 import pytest
@@ -12,8 +11,8 @@ import torch
 from openclip_ce.metrics_file import read_metrics
 from openclip_ce.testing.tiny_clip import TINY_VIT_B_32_CFG, write_tiny_model_dir
 from openclip_ce.testing.proc import run, torchrun
-from openclip_ce.testing.training_runs import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
-                                  write_shard)
+from openclip_ce.testing.training_runs import (csv_with_negatives, demo_shards, nan_model, no_negatives_args, tiny_model,
+                                               train_args)
 from openclip_ce.testing.open_clip_main import pythonpath
 
 pytestmark = pytest.mark.slow
@@ -123,14 +122,9 @@ def test_main_refuses_what_the_plugin_cannot_take_and_stops_without_negatives(ma
     for (extra, what), (code, err) in zip(cases, json.loads(proc.stdout.strip().splitlines()[-1])):
         assert code == 2 and what in err and "Traceback" not in err, (extra, err)
 
-    rng = random.Random(4)
-    write_shard(tmp_path / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
     # compiled as main compiles by default (--torchcompile-strategy task: the task's forward, loss included),
     # where a check inside the loss never runs: the guard is counted on the host after each optimizer step
-    args = train_args(tiny_model(tmp_path), str(tmp_path / "plain.tar"), tmp_path / "logs", "none", "--loss", "ce_clip",
-                      "--log-every-n-steps", "100", "--torchcompile", "--torchcompile-backend", "eager",
-                      samples=104, batch=2)
-    proc = _main(main_src, args)
+    proc = _main(main_src, no_negatives_args(tmp_path, "--torchcompile", "--torchcompile-backend", "eager"))
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "no valid hard negative reached the loss in the first 50 optimizer steps" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -163,11 +157,7 @@ def test_patched_main_stops_in_one_line_without_negatives_when_compiled_and_on_a
     """The patch calls the loss's host-side hooks as the import hook does: the no-negatives guard fires under
     --torchcompile (it never did: plain CLIP trained, exit 0), and a plugin's stop is one line, exit 2 (it
     was a traceback, exit 1); the non-finite loss stops the run too."""
-    rng = random.Random(4)
-    write_shard(tmp_path / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
-    args = train_args(tiny_model(tmp_path), str(tmp_path / "plain.tar"), tmp_path / "logs", "none", "--loss", "ce_clip",
-                      "--log-every-n-steps", "100", "--torchcompile", "--torchcompile-backend", "eager",
-                      samples=104, batch=2)
+    args = no_negatives_args(tmp_path, "--torchcompile", "--torchcompile-backend", "eager")
     _stopped_in_one_line(_main(patched_main_src, args),
                          "no valid hard negative reached the loss in the first 50 optimizer steps")
     _nan_run(patched_main_src, tmp_path)

@@ -1,16 +1,14 @@
 """patches/: applies cleanly to the installed open_clip_train; with it, open_clip looks plugins up itself
 and the bootstrap stands aside; CE-CLIP training, checkpoint state and resume work through it."""
 
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from openclip_ce.testing.open_clip_main import patched_copy, pythonpath
 from openclip_ce.testing.proc import run, torchrun
 from openclip_ce.testing.training_runs import demo_shards, nan_model, tiny_model, train_args
 
@@ -19,21 +17,12 @@ pytestmark = pytest.mark.slow
 PATCH = Path(__file__).resolve().parents[2] / "patches" / "open_clip-3.3.0-plugins.patch"
 
 
-def _path(*first):
-    """PYTHONPATH with ``first`` ahead of the caller's (which may point at the openclip_ce under test)."""
-    return os.pathsep.join([*map(str, first), *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]])
-
-
 @pytest.fixture(scope="module")
 def patched_site(tmp_path_factory):
     import open_clip_train
 
-    site = tmp_path_factory.mktemp("patched-site")
-    shutil.copytree(Path(open_clip_train.__file__).parent, site / "open_clip_train",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    check = subprocess.run(["git", "apply", "--check", str(PATCH)], cwd=site, capture_output=True, text=True)
-    assert check.returncode == 0, f"patch does not apply to the installed open_clip_train: {check.stderr}"
-    subprocess.run(["git", "apply", str(PATCH)], cwd=site, check=True)
+    site = patched_copy(Path(open_clip_train.__file__).parents[1], ("open_clip_train",), PATCH,
+                        tmp_path_factory.mktemp("patched-site"))
     assert (site / "open_clip_train" / "plugins.py").exists()
     return site
 
@@ -42,7 +31,7 @@ def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
     code = ("import open_clip_train.main as m, open_clip_train;"
             "from openclip_ce.integration import parser_hook as c;"
             "print(open_clip_train.__file__, c.parser_hook_installed(), not hasattr(m.parse_args, '__wrapped__'))")
-    patched = run([sys.executable, "-c", code], PYTHONPATH=_path(patched_site))
+    patched = run([sys.executable, "-c", code], PYTHONPATH=pythonpath(patched_site))
     assert patched.returncode == 0, patched.stderr
     path, installed, untouched = patched.stdout.split()
     assert path.startswith(str(patched_site)) and installed == "False" and untouched == "True"
@@ -53,7 +42,7 @@ def test_bootstrap_stands_aside_when_open_clip_has_the_lookup(patched_site):
 def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_path):
     model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
     args = train_args(model, data, logs, "p", "--loss", "ce_clip", "--dist-backend", "gloo", epochs=1)
-    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=_path(patched_site))
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=pythonpath(patched_site))
     assert proc.returncode == 0, proc.stderr[-4000:]  # also proves the patch's CPU DDP fix
     ckpt = torch.load(logs / "p" / "checkpoints" / "epoch_1.pt", map_location="cpu", weights_only=False)
     state = ckpt["plugin_state"]
@@ -65,7 +54,7 @@ def test_training_and_resume_through_the_patched_open_clip(patched_site, tmp_pat
     assert "packed text batches padded to" in log  # train_collate laid the batches out, the trainer moved them
 
     args[args.index("--epochs") + 1] = "2"
-    proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--resume", "latest"], PYTHONPATH=_path(patched_site))
+    proc = run([sys.executable, "-m", "open_clip_train.main", *args, "--resume", "latest"], PYTHONPATH=pythonpath(patched_site))
     assert proc.returncode == 0, proc.stderr[-4000:]
     log = (logs / "p" / "out.log").read_text()
     assert f"ce_clip: restored plugin state from {logs / 'p' / 'checkpoints' / 'epoch_1.pt'}: {state}" in log
@@ -78,7 +67,7 @@ def test_a_nan_loss_stops_every_rank_at_the_same_step_in_one_line_through_the_pa
     logs = tmp_path / "logs"
     args = train_args(nan_model(tmp_path), demo_shards(tmp_path, 2, 8), logs, "nan", "--loss", "ce_clip",
                       "--dist-backend", "gloo", "--log-every-n-steps", "3", samples=16, batch=4)
-    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=_path(patched_site))
+    proc = torchrun(2, ["-m", "open_clip_train.main", "--", *args], PYTHONPATH=pythonpath(patched_site))
     assert proc.returncode != 0
     stops = [l for l in proc.stderr.splitlines() if "| ERROR |" in l and "not finite" in l]
     assert len(stops) == 2 and all("since optimizer step 1; stopped at step 1" in l for l in stops), proc.stderr[-4000:]
@@ -106,7 +95,7 @@ def broken_plugins(tmp_path_factory):
 
 @pytest.mark.parametrize("lookup", ["bootstrap", "patched"])
 def test_a_broken_third_party_plugin_is_left_out_the_same_way_by_both_lookups(lookup, broken_plugins, request):
-    path = _path(broken_plugins) if lookup == "bootstrap" else _path(request.getfixturevalue("patched_site"), broken_plugins)
+    path = pythonpath(broken_plugins) if lookup == "bootstrap" else pythonpath(request.getfixturevalue("patched_site"), broken_plugins)
     help_ = run([sys.executable, "-m", "open_clip_train.main", "--help"], PYTHONPATH=path)
     assert help_.returncode == 0, help_.stderr[-3000:]
     assert "--ce-alpha" in help_.stdout  # our plugin still there

@@ -2,7 +2,6 @@
 run says what it lost (stats.json, the last log line, a closing warning). Through ``openclip-ce make-shards``."""
 
 import json
-import tarfile
 
 import pytest
 

@@ -170,7 +170,7 @@ def test_cuda_without_a_gpu_fails_fast_with_one_line(shards, tmp_path, engine, m
     t0 = time.monotonic()
     proc = run_cli([shards], tmp_path / "out", "/nonexistent-model", "--device", "cuda", "--engine", engine,
                    timeout=120)
-    assert time.monotonic() - t0 < 30
+    assert time.monotonic() - t0 < 60  # no model load, no tagging: only start-up (slow on a loaded machine)
     errors = [l for l in proc.stderr.splitlines() if "error:" in l]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
     assert "no CUDA GPU is visible" in errors[0] and "Traceback" not in proc.stderr

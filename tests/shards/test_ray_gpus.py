@@ -134,9 +134,8 @@ def test_busy_gpus_fail_within_the_placement_timeout(cluster, data, tmp_path):
     assert ray.available_resources().get("GPU", 0) == 0 and not engine.actors
 
 
+@pytest.mark.parametrize("cluster", [1], indirect=True, ids=["1gpu"])  # once is enough: it needs no GPU
 def test_the_router_sends_chunks_to_an_idle_actor(cluster):
-    if cluster[0] != 1:
-        pytest.skip("once is enough: it needs no GPU")
 
     class Echo:  # defined here so that Ray ships it by value; "slow" holds its request until released
         def __init__(self, name, hold):
@@ -163,6 +162,7 @@ def test_the_router_sends_chunks_to_an_idle_actor(cluster):
     deadline = time.monotonic() + 60  # a loaded machine may take a while to start the actors
     while ray.get(router.in_flight.remote()) != [1, 0] and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert ray.get(router.in_flight.remote()) == [1, 0], "the held request never reached the slow actor"
     later = [ray.get(router.fill.remote(["b"])) for _ in range(6)]
     assert later == [[["fast"]]] * 6  # static `i % n` routing would have queued 3 of them behind "slow"
     ray.get(slow.release.remote())

@@ -1,11 +1,10 @@
 """1 rank vs 2 ranks (torchrun, gloo, CPU): same global batch -> same loss, gradients, thresholds."""
 
-import json
 from pathlib import Path
 
 import pytest
 
-from openclip_ce.testing.proc import torchrun
+from openclip_ce.testing.proc import torchrun_results
 
 pytestmark = pytest.mark.slow
 
@@ -13,11 +12,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    script = Path(__file__).parent / "dist" / "loss_equivalence.py"
-    proc = torchrun(2, [str(script)], OUT_DIR=out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [[json.loads(l) for l in (out / f"rank{r}.jsonl").read_text().splitlines()] for r in range(2)]
-    return ranks
+    return torchrun_results(Path(__file__).parent / "dist" / "loss_equivalence.py", 2, out)
 
 
 @pytest.fixture(scope="module")

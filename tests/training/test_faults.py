@@ -2,33 +2,23 @@
 a neg.json with a lone surrogate or 50,000 nested brackets, a neg.json that may belong to another caption
 (a repeated key), a member webdataset would unpickle, hand-made negatives unlike any edit."""
 
-import io
 import pickle
 import random
 import re
 import sys
-import tarfile
 
 import pytest
 
 from openclip_ce.negatives import NEG_TYPES, encode_negatives
 from openclip_ce.training.data import (NegativesError, NegativesProblemCounter, attach_negatives, decode_bundle,
                                        drop_pickled_members, sanity_issues)
+from openclip_ce.testing.caption_shards import write_tar
 from openclip_ce.testing.proc import run
 from openclip_ce.testing.toy_shards import Opens
 from openclip_ce.testing.training_runs import sample_members, tiny_model, train_args
 
 SURROGATE = b'{"rel": "a red \\ud800 square", "att": null, "act": null, "obj": null}'  # escaped, valid JSON
 NESTED = b"[" * 50_000 + b"]" * 50_000
-
-
-def _write(path, members):
-    """members: (name, bytes) in this order (duplicate names allowed)."""
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def _sample(key, members):
@@ -54,7 +44,7 @@ def _hostile_shard(path, marker, n_ok=10):
            ("dup.txt", second["txt"]), ("dup.neg.json", first["neg.json"])]
     out = (_sample("sur", surrogate) + out[:4 * 3] + _sample("deep", nested) + dup + _sample("long", long)
            + _sample("pkl", pickled) + out[4 * 3:])
-    _write(path, out)
+    write_tar(path, out)
 
 
 def test_hostile_shards_train_with_logged_placeholders_or_stop_with_one_line(tmp_path):

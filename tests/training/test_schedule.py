@@ -117,11 +117,9 @@ def test_every_rank_takes_the_global_batchs_decision(tmp_path):
     """torchrun, 2 gloo ranks: halves of one batch whose own progress would decide differently; every rank
     follows the single-process schedule of the whole batch, step by step (CE-CLIP modes, --accum-freq 2,
     CE-SigLIP)."""
-    from openclip_ce.testing.proc import torchrun
+    from openclip_ce.testing.proc import torchrun_results
 
-    proc = torchrun(2, [str(Path(__file__).parent / "dist" / "schedule_ranks.py")], OUT_DIR=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    ranks = [[json.loads(line) for line in (tmp_path / f"rank{r}.jsonl").read_text().splitlines()] for r in range(2)]
+    ranks = torchrun_results(Path(__file__).parent / "dist" / "schedule_ranks.py", 2, tmp_path)
     assert len(ranks[0]) == 6
     opened = 0
     for case0, case1 in zip(*ranks):

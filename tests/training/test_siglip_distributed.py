@@ -4,13 +4,12 @@ Six ranks run every code path of the exchanges: two bidir hops (the second passe
 tensors left and right, so a gradient sent back the wrong way shows) and the one-way remainder, five
 shift hops, the per-rank all-reduces and the all-gather."""
 
-import json
 from pathlib import Path
 
 import pytest
 
 from openclip_ce.training.siglip_loss import SIGLIP_DIST_IMPLS
-from openclip_ce.testing.proc import torchrun
+from openclip_ce.testing.proc import torchrun_results
 
 pytestmark = pytest.mark.slow
 WORLD = 6
@@ -19,10 +18,7 @@ WORLD = 6
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist_siglip")
-    script = Path(__file__).parent / "dist" / "siglip_equivalence.py"
-    proc = torchrun(WORLD, [str(script)], OUT_DIR=out)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return [[json.loads(l) for l in (out / f"rank{r}.jsonl").read_text().splitlines()] for r in range(WORLD)]
+    return torchrun_results(Path(__file__).parent / "dist" / "siglip_equivalence.py", WORLD, out)
 
 
 def test_every_impl_and_mode_ran(results):

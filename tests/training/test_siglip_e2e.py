@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from openclip_ce.testing.proc import torchrun
-from openclip_ce.testing.training_runs import demo_shards, tiny_model, train_args
-from tests.training.test_train_e2e import TRAIN_LINE, _parse_many
+from openclip_ce.testing.training_runs import TRAIN_LINE, demo_shards, parse_many, tiny_model, train_args
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +33,7 @@ def test_torchrun_two_ranks_trains_ce_siglip_with_accumulation_and_logs_its_term
 
 def test_siglip_is_accepted_and_its_dist_impl_checked():
     base = ["--model", "ViT-B-32", "--train-data", "x.tar", "--loss", "ce_clip", "--siglip"]
-    ok, gather, bad = _parse_many([base, base + ["--loss-dist-impl", "gather"], base + ["--loss-dist-impl", "ring"]])
+    ok, gather, bad = parse_many([base, base + ["--loss-dist-impl", "gather"], base + ["--loss-dist-impl", "ring"]])
     assert ok["ok"] and ok["loss"] == "ce_clip" and gather["ok"] and gather["dist"] == "gather"
     assert not bad["ok"] and bad["code"] == 2
     assert re.search(r"--loss-dist-impl ring is not one of SigLIP's: bidir, shift, reduce, gather", bad["err"])
@@ -43,16 +42,11 @@ def test_siglip_is_accepted_and_its_dist_impl_checked():
 def test_demo_siglip_compares_siglip_with_ce_siglip(tmp_path):
     """`openclip-ce demo --siglip` (--quick sizes): both runs train with open_clip's --siglip, the report
     puts SigLIP and CE-SigLIP side by side, eval loads the checkpoints (with their logit_bias) strictly."""
-    import shutil
-    import sys
-
     from openclip_ce.demo import scenes
-    from openclip_ce.testing.proc import run
+    from openclip_ce.testing.proc import cli, run
 
-    exe = shutil.which("openclip-ce")
     out = tmp_path / "d"
-    proc = run(([exe] if exe else [sys.executable, "-m", "openclip_ce.cli"]) + ["demo", "--quick", "--siglip", "--out", str(out)],
-               timeout=600)
+    proc = run(cli() + ["demo", "--quick", "--siglip", "--out", str(out)], timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     stages = [l for l in proc.stderr.splitlines() if re.match(r"[1-5]/5 ", l)]
     assert "3/5 training SigLIP (--loss clip --siglip): done" in "\n".join(stages)

@@ -10,13 +10,10 @@ import torch
 
 from openclip_ce.metrics_file import read_metrics
 from openclip_ce.testing.proc import run, torchrun
-from openclip_ce.testing.training_runs import (csv_with_negatives, demo_shards, nan_model, sample_members, tiny_model, train_args,
-                                  write_shard)
+from openclip_ce.testing.training_runs import (TRAIN_LINE, csv_with_negatives, demo_shards, nan_model, no_negatives_args,
+                                               parse_many, sample_members, tiny_model, train_args, write_shard)
 
 pytestmark = pytest.mark.slow
-
-TRAIN_LINE = re.compile(r"Train Epoch: .*Contrastive_loss.*Imc_loss.*Cmr_loss.*ce_threshold_rel: \S+.*ce_valid_act: 0 ")
-
 
 def test_torchrun_two_ranks_trains_checkpoints_logs_thresholds_and_resumes(tmp_path):
     model, data, logs = tiny_model(tmp_path), demo_shards(tmp_path), tmp_path / "logs"
@@ -89,32 +86,9 @@ def test_explicit_entry_point_without_the_import_hook(tmp_path):
     assert "ce_threshold_rel" in log and "ce_threshold_att" not in log  # only the chosen types
 
 
-def _parse_many(argvs):
-    """Parse several command lines with open_clip's parse_args, through the import hook, in one process."""
-    code = f"""
-import json, sys, io, contextlib
-import open_clip_train.main
-from open_clip_train.params import parse_args
-out = []
-for argv in {argvs!r}:
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            ns = parse_args(argv)
-        out.append({{"ok": True, "loss": getattr(ns, "loss", None), "dist": ns.loss_dist_impl,
-                     "alpha": getattr(ns, "ce_alpha", None), "types": list(getattr(ns, "ce_neg_types", []))}})
-    except SystemExit as e:
-        out.append({{"ok": False, "code": e.code, "err": err.getvalue()}})
-print(json.dumps(out))
-"""
-    proc = run([sys.executable, "-c", code])
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def test_loss_is_a_real_flag_and_unsupported_combinations_are_refused():
     base = ["--model", "ViT-B-32", "--train-data", "x.tar"]
-    res = _parse_many([
+    res = parse_many([
         base + ["--loss", "ce_clip", "--ce-alpha", "0.3", "--ce-neg-types", "obj,rel"],
         base + ["--loss", "bogus"],
         base,
@@ -291,11 +265,7 @@ def test_plain_clip_run_with_the_package_installed_is_stock_open_clip(tmp_path):
 
 
 def test_a_ce_clip_run_that_never_sees_a_negative_stops(tmp_path):
-    rng = random.Random(4)
-    write_shard(tmp_path / "plain.tar", [(f"k{i}", sample_members(rng, "missing")) for i in range(104)])
-    model, logs = tiny_model(tmp_path), tmp_path / "logs"
-    args = train_args(model, str(tmp_path / "plain.tar"), logs, "none", "--loss", "ce_clip",
-                      "--log-every-n-steps", "100", samples=104, batch=2)
+    args, logs = no_negatives_args(tmp_path), tmp_path / "logs"
     proc = run([sys.executable, "-m", "open_clip_train.main", *args])
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "no valid hard negative reached the loss in the first 50 optimizer steps" in proc.stderr

@@ -11,7 +11,7 @@ from openclip_ce.wiseft.interpolate import (METADATA_KEY, first_mismatch, interp
                                               pair_quick_gelu)
 from openclip_ce.evaluate.models import load_model
 from openclip_ce.errors import UserError
-from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir
+from openclip_ce.testing.tiny_clip import TINY_MODEL_CFG, write_tiny_model_dir, write_training_run
 
 from openclip_ce.testing.eval_benchmarks import build_imagefolder
 
@@ -35,13 +35,9 @@ def _finetune(model, seed=1, scale=0.05):
 
 def _save_run(tmp_path, run, sd, force_quick_gelu=None, model="tiny", dtype=None):
     """Like open_clip_train: logs/RUN/checkpoints/epoch_1.pt with DDP's module. prefix, and params.txt."""
-    d = tmp_path / "logs" / run
-    (d / "checkpoints").mkdir(parents=True)
-    sd = {f"module.{k}": (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in sd.items()}
-    torch.save({"epoch": 1, "name": run, "state_dict": sd}, d / "checkpoints" / "epoch_1.pt")
-    if force_quick_gelu is not None:
-        (d / "params.txt").write_text(f"force_quick_gelu: {force_quick_gelu}\nmodel: {model}\npretrained: None\n")
-    return d / "checkpoints" / "epoch_1.pt"
+    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v) for k, v in sd.items()}
+    params = None if force_quick_gelu is None else {"force_quick_gelu": force_quick_gelu, "model": model, "pretrained": None}
+    return write_training_run(tmp_path / "logs", run, sd, params=params)
 
 
 def _inputs():
