@@ -158,15 +158,17 @@ class CeClipLoss(nn.Module):
         return {t: float(v) for t, v in zip(self.neg_types, self.thresholds.tolist())}
 
     def load_threshold_dict(self, values: Dict[str, float]) -> bool:
-        """Restore adaptive thresholds (``--resume``). A fixed threshold (``--ce-fixed-threshold``) is a
-        setting of this run, not state: it is kept, and False is returned."""
+        """Restore adaptive thresholds (``--resume``), clamped to this run's ``[0, threshold_max]`` as every
+        update is (a run resumed with a smaller ``--ce-threshold-max`` uses it from its first step). A fixed
+        threshold (``--ce-fixed-threshold``) is a setting of this run, not state: it is kept, and False is
+        returned."""
         if self.fixed_threshold is not None:
             return False
         with torch.no_grad():
             for i, t in enumerate(self.neg_types):
                 v = values.get(t)
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                    self.thresholds[i] = float(v)
+                    self.thresholds[i] = min(max(float(v), 0.0), self.threshold_max)
         return True
 
     def metrics(self) -> Dict[str, float]:

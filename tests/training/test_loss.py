@@ -17,6 +17,8 @@ def _loss(**kw):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_reference_values_and_gradients(mode, seed):
     img, txt, scale, neg, mask = random_batch(seed=seed)
+    mask[seed] = False  # a sample without a valid negative: IMC is a mean over the samples that have one
+    assert mask.any(dim=1).sum() < len(mask)
     th = [0.5, 0.0, 2.0, 1.25]
     loss = _loss(itc_negatives=mode, alpha=0.3, beta=0.7)
     loss.load_threshold_dict(dict(zip(TYPES, th)))
@@ -66,22 +68,47 @@ def test_thresholds_update_to_previous_step_gap_and_clamp():
     big = img.clone()
     txt2 = img.clone()                      # S(I,T) = scale (max)
     neg2 = -img[:, None, :].expand_as(neg)  # S(I,T_k) = -scale
-    loss2 = _loss(threshold_max=10.0)
+    loss2 = _loss()  # u = 10 by default
     loss2(big, txt2, torch.tensor(100.0), neg2.contiguous(), torch.ones_like(mask))
     assert list(loss2.threshold_dict().values()) == [10.0] * 4
+    assert _loss(threshold_max=3.0).load_threshold_dict({"rel": 50.0, "att": -1.0}) is True
+    # restored thresholds are clamped like updated ones: a resumed run with a smaller u starts within it
+    restored = _loss(threshold_max=3.0)
+    restored.load_threshold_dict({"rel": 50.0, "att": -1.0, "act": 2.5})
+    assert list(restored.threshold_dict().values()) == [3.0, 0.0, 2.5, 0.0]
     loss3 = _loss()
     loss3(img, -img, torch.tensor(100.0), img[:, None, :].expand_as(neg).contiguous(), torch.ones_like(mask))
     assert list(loss3.threshold_dict().values()) == [0.0] * 4
 
 
 def test_threshold_update_only_once_per_accumulated_step():
-    img, txt, scale, neg, mask = random_batch(seed=5, p_valid=1.0)
+    img, _, scale, neg, mask = random_batch(seed=5, p_valid=1.0)
+    txt = torch.nn.functional.normalize(img + 0.3 * torch.randn(img.shape, generator=torch.Generator().manual_seed(5)), dim=-1)
+    _, _, _, gaps = reference_ce_clip(img, txt, scale, neg, mask, [0.0] * 4)
+    expected = reference_next_thresholds(gaps, [0.0] * 4)
+    assert min(expected) > 0  # every type's mean gap is positive: an update would show
     loss = _loss(accum_freq=2)
     loss(img, txt, scale, neg, mask)
-    assert list(loss.threshold_dict().values()) == [0.0] * 4
+    assert list(loss.threshold_dict().values()) == [0.0] * 4  # mid-step: not yet
     loss(img, txt, scale, neg, mask)
-    _, _, _, gaps = reference_ce_clip(img, txt, scale, neg, mask, [0.0] * 4)
-    assert list(loss.threshold_dict().values()) == pytest.approx(reference_next_thresholds(gaps, [0.0] * 4), rel=1e-5)
+    assert list(loss.threshold_dict().values()) == pytest.approx(expected, rel=1e-5)
+    loss(img, -txt, scale, neg, mask)  # the next step's first call: its (negative) gaps change nothing yet
+    assert list(loss.threshold_dict().values()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_detached_imc_positive_moves_only_the_texts():
+    """From random weights IMC may keep S(I,T) out of its gradient: same value, no gradient to the image."""
+    img, txt, scale, neg, mask = random_batch(seed=9, p_valid=1.0)
+    grads = {}
+    for detach in (False, True):
+        leaves = [t.clone().requires_grad_(True) for t in (img, txt, neg)]
+        out = _loss(imc_detach_positive=detach)(*leaves[:2], scale, leaves[2], mask, output_dict=True)
+        out["imc_loss"].backward()
+        grads[detach] = (float(out["imc_loss"]), *(leaf.grad for leaf in leaves))
+    assert grads[True][0] == pytest.approx(grads[False][0], rel=1e-6)
+    no_grad = grads[True][1]
+    assert grads[False][1].abs().sum() > 0 and (no_grad is None or not no_grad.any())
+    assert grads[True][2].abs().sum() > 0 and not torch.allclose(grads[True][2], grads[False][2])
 
 
 def test_eval_mode_does_not_update_thresholds():
