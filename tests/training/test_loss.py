@@ -71,10 +71,9 @@ def test_thresholds_update_to_previous_step_gap_and_clamp():
     loss2 = _loss()  # u = 10 by default
     loss2(big, txt2, torch.tensor(100.0), neg2.contiguous(), torch.ones_like(mask))
     assert list(loss2.threshold_dict().values()) == [10.0] * 4
-    assert _loss(threshold_max=3.0).load_threshold_dict({"rel": 50.0, "att": -1.0}) is True
     # restored thresholds are clamped like updated ones: a resumed run with a smaller u starts within it
     restored = _loss(threshold_max=3.0)
-    restored.load_threshold_dict({"rel": 50.0, "att": -1.0, "act": 2.5})
+    assert restored.load_threshold_dict({"rel": 50.0, "att": -1.0, "act": 2.5}) is True
     assert list(restored.threshold_dict().values()) == [3.0, 0.0, 2.5, 0.0]
     loss3 = _loss()
     loss3(img, -img, torch.tensor(100.0), img[:, None, :].expand_as(neg).contiguous(), torch.ones_like(mask))
