@@ -6,7 +6,8 @@ Each subcommand lives in its own module, which provides ``add_arguments(parser)`
 
 This is the one place that configures logging (``--log-level``) and turns a
 :class:`~openclip_ce.errors.UserError` into one line, ``openclip-ce COMMAND: error: ...``, and exit
-code 2 (``--debug``: the traceback follows the line).
+code 2 (``--debug``: the traceback follows the line); Ctrl-C is one line too, exit code 130 (a command's
+``INTERRUPTED`` text says what is kept).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import List, Optional
 
 from . import __version__
 from .errors import EXIT_USAGE, UserError
+
+EXIT_INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 from .logconfig import LEVELS, configure_logging
 
 # name -> (module, one-line help)
@@ -69,6 +72,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.debug:
             raise
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{prog}: interrupted{getattr(module, 'INTERRUPTED', '')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except OSError as e:
         if e.filename is None or args.debug:  # not about a path the user gave: a real failure, with its traceback
             raise

@@ -28,6 +28,9 @@ __all__ = ["add_arguments", "run", "run_config"]
 log = logging.getLogger(__name__)
 
 PROG = "openclip-ce make-shards"
+# after "openclip-ce make-shards: interrupted" (Ctrl-C)
+INTERRUPTED = ("; the shards completed so far are kept (unfinished ones are made again): run the same command "
+               "to resume")
 
 
 def run(args) -> int:

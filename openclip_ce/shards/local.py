@@ -116,6 +116,8 @@ def _worker_init(setup: RunSetup, queue, slots, servers: Optional[FillLinks]) ->
     from threadpoolctl import threadpool_limits
 
     exit_with_parent()
+    # Ctrl-C reaches the whole process group: the parent alone answers it (one line, the workers ended)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # one BLAS / OpenMP pool per worker sized to its share of the cores: numpy (imported while ``setup`` was
     # unpickled) has started its pool already, so it is resized; the variables cover libraries loaded later
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -190,11 +192,14 @@ def run_local(jobs: Sequence[ShardJob], setup: RunSetup, devices: Sequence[str],
                         results.append(res)
                         log_result(res)
                         progress.shard_done(res["status"] == "ok")
-            except BaseException:
+            except BaseException as e:
                 for f in pending:
                     f.cancel()
                 if servers is not None:
                     servers.abort.set()  # workers waiting on a filler process give up
+                if isinstance(e, KeyboardInterrupt):  # end the workers' shards now, not when they finish
+                    for proc in list(procs.values()):
+                        proc.terminate()
                 raise
             drain(queue, progress, running)
     except BrokenProcessPool:  # the pool has ended (and joined) every worker by now
