@@ -23,6 +23,8 @@ from .devices import parse_device, parse_devices
 from .language import parse_languages
 
 # settings that change the bytes written: a resumed run must use the same ones
+# spaCy's limit on one text (``Language.max_length``): a longer caption would fail the tagger, hence its shard
+MAX_TAGGED_CHARS = 1_000_000
 OUTPUT_SETTINGS = ("seed", "types", "filler", "filler_model", "spacy_model", "top_k", "caption_key",
                    "caption_json_field", "max_caption_chars", "languages", "vocab_captions", "vocab_per_tag")
 
@@ -168,6 +170,11 @@ def config_from_args(args: argparse.Namespace) -> ShardsConfig:
     for name in ("top_k", "batch_size", "chunk_size", "workers", "max_caption_chars", "vocab_captions", "vocab_per_tag"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.max_caption_chars > MAX_TAGGED_CHARS:
+        raise UserError(f"--max-caption-chars must be <= {MAX_TAGGED_CHARS:,} (the most spaCy tags in one text), "
+                        f"got {args.max_caption_chars}")
+    if args.caption_json_field is not None and not args.caption_json_field.strip(". "):
+        raise UserError("--caption-json-field is empty: give the field's name (a dotted path), or leave the flag out")
     gpf = args.ray_gpus_per_filler
     if not (0 < gpf <= 1 or float(gpf).is_integer()):
         raise UserError(f"--ray-gpus-per-filler must be in (0, 1] or a whole number (Ray's rule), got {gpf:g}")

@@ -21,6 +21,7 @@ import braceexpand
 
 from ..errors import UserError
 from ..fileio import write_json_atomic
+from ..negatives import NEG_TYPES
 from .tario import GZ_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -40,17 +41,21 @@ class ShardJob:
     record: str  # its ``done`` record (written once the shard is complete)
 
 
-def _expand_one(spec: str, out_root: str) -> Tuple[List[str], List[str]]:
-    """-> (shard paths, directory roots)."""
+def _expand_one(spec: str, out_root: str, lists: Tuple[str, ...] = ()) -> Tuple[List[str], List[str]]:
+    """-> (shard paths, directory roots). ``lists``: the ``@`` list files being read, outermost first."""
     if spec.startswith("@"):
+        name = os.path.abspath(spec[1:])
+        if name in lists:
+            chain = " -> ".join(f"@{p}" for p in (*lists[lists.index(name):], name))
+            raise UserError(f"the list of shards {spec[1:]!r} names itself ({chain})")
         try:
             with open(spec[1:], encoding="utf-8") as f:
                 lines = [l.strip() for l in f if l.strip() and not l.lstrip().startswith("#")]
-        except OSError as e:
-            raise UserError(f"cannot read the list of shards {spec[1:]!r}: {e.strerror}") from None
+        except (OSError, UnicodeError) as e:
+            raise UserError(f"cannot read the list of shards {spec[1:]!r}: {getattr(e, 'strerror', None) or e}") from None
         paths, roots = [], []
         for line in lines:
-            p, r = _expand_one(line, out_root)
+            p, r = _expand_one(line, out_root, (*lists, name))
             paths += p
             roots += r
         return paths, roots
@@ -84,6 +89,9 @@ def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
             unique.append(a)
     if not unique:
         raise UserError(f"no shards found in {list(specs)}")
+    odd = next((p for p in unique if os.path.exists(p) and not os.path.isfile(p)), None)
+    if odd is not None:  # a FIFO or a device would block the reader, a directory fail it
+        raise UserError(f"{odd}: not a regular file (a FIFO, device or directory), so not a shard")
     root = os.path.commonpath(roots + [os.path.dirname(p) for p in unique])
     jobs = []
     for p in unique:
@@ -94,6 +102,10 @@ def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
         jobs.append(ShardJob(p, rel, target, sidecar_path(out, rel)))
     if len({j.target for j in jobs}) != len(jobs):
         raise UserError("two inputs map to the same output name; give inputs with distinct relative names")
+    clash = next((j for j in jobs if j.rel == "stats.json" or j.rel.split(os.sep)[0] == STATE_DIR), None)
+    if clash is not None:
+        raise UserError(f"{clash.src}: its output, {clash.target}, is where the run keeps its own statistics or "
+                        f"state; rename the input")
     return jobs
 
 
@@ -105,19 +117,50 @@ def sidecar_path(out: str, rel: str) -> str:
     return os.path.join(os.path.abspath(out), STATE_DIR, "done", rel + ".json")
 
 
-def is_complete(out: str, job: ShardJob) -> bool:
-    """The shard and its ``done`` record exist, and the record reads (a record cut by a crash of the
-    machine, not just of the process, means: redo the shard)."""
-    if not os.path.isfile(job.target):
-        return False
+_COUNTS = ("samples", "samples_with_problems")
+_LISTS = ("problem_examples", "examples")
+
+
+def read_done_record(out: str, rel: str, warn: bool = False) -> Optional[Dict]:
+    """The ``done`` record of the shard ``rel``, or None when there is none or it is not one that
+    make-shards writes (cut by a crash of the machine, not just of the process, or edited): then the shard
+    is made again (``warn``: say so)."""
+    path = sidecar_path(out, rel)
     try:
-        with open(sidecar_path(out, job.rel), encoding="utf-8") as f:
-            return isinstance(json.load(f), dict)
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
     except FileNotFoundError:
-        return False
-    except (OSError, ValueError) as e:
-        log.warning("%s: unreadable done record (%s); the shard is made again", sidecar_path(out, job.rel), e)
-        return False
+        return None
+    except (OSError, ValueError, RecursionError) as e:
+        problem = f"{type(e).__name__}: {e}"
+    else:
+        problem = _record_problem(record)
+        if problem is None:
+            return record
+    if warn:
+        log.warning("%s: unreadable done record (%s); the shard is made again", path, problem)
+    return None
+
+
+def _record_problem(record) -> Optional[str]:
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
+    bad = [k for k in _COUNTS if not count(record.get(k))]
+    bad += [k for k in _LISTS if not isinstance(record.get(k), list)]
+    negatives, problems = record.get("negatives"), record.get("problems")
+    if not (isinstance(negatives, dict) and all(count(negatives.get(t)) for t in NEG_TYPES)):
+        bad.append("negatives")
+    if not (isinstance(problems, dict) and all(count(v) for v in problems.values())):
+        bad.append("problems")
+    if "samples_without_negatives" in record and not count(record["samples_without_negatives"]):
+        bad.append("samples_without_negatives")
+    return f"no valid {', '.join(bad)}" if bad else None
+
+
+def is_complete(out: str, job: ShardJob) -> bool:
+    """The shard and a valid ``done`` record of it exist."""
+    return os.path.isfile(job.target) and read_done_record(out, job.rel, warn=True) is not None
 
 
 def check_settings(out: str, want: Dict[str, object], overwrite: bool) -> None:
@@ -131,8 +174,16 @@ def verify_settings(out: str, want: Dict[str, object], overwrite: bool) -> None:
     (:meth:`~openclip_ce.shards.config.ShardsConfig.output_settings`; reads only: safe before the engine starts)."""
     path = state_path(out, "config.json")
     if os.path.exists(path) and not overwrite:
-        with open(path, encoding="utf-8") as f:
-            have = {k: v for k, v in json.load(f).items() if k not in RECORDED_ONLY}
+        try:
+            with open(path, encoding="utf-8") as f:
+                have = json.load(f)
+        except (OSError, ValueError, RecursionError) as e:
+            have = e
+        if not isinstance(have, dict):
+            what = f"unreadable ({type(have).__name__})" if isinstance(have, BaseException) else "not a JSON object"
+            raise UserError(f"{path}: {what}, so the settings of the shards in --out {out} are unknown; "
+                            f"pass --overwrite to make them again, or use another --out")
+        have = {k: v for k, v in have.items() if k not in RECORDED_ONLY}
         diff = {k: (have.get(k), want.get(k)) for k in set(have) | set(want) if have.get(k) != want.get(k)}
         if diff:
             details = "; ".join(f"{k}: was {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))

@@ -183,6 +183,7 @@ def build_vocab(jobs: Sequence[ShardJob], reader: CaptionReader, tagger: SpacyTa
     reuses it."""
     captions: List[str] = []
     unreadable: List[str] = []
+    refused: Dict[str, int] = {}  # samples without a usable caption, by problem kind
     for job in jobs:
         if len(captions) >= n_captions:
             break
@@ -195,11 +196,13 @@ def build_vocab(jobs: Sequence[ShardJob], reader: CaptionReader, tagger: SpacyTa
                     ext = member_ext(m)
                     if ext is not None:
                         by_ext.setdefault(ext, m.data)
-                text, _ = reader.read(by_ext, tagger)
+                text, problem = reader.read(by_ext, tagger)
                 if text is not None:
                     captions.append(text)
                     if len(captions) >= n_captions:
                         break
+                else:
+                    refused[problem] = refused.get(problem, 0) + 1
         except (ShardFormatError, OSError) as e:
             log.warning("vocabulary: skipping %s (%s)", job.src, e)
             unreadable.append(job.src)
@@ -209,6 +212,9 @@ def build_vocab(jobs: Sequence[ShardJob], reader: CaptionReader, tagger: SpacyTa
             why = f"no word occurs twice with one tag in the {len(captions)} caption(s) read"
         elif unreadable:
             why = f"no caption could be read ({len(unreadable)} shard(s) unreadable, first: {unreadable[0]})"
+        elif set(refused) - {"no_caption"}:
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(refused.items(), key=lambda kv: -kv[1]))
+            why = f"no caption passed the checks ({kinds}: see --languages, --max-caption-chars, --caption-key)"
         else:
             why = f"the shards hold no caption (--caption-key {reader.key!r})"
         raise UserError(f"--filler vocab: the vocabulary is empty: {why}; nothing was written. Fix the inputs "

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Dict, List, Sequence
 
 from ..negatives import NEG_TYPES
-from .plan import ShardJob, sidecar_path
+from .plan import ShardJob, read_done_record
 
 
 def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipped: int, wall: float,
@@ -15,13 +14,9 @@ def aggregate(out: str, jobs: Sequence[ShardJob], results: Sequence[Dict], skipp
     failed_rel = {r["shard"] for r in failed}
     per_shard = []
     for job in jobs:
-        if job.rel in failed_rel:
-            continue
-        try:
-            with open(sidecar_path(out, job.rel), encoding="utf-8") as f:
-                per_shard.append(json.load(f))
-        except (FileNotFoundError, ValueError):  # not made, or cut (is_complete has it made again next run)
-            pass
+        record = None if job.rel in failed_rel else read_done_record(out, job.rel)
+        if record is not None:  # else not made, or damaged (is_complete has it made again next run)
+            per_shard.append(record)
     samples = sum(s["samples"] for s in per_shard)
     negatives = {t: sum(s["negatives"][t] for s in per_shard) for t in NEG_TYPES}
     problems: Dict[str, int] = {}

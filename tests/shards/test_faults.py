@@ -253,3 +253,84 @@ def test_debug_adds_the_traceback_to_the_one_line(tmp_path):
     line = "openclip-ce make-shards: error: --types: expected a non-empty comma-separated subset"
     assert plain.returncode == 2 and plain.stderr.startswith(line) and "Traceback" not in plain.stderr
     assert debug.returncode != 0 and debug.stderr.startswith(line) and "Traceback (most recent call last)" in debug.stderr
+
+
+# ----------------------------------------------------------------------------- odd inputs and damaged state
+def test_a_shard_list_naming_itself_and_a_fifo_are_one_line_each(tmp_path):
+    write_caption_shards(tmp_path / "in", num_shards=1, per_shard=2)
+    (tmp_path / "a.txt").write_text(f"{tmp_path / 'in' / '00000.tar'}\n@{tmp_path / 'b.txt'}\n")
+    (tmp_path / "b.txt").write_text(f"@{tmp_path / 'a.txt'}\n")
+    with pytest.raises(UserError, match=r"the list of shards .*a\.txt' names itself \(@.*a\.txt -> @.*b\.txt -> @.*a\.txt\)"):
+        plan_jobs([f"@{tmp_path / 'a.txt'}"], str(tmp_path / "out"))
+    shutil.copy(tmp_path / "in" / "00000.tar", tmp_path / "in" / "stats.json")
+    with pytest.raises(UserError, match=r"stats\.json: its output, .*out/stats\.json, is where the run keeps"):
+        plan_jobs([str(tmp_path / "in" / "00000.tar"), str(tmp_path / "in" / "stats.json")], str(tmp_path / "out"))
+    os.mkfifo(tmp_path / "in" / "stuck.tar")  # would block the reader forever
+    with pytest.raises(UserError, match=r"stuck\.tar: not a regular file"):
+        plan_jobs([str(tmp_path / "in")], str(tmp_path / "out"))
+
+
+def test_caption_flags_out_of_range_are_refused():
+    with pytest.raises(UserError, match=r"--max-caption-chars must be <= 1,000,000"):
+        config_for(["x.tar"], "out", max_caption_chars=2_000_000)
+    with pytest.raises(UserError, match=r"--caption-json-field is empty"):
+        config_for(["x.tar"], "out", caption_json_field="")
+    assert config_for(["x.tar"], "out", max_caption_chars=1_000_000).max_caption_chars == 1_000_000
+
+
+def test_damaged_state_files_are_one_line_or_the_shard_made_again(tmp_path):
+    write_caption_shards(tmp_path / "in", num_shards=2, per_shard=4)
+    out = tmp_path / "out"
+    args = ("--types", "rel")
+    assert run_cli([tmp_path / "in"], out, NO_MODEL, *args).returncode == 0
+    first = json.loads((out / "stats.json").read_text())
+    record = out / ".make-shards" / "done" / "00001.tar.json"
+    for damaged in ("{}", '{"samples": "x"}', "[1, 2]"):  # each is made again, with a warning naming it
+        record.write_text(damaged)
+        proc = run_cli([tmp_path / "in"], out, NO_MODEL, *args)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"{record}: " in proc.stderr and "the shard is made again" in proc.stderr, proc.stderr[-2000:]
+        stats = json.loads((out / "stats.json").read_text())
+        assert stats["shards"]["written_this_run"] == 1 and stats["samples"] == first["samples"] == 8
+    config = out / ".make-shards" / "config.json"
+    for damaged in ('{"seed": 0, trunc', "", "[1, 2]"):
+        config.write_text(damaged)
+        proc = run_cli([tmp_path / "in"], out, NO_MODEL, *args)
+        errors = [l for l in proc.stderr.splitlines() if "error:" in l]
+        assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"{config}: " in errors[0] and "--overwrite" in errors[0], errors
+    assert run_cli([tmp_path / "in"], out, NO_MODEL, *args, "--overwrite").returncode == 0
+
+
+def test_captions_all_in_another_language_say_so_instead_of_no_caption(tmp_path):
+    write_caption_shards(tmp_path / "in", num_shards=1, per_shard=6)
+    proc = run_cli([tmp_path / "in"], tmp_path / "out", NO_MODEL, "--filler", "vocab", "--languages", "de")
+    errors = [l for l in proc.stderr.splitlines() if "error:" in l]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+    assert "no caption passed the checks (other_language_caption 6" in errors[0] and "--languages" in errors[0], errors
+
+
+def test_ctrl_c_is_one_line_and_a_rerun_resumes(tmp_path):
+    write_caption_shards(tmp_path / "in", num_shards=6, per_shard=30)
+    out = tmp_path / "out"
+    args = ("--filler", "vocab", "--workers", "2")
+    p = subprocess.Popen(make_shards_cmd([tmp_path / "in"], out, NO_MODEL, *args), env=env(), cwd=str(REPO),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    for line in p.stderr:
+        lines.append(line)
+        if re.search(r"worker \d \(pid \d+\): ", line):
+            time.sleep(0.3)
+            os.killpg(p.pid, signal.SIGINT)  # as a terminal's Ctrl-C: every process of the group
+            break
+    rest = p.communicate(timeout=120)[1]
+    stderr = "".join(lines) + rest
+    assert p.returncode == 130 and "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        "openclip-ce make-shards: interrupted; the shards completed so far are kept (unfinished ones are made "
+        "again): run the same command to resume")
+    rerun = run_cli([tmp_path / "in"], out, NO_MODEL, *args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["shards"]["complete"] == 6 and stats["samples"] == 180
+    assert not [p for p in out.rglob("*") if "partial" in p.name]
