@@ -206,7 +206,8 @@ def record_settings(out: str, want: Dict[str, object], overwrite: bool, tagging:
     if recorded is None and os.path.exists(path):  # a run with nothing to do keeps what the last one chose
         try:
             with open(path, encoding="utf-8") as f:
-                recorded = json.load(f).get("tagging_ops")
-        except (OSError, ValueError):
-            recorded = None
+                last = json.load(f)
+        except (OSError, ValueError, RecursionError):
+            last = None
+        recorded = last.get("tagging_ops") if isinstance(last, dict) else None
     write_json_atomic(path, {**want, "tagging_ops": recorded})

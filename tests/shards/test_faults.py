@@ -19,7 +19,7 @@ from openclip_ce.fileio import write_json_atomic
 from openclip_ce.negatives import decode_negatives
 from openclip_ce.pickled import PICKLED_EXTENSIONS, is_pickled
 from openclip_ce.shards.config import config_for
-from openclip_ce.shards.plan import plan_jobs
+from openclip_ce.shards.plan import plan_jobs, record_settings
 from openclip_ce.shards.setup import vocabulary
 from openclip_ce.shards.tario import member_ext, read_samples
 from openclip_ce.testing.toy_shards import Opens
@@ -300,6 +300,9 @@ def test_damaged_state_files_are_one_line_or_the_shard_made_again(tmp_path):
         assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert f"{config}: " in errors[0] and "--overwrite" in errors[0], errors
     assert run_cli([tmp_path / "in"], out, NO_MODEL, *args, "--overwrite").returncode == 0
+    config.write_text("[1, 2]")  # a run with nothing to write keeps the last tagging ops: none readable here
+    record_settings(str(out), {"seed": 0}, False, None)
+    assert json.loads(config.read_text()) == {"seed": 0, "tagging_ops": None}
 
 
 def test_captions_all_in_another_language_say_so_instead_of_no_caption(tmp_path):
