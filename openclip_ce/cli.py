@@ -18,9 +18,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import EXIT_USAGE, UserError
-
-EXIT_INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, UserError
 from .logconfig import LEVELS, configure_logging
 
 # name -> (module, one-line help)

@@ -10,6 +10,7 @@ traceback means a bug. Subclasses exist only where a caller must tell one failur
 from __future__ import annotations
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 
 class UserError(Exception):

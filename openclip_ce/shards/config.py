@@ -22,9 +22,9 @@ from ..negatives import NEG_TYPES, parse_neg_types
 from .devices import parse_device, parse_devices
 from .language import parse_languages
 
-# settings that change the bytes written: a resumed run must use the same ones
 # spaCy's limit on one text (``Language.max_length``): a longer caption would fail the tagger, hence its shard
 MAX_TAGGED_CHARS = 1_000_000
+# settings that change the bytes written: a resumed run must use the same ones
 OUTPUT_SETTINGS = ("seed", "types", "filler", "filler_model", "spacy_model", "top_k", "caption_key",
                    "caption_json_field", "max_caption_chars", "languages", "vocab_captions", "vocab_per_tag")
 
