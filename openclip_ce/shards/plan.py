@@ -121,30 +121,37 @@ _COUNTS = ("samples", "samples_with_problems")
 _LISTS = ("problem_examples", "examples")
 
 
+def _read_state(path: str) -> Tuple[object, Optional[str]]:
+    """``(value, None)`` for a state file that holds a JSON object, else ``(None, what is wrong)``; a missing
+    file raises FileNotFoundError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, RecursionError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    return (value, None) if isinstance(value, dict) else (None, "not a JSON object")
+
+
 def read_done_record(out: str, rel: str, warn: bool = False) -> Optional[Dict]:
     """The ``done`` record of the shard ``rel``, or None when there is none or it is not one that
     make-shards writes (cut by a crash of the machine, not just of the process, or edited): then the shard
     is made again (``warn``: say so)."""
     path = sidecar_path(out, rel)
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        record, problem = _read_state(path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, RecursionError) as e:
-        problem = f"{type(e).__name__}: {e}"
-    else:
-        problem = _record_problem(record)
-        if problem is None:
-            return record
+    problem = problem or _record_problem(record)
+    if problem is None:
+        return record
     if warn:
         log.warning("%s: unreadable done record (%s); the shard is made again", path, problem)
     return None
 
 
-def _record_problem(record) -> Optional[str]:
-    if not isinstance(record, dict):
-        return "not a JSON object"
+def _record_problem(record: Dict) -> Optional[str]:
     count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0  # noqa: E731
     bad = [k for k in _COUNTS if not count(record.get(k))]
     bad += [k for k in _LISTS if not isinstance(record.get(k), list)]
@@ -174,14 +181,9 @@ def verify_settings(out: str, want: Dict[str, object], overwrite: bool) -> None:
     (:meth:`~openclip_ce.shards.config.ShardsConfig.output_settings`; reads only: safe before the engine starts)."""
     path = state_path(out, "config.json")
     if os.path.exists(path) and not overwrite:
-        try:
-            with open(path, encoding="utf-8") as f:
-                have = json.load(f)
-        except (OSError, ValueError, RecursionError) as e:
-            have = e
-        if not isinstance(have, dict):
-            what = f"unreadable ({type(have).__name__})" if isinstance(have, BaseException) else "not a JSON object"
-            raise UserError(f"{path}: {what}, so the settings of the shards in --out {out} are unknown; "
+        have, problem = _read_state(path)
+        if problem is not None:
+            raise UserError(f"{path}: {problem}, so the settings of the shards in --out {out} are unknown; "
                             f"pass --overwrite to make them again, or use another --out")
         have = {k: v for k, v in have.items() if k not in RECORDED_ONLY}
         diff = {k: (have.get(k), want.get(k)) for k in set(have) | set(want) if have.get(k) != want.get(k)}
@@ -205,9 +207,8 @@ def record_settings(out: str, want: Dict[str, object], overwrite: bool, tagging:
     recorded = tagging
     if recorded is None and os.path.exists(path):  # a run with nothing to do keeps what the last one chose
         try:
-            with open(path, encoding="utf-8") as f:
-                last = json.load(f)
-        except (OSError, ValueError, RecursionError):
+            last, _ = _read_state(path)
+        except FileNotFoundError:
             last = None
-        recorded = last.get("tagging_ops") if isinstance(last, dict) else None
+        recorded = last.get("tagging_ops") if last is not None else None
     write_json_atomic(path, {**want, "tagging_ops": recorded})
