@@ -37,6 +37,10 @@ TITLES = {
     "Black Leather Handbag - Langdon Farm": ["Langdon Farm"],
     "Transatlantic Rebels: Wooden Chair and Oak Table": ["Transatlantic Rebels"],
     "myveganlife loves red apples and hot coffee": ["myveganlife"],
+    # written as CSV fields, doubled quotes and all (LAION-400M alt-text): the quoted name and title are
+    # kept, and the rest of the caption is edited (the whole caption was taken as one quote before)
+    '"""Nike"" Fashion Top Jacket Pants Sweatpants Set Two-Piece Sportswear"': ['""Nike""'],
+    '"""Hunger Games"" Figurative Language Lesson Activity Worksheet"': ['""Hunger Games""'],
 }
 CAPS = ["BLACK LEATHER SOFA WITH RED CUSHIONS", "WOODEN DINING TABLE WITH FOUR CHAIRS",
         "A BIPLANE AND A SMALL BOAT OUT ON THE WATER"]

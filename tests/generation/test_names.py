@@ -2,6 +2,8 @@
 :func:`~openclip_ce.generation.alttext.protected_spans`): their cheap pre-checks skip only captions where
 the full search finds nothing."""
 
+import random
+
 import pytest
 
 from openclip_ce.generation import names
@@ -157,3 +159,30 @@ def test_titles_before_a_year_models_and_organisations_are_names():
     for text in NO_TITLE:
         assert not [s for s in found(text) if " " in s], (text, found(text))
     assert found("Take A Hike V-neck Tee") == ["A Hike V-neck Tee"]  # the article rule, not a model letter
+
+
+# LAION-400M alt-text written as CSV fields: wrapped in quotes, each quote inside doubled
+CSV_FIELDS = {
+    '"Pink ""Tree"" Bedding Cover Set"': ['"Tree"'],
+    '"Carpet Kingsmead Stoddard Suffolk Berber ""Rib Cream"" BRICOFLOR"': ['"Rib Cream"'],
+    '"""Punisher"" Start Button"': ['"Punisher"'],  # a quote at the start: not the whole caption
+    '"Torchwood ""They Keep Killing Susie"""': ['"They Keep Killing Susie"'],  # and at the end
+}
+# inch marks, a lone quote, a caption in quotes with no doubled one, a doubled quote outside a CSV field
+NO_QUOTE = ['"Beverly Hills 2.25"" Button (10 pack)"', '"Lohas 27.75"" x 41.13"" Bathroom Shelf"',
+            '"Diamond Louisville Slugger Genesis "" Kids Baseball"', '"a red dress on a chair"', '30"" Range Hood']
+
+
+def test_doubled_quotes_of_a_csv_field_are_quotes():
+    def quoted(text):
+        return [text[s:e].replace('""', '"') for s, e in names.name_spans(text) if '"' in text[s:e]]
+
+    for text, want in CSV_FIELDS.items():
+        assert quoted(text) == want, (text, names.name_spans(text))
+    for text in NO_QUOTE:
+        assert quoted(text) == [], text
+    # the reading keeps every offset, whatever the quotes
+    rng = random.Random(0)
+    for _ in range(2000):
+        text = "".join(rng.choice('"" ab1.') for _ in range(rng.randrange(0, 12)))
+        assert len(names._csv_unescaped(text)) == len(text), text
