@@ -18,7 +18,8 @@ place is also read word by word (:class:`EnglishCheck`), with the word frequenci
 20 other Latin-script languages in web text (:class:`WordFrequencies`, from ``wordfreq``, whose lists
 ship inside its wheel): it is another language when its words are a hundred times likelier in one of
 those languages than in English ("Chaussures Femme Tongs Havaianas YOU MAXI Orange", "Topper voor
-arbiter Makkelie in Champions League"), when its function words are another language's (one is
+arbiter Makkelie in Champions League"), or three times when a lowercase word of it is another language's
+and no English word ("Jeggings in denim stretch con stampa glitter"), when its function words are another language's (one is
 enough when it is the caption's only lowercase word: "Faculdade dos Guararapes", "Diesel Sweat & Pull
 UMLT-Willy gris"), or when half or more of its lowercase words are another language's words and no
 English ones ("Collier initiale A or"; a word no language knows, a name or a typo, counts for none).
@@ -140,8 +141,10 @@ class EnglishCheck:
     """``foreign(text, sure)``: are the words of a caption CLD2 calls English (``sure``: by its
     reliability flag) or cannot place those of another language? ``english(word)``: a dictionary."""
 
-    # the words of a caption at least a hundred times likelier in another language than in English
+    # the words of a caption at least a hundred times likelier in another language than in English, or
+    # three times when one of its lowercase words is another language's and no English word
     MARGIN = 2.0
+    MARGIN_WITH_THEIR_WORD = 0.5
 
     def __init__(self, english: Callable[[str], bool]):
         self.english = english
@@ -189,7 +192,10 @@ class EnglishCheck:
         if unknown > 0 and unknown * 2 >= lower:  # "Collier initiale A or", "Dywan shaggy ... bordo"
             return True
         # two English-only function words ("the", "with"): English grammar, the frequencies are not asked
-        return own < 2 and bool(words) and freq.margin(words) > self.MARGIN  # "Chaussures Femme Tongs Havaianas"
+        if own > 1 or not words:
+            return False
+        # "Chaussures Femme Tongs Havaianas"; with a word of theirs: "Jeggings in denim stretch con stampa glitter"
+        return freq.margin(words) > (self.MARGIN_WITH_THEIR_WORD if unknown else self.MARGIN)
 
 
 class LanguageFilter:

@@ -18,6 +18,14 @@ FOREIGN = ["Faculdade dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"]
 BY_FREQUENCY = ["Topper voor arbiter Makkelie in Champions League", "Chaussures Femme Tongs Havaianas YOU MAXI Orange",
                 "Anello con Diamanti e Acquamarina ct 2.10",
                 "Digitales Infrarot Thermometer Baby Kind Stirn Thermometer Kontaktlos Ft1"]
+# LAION alt-text of other sources (LAION-2B: baaivision/CapsFusion data/example_data.json, commit ace4880;
+# LAION-Aesthetics: caradryanl/CopyMark diffusers/datasets/laion-aesthetic-2-5k/caption.json, commit 3de7327;
+# LAION-400M as above) that CLD2 calls English: Italian, French, Dutch. Their words are only 3 to 100 times
+# likelier in another language, but one of their lowercase words is another language's and no English word
+WITH_THEIR_WORD = ["Jeggings in denim stretch con stampa glitter", "nike air vapormax flyknit utility homme",
+                   "converse wit white zwart hot b373f e642e", "Acana regionals ranchlands dog hondenvoer 6 kg"]
+# English (LAION-400M, as above) with such a word, or nearly as likely in another language: kept
+ENGLISH_WITH_THEIR_WORD = ["nike zoom vick ii 2 og top view", "A large famille rose dish Guangxu six-character mark"]
 # Multi30k validation captions (as below) in German, French and Czech cut to three words: CLD2 cannot place them
 SHORT_FOREIGN = ["Ein brauner Hund", "Un chien brun", "Un homme dormant", "Dva psi s", "Muž v sukni"]
 # English alt-text (LAION-400M, as above; the last from COCO) with lowercase words that are no dictionary word:
@@ -90,3 +98,19 @@ def test_names_and_typos_are_no_language_s_words(english):
     # a name every language writes, a name no list holds, and an English word, are not
     assert not freq.theirs("susan") and not freq.theirs("jonestown") and not freq.theirs("the")
     assert freq.margin(["the", "dog"]) < 0 < freq.margin(["der", "hund"])
+
+
+def test_a_word_of_theirs_lowers_the_margin(english):
+    import pycld2
+
+    from openclip_ce.shards.language import EnglishCheck, word_frequencies
+
+    words = LanguageFilter(("en",), english)
+    freq = word_frequencies()
+    for text in WITH_THEIR_WORD:
+        assert pycld2.detect(text)[2][0][1] in ("en", "un"), text
+        plain = [w.lower() for w in text.split() if w.isalpha()]
+        assert EnglishCheck.MARGIN_WITH_THEIR_WORD < freq.margin(plain) < EnglishCheck.MARGIN, text
+        assert words.other(text) == "und", text
+    for text in ENGLISH_WITH_THEIR_WORD:
+        assert words.other(text) is None, text
