@@ -18,10 +18,10 @@ place is also read word by word (:class:`EnglishCheck`), with the word frequenci
 20 other Latin-script languages in web text (:class:`WordFrequencies`, from ``wordfreq``, whose lists
 ship inside its wheel): it is another language when its words are a hundred times likelier in one of
 those languages than in English ("Chaussures Femme Tongs Havaianas YOU MAXI Orange", "Topper voor
-arbiter Makkelie in Champions League"), or three times when a lowercase word of it is another language's
-and no English word ("Jeggings in denim stretch con stampa glitter"), when its function words are another language's (one is
-enough when it is the caption's only lowercase word: "Faculdade dos Guararapes", "Diesel Sweat & Pull
-UMLT-Willy gris"), or when half or more of its lowercase words are another language's words and no
+arbiter Makkelie in Champions League"), or three times when one of its lowercase words is another
+language's and no English word ("Jeggings in denim stretch con stampa glitter"), when its function
+words are another language's (one is enough when it is the caption's only lowercase word: "Faculdade
+dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"), or when half or more of its lowercase words are another language's words and no
 English ones ("Collier initiale A or"; a word no language knows, a name or a typo, counts for none).
 """
 
