@@ -21,8 +21,9 @@ those languages than in English ("Chaussures Femme Tongs Havaianas YOU MAXI Oran
 arbiter Makkelie in Champions League"), or three times when one of its lowercase words is another
 language's and no English word ("Jeggings in denim stretch con stampa glitter"), when its function
 words are another language's (one is enough when it is the caption's only lowercase word: "Faculdade
-dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"), or when half or more of its lowercase words are another language's words and no
-English ones ("Collier initiale A or"; a word no language knows, a name or a typo, counts for none).
+dos Guararapes", "Diesel Sweat & Pull UMLT-Willy gris"), or when half or more of its lowercase words
+are another language's words and no English ones ("Collier initiale A or"; a word no language knows,
+a name or a typo, counts for none).
 """
 
 from __future__ import annotations
