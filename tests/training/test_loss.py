@@ -103,7 +103,7 @@ def test_detached_imc_positive_moves_only_the_texts():
         leaves = [t.clone().requires_grad_(True) for t in (img, txt, neg)]
         out = _loss(imc_detach_positive=detach)(*leaves[:2], scale, leaves[2], mask, output_dict=True)
         out["imc_loss"].backward()
-        grads[detach] = (float(out["imc_loss"]), *(leaf.grad for leaf in leaves))
+        grads[detach] = (out["imc_loss"].item(), *(leaf.grad for leaf in leaves))
     assert grads[True][0] == pytest.approx(grads[False][0], rel=1e-6)
     no_grad = grads[True][1]
     assert grads[False][1].abs().sum() > 0 and (no_grad is None or not no_grad.any())
