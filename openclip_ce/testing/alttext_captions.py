@@ -41,6 +41,9 @@ TITLES = {
     # kept, and the rest of the caption is edited (the whole caption was taken as one quote before)
     '"""Nike"" Fashion Top Jacket Pants Sweatpants Set Two-Piece Sportswear"': ['""Nike""'],
     '"""Hunger Games"" Figurative Language Lesson Activity Worksheet"': ['""Hunger Games""'],
+    # a field written into a field again (LAION-2B alt-text): read twice, so the rest is edited
+    '"""""""Boy with Luv"""" pink look"""': ['"""""""Boy with Luv""""'],
+    '"""24"""" Professional Tile Cutter"""': ['24""""'],
 }
 CAPS = ["BLACK LEATHER SOFA WITH RED CUSHIONS", "WOODEN DINING TABLE WITH FOUR CHAIRS",
         "A BIPLANE AND A SMALL BOAT OUT ON THE WATER"]

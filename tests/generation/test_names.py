@@ -167,10 +167,15 @@ CSV_FIELDS = {
     '"Carpet Kingsmead Stoddard Suffolk Berber ""Rib Cream"" BRICOFLOR"': ['"Rib Cream"'],
     '"""Punisher"" Start Button"': ['"Punisher"'],  # a quote at the start: not the whole caption
     '"Torchwood ""They Keep Killing Susie"""': ['"They Keep Killing Susie"'],  # and at the end
+    # a field written into a field again (LAION-2B alt-text): read twice
+    '"""""""Boy with Luv"""" pink look"""': ['"Boy with Luv"'],
+    '"""2013 Land Rover DEFENDER """"limited edition"""" 19795"""': ['"limited edition"'],
 }
 # inch marks, a lone quote, a caption in quotes with no doubled one, a doubled quote outside a CSV field
 NO_QUOTE = ['"Beverly Hills 2.25"" Button (10 pack)"', '"Lohas 27.75"" x 41.13"" Bathroom Shelf"',
-            '"Diamond Louisville Slugger Genesis "" Kids Baseball"', '"a red dress on a chair"', '30"" Range Hood']
+            '"Diamond Louisville Slugger Genesis "" Kids Baseball"', '"a red dress on a chair"', '30"" Range Hood',
+            # read twice: an inch mark, and quotes around the whole caption
+            '"""24"""" Professional Tile Cutter"""', '"""What Should I Name My Trendy Cocktail Bar?"""']
 
 
 def test_doubled_quotes_of_a_csv_field_are_quotes():
