@@ -9,8 +9,10 @@ A word may be edited only when all of these hold:
 
 * it is not glued to a letter or digit outside itself ("lb" of "2lb", "cm" of "66cm"), nor joined
   to one by a hyphen, slash, ampersand, plus, dot, colon or apostrophe ("shirt" of "T-shirt",
-  "up" of "close-up"): a hyphenated word is replaced whole or not at all, and no edit replaces it
-  whole, so it is left as it is; a possessive ``'s`` is not a join ("man" of "man's" is a word);
+  "up" of "close-up") or by a symbol, an emoji or a lost character ("bit" of "a bit\ufffdon"), nor
+  touching a hyphen, slash, ampersand or plus ("salt" of "salt& pepper"): a hyphenated word is
+  replaced whole or not at all, and no edit replaces it whole, so it is left as it is; a possessive
+  ``'s`` is not a join ("man" of "man's" is a word);
 * it is not inside an HTML tag or entity, a URL, an attribute (``class="..."``), or a chunk of
   text that holds a path, file or domain name, an e-mail address or an underscore;
 * it is written in Latin letters ("играть" of a caption in two scripts is never an English word);
@@ -33,6 +35,7 @@ the word it replaces (:func:`~.words.recase`).
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Callable, FrozenSet, List, Optional, Sequence, Tuple
 
 from .names import name_spans
@@ -53,6 +56,9 @@ _PROTECTED = re.compile(
 # characters that join two words into one ("T-shirt", "AC/DC", "R&B", "U.S.A", "l'eau", "Typography,Phone",
 # "Miles...$144K", "Ref…,978")
 _JOINERS = frozenset("-\u2010\u2011\u2012\u2013\u2014/&+.,;:'\u2019_@\u2026$\u20ac\u00a3\u00a5%#")
+# of those, the ones that make a joined word even when nothing stands on their other side ("V- Neck",
+# "Salt& Pepper", "Logo- Black": half of a joined word written with a stray space)
+_HALF_JOINERS = frozenset("-\u2010\u2011/&+")
 _WORDS = re.compile(r"[^\W\d_]+")
 _NAME_WORD = re.compile(r"[^\W\d_]+(?:['\u2019][^\W\d_]+)*")
 
@@ -93,17 +99,27 @@ def case_normalised(text: str) -> Optional[str]:
     return low
 
 
+def _joins(char: str) -> bool:
+    """Does the non-ASCII ``char`` join the words on its sides? The joiners, and any other character but
+    letters, digits, spaces and punctuation: a symbol, an emoji, a combining mark, a zero-width joiner
+    or a soft hyphen, the replacement character of a lost one ("backtracks\ufffda bit\ufffdon")."""
+    return char in _JOINERS or (not char.isspace() and unicodedata.category(char)[0] in "SCM")
+
+
 def _glued(text: str, start: int, end: int) -> bool:
-    """Is ``text[start:end]`` joined to a letter or digit outside it, directly or by joiners ("T-shirt",
-    "Chair--Beige")? A possessive ('s, ’s) is not a join."""
+    """Is ``text[start:end]`` joined to a letter or digit outside it, directly or by joining characters
+    ("T-shirt", "Chair--Beige", "Seat\U0001F469Recliner"), or touching a hyphen, slash, ampersand or plus
+    ("Salt& Pepper")? A possessive ('s, ’s) is not a join."""
     i = start - 1
-    while i >= 0 and text[i] in _JOINERS:
+    while i >= 0 and (text[i] in _JOINERS or (text[i] > "\x7f" and _joins(text[i]))):
         i -= 1
-    if i >= 0 and text[i].isalnum() and i <= start - 1:
+    if i >= 0 and text[i].isalnum() or (i < start - 1 and not _HALF_JOINERS.isdisjoint(text[i + 1:start])):
         return True
     j = end
-    while j < len(text) and text[j] in _JOINERS:
+    while j < len(text) and (text[j] in _JOINERS or (text[j] > "\x7f" and _joins(text[j]))):
         j += 1
+    if j > end and not _HALF_JOINERS.isdisjoint(text[end:j]):
+        return True
     if j < len(text) and text[j].isalnum():
         possessive = (j == end + 1 and text[end] in "'\u2019" and text[j] in "sS"
                       and (j + 1 == len(text) or not text[j + 1].isalnum()))

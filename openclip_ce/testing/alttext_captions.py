@@ -13,6 +13,12 @@ PROTECTED = {
     "Salt &amp; Pepper Shakers on a kitchen table": ["&amp;"],
     "red_summer_dress.jpg of a woman in a garden": ["red_summer_dress.jpg"],
     "Madison Wing Dining Chair--Beige with a cushion": ["Chair--Beige"],
+    # joined by the replacement character of a lost one (LAION-2B alt-text), by an emoji, by a symbol
+    "google backtracks\ufffda bit\ufffdon controversial chrome signin": ["backtracks\ufffda", "bit\ufffdon"],
+    "a cozy seat\U0001F60Arecliner sofa in a living room": ["seat\U0001F60Arecliner"],
+    "a dog\u2122s bed on a rug by the door": ["dog\u2122s"],
+    # half of a joined word, written with a stray space
+    "a salt& pepper shaker on a wooden table": ["salt&"],
 }
 NAMES = {
     "The Roots - You Got Me feat Erykah Badu": ["Erykah Badu"],
