@@ -161,6 +161,32 @@ def test_language_filter_quality_reads_its_neighbour_and_counts_each_file(tmp_pa
     assert "'Collier initiale A or'" in proc.stdout
 
 
+def test_fuzzed_captions_go_through_make_shards_without_a_crash_or_a_broken_edit(tmp_path):
+    """fuzz_captions.py writes the same fuzzed captions for the same seed; alttext_quality.py runs
+    make-shards on them as a user would: no crash, no broken edit, every sample without a negative
+    counted in stats.json."""
+    from openclip_ce.testing.alttext_captions import all_captions
+
+    src = tmp_path / "real.txt"
+    src.write_text("\n".join(c for c in all_captions() if "\n" not in c) + "\n", encoding="utf-8")
+    fuzz = [SCRIPTS / "benchmarks" / "fuzz_captions.py", src, "--count", "300", "--seed", "3"]
+    for name in ("a.json", "b.json"):
+        proc = subprocess.run([sys.executable, *map(str, fuzz), "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    captions = json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))
+    assert captions == json.loads((tmp_path / "b.json").read_text(encoding="utf-8")) and len(captions) == 300
+    assert sum('""' in c for c in captions) > 5 and sum(not c.isascii() for c in captions) > 50
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "benchmarks" / "alttext_quality.py"),
+                           f"fuzz={tmp_path / 'a.json'}", "--out", str(tmp_path / "q"), "--json", str(tmp_path / "q.json")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = json.loads((tmp_path / "q.json").read_text())
+    assert report["samples"] == 300 and report["negatives"] > 100, report
+    assert report["broken"] == 0, report["examples"]["broken"]
+    assert report["samples_without_negatives_in_stats"] == report["samples_without_negatives_counted"] > 0
+
+
 @pytest.mark.parametrize("compile_", [False, True])
 def test_bench_train_step_runs_every_variant(tmp_path, compile_):
     """The step benchmark's smoke run: every variant trains and is reported (speed figures are not asserted)."""
