@@ -113,7 +113,7 @@ def _glued(text: str, start: int, end: int) -> bool:
     i = start - 1
     while i >= 0 and (text[i] in _JOINERS or (text[i] > "\x7f" and _joins(text[i]))):
         i -= 1
-    if i >= 0 and text[i].isalnum() or (i < start - 1 and not _HALF_JOINERS.isdisjoint(text[i + 1:start])):
+    if (i >= 0 and text[i].isalnum()) or (i < start - 1 and not _HALF_JOINERS.isdisjoint(text[i + 1:start])):
         return True
     j = end
     while j < len(text) and (text[j] in _JOINERS or (text[j] > "\x7f" and _joins(text[j]))):

@@ -134,8 +134,7 @@ def _csv_unescaped(text: str) -> str:
     touches ('""Tree' -> ' "Tree', 'Tree""' -> 'Tree" ', '30"" Range' -> '30"  Range': an inch mark).
     A field written into a CSV field again (1 % of LAION-2B alt-text: three quotes at each end, four
     for each quote inside, so that one reading leaves '"24"" Tile Cutter"') is read again ('24" Tile
-    Cutter'). Elsewhere a doubled quote is no quote
-    ("30"" Range"). What a reading drops becomes spaces."""
+    Cutter'). Elsewhere a doubled quote is no quote ("30"" Range"). What a reading drops becomes spaces."""
     if '""' not in text:
         return text
     end = len(text.rstrip())
