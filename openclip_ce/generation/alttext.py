@@ -100,10 +100,10 @@ def case_normalised(text: str) -> Optional[str]:
 
 
 def _joins(char: str) -> bool:
-    """Does the non-ASCII ``char`` join the words on its sides? The joiners, and any other character but
-    letters, digits, spaces and punctuation: a symbol, an emoji, a combining mark, a zero-width joiner
+    """Does the non-ASCII ``char``, not one of the joiners, join the words on its sides? Any character but
+    letters, digits, spaces and punctuation does: a symbol, an emoji, a combining mark, a zero-width joiner
     or a soft hyphen, the replacement character of a lost one ("backtracks\ufffda bit\ufffdon")."""
-    return char in _JOINERS or (not char.isspace() and unicodedata.category(char)[0] in "SCM")
+    return not char.isspace() and unicodedata.category(char)[0] in "SCM"
 
 
 def _glued(text: str, start: int, end: int) -> bool:

@@ -15,12 +15,12 @@ escaped ones are covered by the make-shards tests).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
-from pathlib import Path
 
 from alttext_quality import read_captions  # this script's folder is on the path when it runs
+
+from openclip_ce.fileio import write_json_atomic
 
 PIECES = [
     '"', '""', '"""', '""""', "'", "''", "“", "”", "«", "»", "<b>", "</b>", '<a href="x">', "&amp;", "&#39;",
@@ -67,9 +67,7 @@ def main(argv=None) -> int:
     pieces = args.count // 5
     out = [mutate(rng.choice(base), rng) for _ in range(args.count - pieces)]
     out += ["".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 12))) for _ in range(pieces)]
-    tmp = Path(args.out + ".tmp")
-    tmp.write_text(json.dumps(out), encoding="utf-8")
-    tmp.replace(args.out)
+    write_json_atomic(args.out, out, indent=None)
     print(f"{len(out)} fuzzed captions from {len(base)} real ones -> {args.out}")
     return 0
 
