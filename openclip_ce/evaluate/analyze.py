@@ -256,7 +256,7 @@ def parse_model_spec(spec: str) -> Dict[str, Optional[str]]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     p.add_argument("--model", dest="models", type=parse_model_spec, action="append", required=True,
-                   metavar="NAME[,pretrained=TAG][,checkpoint=PATH][,label=L]",
+                   metavar="NAME[,pretrained=TAG][,checkpoint=PATH][,label=L][,quickgelu=auto|on|off]",
                    help="a model to analyse; repeat for each (the first is the reference for differences)")
     p.add_argument("--data", required=True, help="shards with neg.json, brace pattern (e.g. 'val/{00000..00003}.tar')")
     p.add_argument("--out", required=True, help="output prefix: OUT.json and OUT.png")
