@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -22,11 +23,27 @@ def _create_temporary(path: Path) -> tuple:
             continue
 
 
+def check_output(path: str | os.PathLike) -> None:
+    """Fail now, before hours of work, where :func:`write_atomic` could not write ``path`` later: ``path`` a
+    folder, or its nearest existing ancestor a file or a folder this process cannot write. Creates nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    for parent in path.parents:
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, f"cannot write into {parent}", str(path))
+            return
+        if parent.exists() or parent.is_symlink():
+            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write via a temporary file in the same directory and ``os.replace``: never a half-written file.
     An ``OSError`` (a full disk, a read-only folder) leaves no temporary file and names ``path``."""
     path = Path(path)
     try:
+        check_output(path)  # mkdir's "File exists" for a file in the way names neither the file nor the cause
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_temporary(path)
     except OSError as e:

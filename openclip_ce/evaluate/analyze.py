@@ -35,11 +35,11 @@ from braceexpand import braceexpand
 from PIL import Image
 
 from ..errors import UserError
-from ..fileio import write_atomic
+from ..fileio import check_output, write_atomic
 from ..negatives import NEG_TYPES, NegativesFormatError, decode_negatives
 from ..plotting import pyplot, save_figure
 from ..shards.tario import ShardFormatError, read_samples, split_key
-from .common import json_dumps
+from .common import at_least, json_dumps
 from .models import default_device, load_model
 from .scorer import ClipScorer
 
@@ -247,6 +247,8 @@ def parse_model_spec(spec: str) -> Dict[str, Optional[str]]:
         k, sep, v = item.partition("=")
         if not sep or k not in ("pretrained", "checkpoint", "label", "quickgelu") or not v:
             raise argparse.ArgumentTypeError(f"--model {spec!r}: bad item {item!r} (pretrained=, checkpoint=, label=, quickgelu=)")
+        if k == "quickgelu" and v not in ("auto", "on", "off"):
+            raise argparse.ArgumentTypeError(f"--model {spec!r}: quickgelu={v} (auto, on or off)")
         out[k] = v
     if not name:
         raise argparse.ArgumentTypeError(f"--model {spec!r}: missing model name")
@@ -260,7 +262,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a model to analyse; repeat for each (the first is the reference for differences)")
     p.add_argument("--data", required=True, help="shards with neg.json, brace pattern (e.g. 'val/{00000..00003}.tar')")
     p.add_argument("--out", required=True, help="output prefix: OUT.json and OUT.png")
-    p.add_argument("--max-samples", type=int, default=0, help="use the first N samples (0 = all)")
+    p.add_argument("--max-samples", type=at_least(0), default=0, help="use the first N samples (0 = all)")
     p.add_argument("--bootstrap", type=int, default=50000, help="bootstrap resamples")
     p.add_argument("--bootstrap-unit", choices=("image", "caption"), default="image",
                    help="what a bootstrap resample draws: images (all captions of a drawn image come along; "
@@ -268,8 +270,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ci", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=at_least(1), default=64)
+    p.add_argument("--workers", type=at_least(0), default=2)
 
 
 def run(args) -> int:
@@ -278,6 +280,7 @@ def run(args) -> int:
         raise UserError(f"--ci must be in (0, 1), got {args.ci}")
     if args.bootstrap < 2:
         raise UserError(f"--bootstrap must be at least 2, got {args.bootstrap}")
+    check_output(f"{args.out}.json")  # a bad --out fails now, not after the embeddings
     samples = [s for path in expand_shards(args.data) for s in read_shard(path)]
     if args.max_samples:
         samples = samples[:args.max_samples]

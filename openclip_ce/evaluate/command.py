@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..errors import UserError
-from ..fileio import write_atomic
+from ..fileio import check_output, write_atomic
 from . import registry
-from .common import BenchmarkMissing, EvalOptions, json_dumps
+from .common import BenchmarkMissing, EvalOptions, at_least, json_dumps
 from .models import default_device, load_model
 from .report import markdown_table
 from .scorer import ClipScorer
@@ -69,8 +69,8 @@ def add_protocol_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"override an image directory; NAME in {','.join(registry.image_root_names())}")
     r = p.add_argument_group("scoring")
     r.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    r.add_argument("--batch-size", type=int, default=64)
-    r.add_argument("--workers", type=int, default=2, help="image-loading worker processes")
+    r.add_argument("--batch-size", type=at_least(1), default=64)
+    r.add_argument("--workers", type=at_least(0), default=2, help="image-loading worker processes")
     r.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32")
     r.add_argument("--missing-images", choices=("error", "skip"), default=None,
                    help="an item whose image file is missing: error, or skip and count it "
@@ -151,6 +151,7 @@ def data_root(args) -> Path:
 def run(args) -> int:
     args.device = args.device or default_device()
     root = data_root(args)
+    check_output(args.out)  # a bad --out fails now, not after the evaluation
     opts = options_from_args(args)
     loaded = load_model(args.model, args.pretrained, args.checkpoint, args.device, args.quickgelu)
     scorer = ClipScorer(loaded.model, loaded.preprocess, loaded.tokenizer, args.device, args.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -20,6 +21,21 @@ from ..errors import UserError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum`` (``--batch-size 0`` is a one-line usage error, not a
+    traceback from torch's DataLoader, and ``--max-samples -1`` no silent slice)."""
+    def parse(value: str) -> int:
+        try:
+            v = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 class BenchmarkMissing(Exception):

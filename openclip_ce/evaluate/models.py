@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -140,12 +142,30 @@ def _checkpoint_epoch(path: Path) -> Optional[int]:
                 raise
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or pickled objects weights_only refuses
-        raise ModelLoadError(f"{path}: cannot load checkpoint ({reason(e)})") from e
+        raise ModelLoadError(f"{path}: cannot load checkpoint ({_unloadable(path, e)})") from e
     weights = obj.get("state_dict") if isinstance(obj, dict) and "state_dict" in obj else obj
     if not isinstance(weights, dict) or not weights:
         raise ModelLoadError(f"{path}: no state_dict in checkpoint")
     epoch = obj.get("epoch") if isinstance(obj, dict) and "state_dict" in obj else None
     return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def _unloadable(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words that fit the file (torch's own text advises
+    ``weights_only=False`` for any file it cannot read, a text file included)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        return "a damaged or cut-off torch zip file: its end is missing"
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        return "not a PyTorch file: neither torch.save's zip format nor a pickle"
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if found:
+        return (f"it holds Python objects besides tensors ({found.group(1)}), which are not unpickled, for "
+                "safety; save the model's state_dict alone")
+    if "Weights only load failed" in str(exc):
+        return "a pickle that torch's safe loader refuses: not written by torch.save, or not weights alone"
+    return reason(exc)
 
 
 def checkpoint_state_dict(path: Path) -> Dict[str, Any]:
@@ -197,12 +217,21 @@ def require_device(device: str) -> str:
     return device
 
 
+def check_pretrained_applies(model_name: str, pretrained: Optional[str], instead: str) -> None:
+    """open_clip ignores ``pretrained`` for a ``local-dir:`` or ``hf-hub:`` model (the weights come with the
+    name; it only logs that), so a weights file given that way would silently not be loaded."""
+    if pretrained and model_name.startswith(("local-dir:", "hf-hub:")):
+        raise ModelLoadError(f"open_clip takes the weights of {model_name} from the name itself and ignores "
+                             f"--pretrained {pretrained}; {instead}")
+
+
 def load_model(model_name: str, pretrained: Optional[str] = None, checkpoint: Optional[str] = None,
                device: str = "cpu", quickgelu: str = "auto") -> LoadedModel:
     import open_clip
 
     if pretrained and checkpoint:
         raise ModelLoadError("give either --pretrained or --checkpoint, not both")
+    check_pretrained_applies(model_name, pretrained, "give other weights as --checkpoint PATH")
     ckpt = Path(os.path.expanduser(checkpoint)) if checkpoint else None
     if ckpt is not None and not ckpt.is_file():
         raise ModelLoadError(f"--checkpoint {ckpt}: no such file")

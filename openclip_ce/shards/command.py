@@ -17,7 +17,7 @@ from .config import ShardsConfig, add_arguments, config_from_args
 from .devices import is_cuda
 from .local import LocalEngine
 from .outlock import OutputLock
-from .plan import is_complete, plan_jobs, record_settings, verify_settings
+from .plan import forget_settings, is_complete, plan_jobs, record_settings, verify_settings
 from .captions import CAPTION_NOT_FOUND, CaptionReader
 from .progress import Progress
 from .setup import caption_reader, choose_tagging, masked_lm, run_setup, threads_per_worker
@@ -69,8 +69,13 @@ def run_config(cfg: ShardsConfig) -> int:
             if todo:
                 engine.start()
                 tagging = choose_tagging(cfg, threads)
-            record_settings(cfg.out, settings, cfg.overwrite, tagging)
-            setup = run_setup(cfg, jobs, threads, tagging) if todo else None
+            first_record = record_settings(cfg.out, settings, cfg.overwrite, tagging)
+            try:
+                setup = run_setup(cfg, jobs, threads, tagging) if todo else None
+            except BaseException:  # e.g. no vocabulary: "nothing was written", so nothing may stay recorded
+                if first_record:
+                    forget_settings(cfg.out)
+                raise
             progress = Progress(len(todo), sys.stderr.isatty() and cfg.progress, cfg.log_every)
             try:
                 results = engine.run(todo, setup, progress) if todo else []

@@ -56,6 +56,8 @@ def _expand_one(spec: str, out_root: str, lists: Tuple[str, ...] = ()) -> Tuple[
         paths, roots = [], []
         for line in lines:
             p, r = _expand_one(line, out_root, (*lists, name))
+            if not p:
+                raise UserError(f"{line!r} in the list of shards {spec[1:]!r} matches no shard")
             paths += p
             roots += r
         return paths, roots
@@ -79,6 +81,9 @@ def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
     paths, roots = [], []
     for spec in specs:
         p, r = _expand_one(spec, out_root)
+        if not p:  # beside inputs that do match, it would be dropped in silence
+            raise UserError(f"{spec!r} matches no shard" + (
+                f" (a folder with no {', '.join(SHARD_SUFFIXES)} file)" if os.path.isdir(spec) else ""))
         paths += p
         roots += r
     seen, unique = set(), []
@@ -193,10 +198,12 @@ def verify_settings(out: str, want: Dict[str, object], overwrite: bool) -> None:
                             f"use the same settings to resume, another --out, or --overwrite")
 
 
-def record_settings(out: str, want: Dict[str, object], overwrite: bool, tagging: Optional[Dict[str, object]]) -> None:
+def record_settings(out: str, want: Dict[str, object], overwrite: bool, tagging: Optional[Dict[str, object]]) -> bool:
     """Record this run's output settings ``want`` and its ``tagging`` ops (None: no shard to write, the last
-    run's are kept), and, under ``overwrite``, forget every completed shard first."""
+    run's are kept), and, under ``overwrite``, forget every completed shard first. True when ``out`` had no
+    record before (see :func:`forget_settings`)."""
     path = state_path(out, "config.json")
+    first = not os.path.exists(path)
     if overwrite:
         # forget every completed shard *before* recording the new settings: an interrupted --overwrite
         # run must never leave old-settings shards that a later run takes for complete
@@ -212,3 +219,13 @@ def record_settings(out: str, want: Dict[str, object], overwrite: bool, tagging:
             last = None
         recorded = last.get("tagging_ops") if last is not None else None
     write_json_atomic(path, {**want, "tagging_ops": recorded})
+    return first
+
+
+def forget_settings(out: str) -> None:
+    """Take back the record of a run that failed before it wrote a shard into an ``out`` that had none:
+    kept, it would refuse the next run's other settings for shards that were never made."""
+    try:
+        os.remove(state_path(out, "config.json"))
+    except FileNotFoundError:
+        pass

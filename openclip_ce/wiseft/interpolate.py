@@ -51,8 +51,9 @@ import torch
 from .. import __version__
 from ..errors import UserError
 from ..fileio import write_atomic
-from ..evaluate.models import (LoadedModel, checkpoint_state_dict, load_model, model_config_quick_gelu, require_device,
-                     read_params_txt, resolve_quick_gelu, training_run_quick_gelu)
+from ..evaluate.models import (LoadedModel, check_pretrained_applies, checkpoint_state_dict, load_model,
+                               model_config_quick_gelu, read_params_txt, require_device, resolve_quick_gelu,
+                               training_run_quick_gelu)
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +219,7 @@ def load_pair(model: str, pretrained: Optional[str], base: Optional[str], finetu
     read both state dicts and check that they are one architecture. Everything stays on the CPU."""
     if bool(pretrained) == bool(base):
         raise UserError("give the base model as either --pretrained TAG or --base PATH")
-    if pretrained and model.startswith(("local-dir:", "hf-hub:")):
-        raise UserError(f"open_clip takes the weights of {model} from the name itself and ignores --pretrained; "
-                        "give the base weights as --base PATH")
+    check_pretrained_applies(model, pretrained, "give the base weights as --base PATH")
     ft_path = _existing_file(finetuned, "--finetuned")
     base_path = _existing_file(base, "--base") if base else None
     qg, qg_source, warnings = pair_quick_gelu(model, pretrained, str(base_path) if base_path else None,

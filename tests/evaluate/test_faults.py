@@ -2,6 +2,7 @@
 file (and the line or entry), exit 2, no traceback. Bytes that are not UTF-8, nesting deeper than Python's
 parsers follow and empty checkpoints, in every reader that meets them."""
 
+import argparse
 import json
 
 import pytest
@@ -46,6 +47,71 @@ def test_an_empty_checkpoint_is_named_by_eval_and_interpolate(model, tmp_path, c
     assert rc == 2
     assert f"{empty}: cannot load checkpoint (an empty file, 0 bytes)" in _one_line_error(capsys, "interpolate")
     assert not (tmp_path / "wise.pt").exists()
+
+
+def test_a_file_that_is_no_checkpoint_gets_a_reason_that_fits_it(model, tmp_path, capsys):
+    """torch's own text for all three advises weights_only=False, cut off mid-sentence on one line."""
+    text = tmp_path / "notes.pt"
+    text.write_text("training notes, not weights\n")
+    whole = tmp_path / "whole.pt"
+    torch.save({"state_dict": {"w": torch.zeros(64)}}, whole)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a copy that stopped half-way
+    objects = tmp_path / "objects.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "args": argparse.Namespace(lr=1e-5)}, objects)
+    for path, why in ((text, "not a PyTorch file: neither torch.save's zip format nor a pickle"),
+                      (cut, "a damaged or cut-off torch zip file: its end is missing"),
+                      (objects, "it holds Python objects besides tensors (argparse.Namespace)")):
+        assert _eval(model, tmp_path, "winoground", "--checkpoint", str(path)) == 2
+        line = _one_line_error(capsys, "eval")
+        assert f"{path}: cannot load checkpoint ({why}" in line, line
+        assert "weights_only" not in line
+
+
+def test_out_in_the_place_of_a_folder_fails_before_the_evaluation(model, tmp_path, capsys, monkeypatch):
+    build_winoground(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    import openclip_ce.evaluate.command as command
+    monkeypatch.setattr(command, "load_model", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    rc = main(["eval", "--model", model, "--data-root", str(tmp_path), "--out", str(tmp_path / "afile" / "r.json"),
+               "--benchmarks", "winoground", "--workers", "0"])
+    assert rc == 2
+    line = _one_line_error(capsys, "eval")
+    assert line.endswith(f"{tmp_path / 'afile' / 'r.json'}: {tmp_path / 'afile'} is a file, not a folder"), line
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    (["--workers", "-1"], "--workers: must be >= 0, got -1"),
+    (["--vlc-max-per-corpus", "-1"], "--vlc-max-per-corpus: must be >= 0, got -1"),
+])
+def test_counts_out_of_range_are_usage_errors_not_tracebacks_or_silent_slices(model, tmp_path, capsys, argv, complaint):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--model", model, "--data-root", str(tmp_path), "--out", str(tmp_path / "r.json"), *argv])
+    assert e.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_analyze_checks_its_counts_and_model_items(model, tmp_path, capsys):
+    base = ["analyze", "--data", str(tmp_path / "x.tar"), "--out", str(tmp_path / "a")]
+    with pytest.raises(SystemExit):  # was a silent [:-1]: the last sample left out
+        main([*base, "--model", model, "--max-samples", "-1"])
+    assert "--max-samples: must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # was ignored: the config's activation
+        main([*base, "--model", f"{model},quickgelu=maybe"])
+    assert "quickgelu=maybe (auto, on or off)" in capsys.readouterr().err
+
+
+def test_pretrained_weights_beside_a_local_dir_model_are_refused_not_ignored(model, tmp_path, capsys):
+    """open_clip ignores pretrained= for local-dir: and hf-hub: models (it only logs it): the results would be
+    the folder's weights under the name of the file given."""
+    build_winoground(tmp_path)
+    weights = tmp_path / "mine.bin"
+    torch.save({"w": torch.zeros(2)}, weights)
+    assert _eval(model, tmp_path, "winoground", "--pretrained", str(weights)) == 2
+    line = _one_line_error(capsys, "eval")
+    assert f"ignores --pretrained {weights}; give other weights as --checkpoint PATH" in line, line
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_winoground_names_the_line_of_a_byte_that_is_not_utf8_and_counts_blank_lines(model, tmp_path, capsys):

@@ -131,10 +131,12 @@ def test_an_empty_vocabulary_is_never_written_nor_reused(tmp_path):
     assert re.search(r"error: --filler vocab: the vocabulary is empty: no caption could be read \(2 shard\(s\) "
                      r"unreadable, first: \S+00000\.tar\)", last), last
     assert not (out / ".make-shards" / "vocab.json").exists()
+    # "nothing was written": nor its settings, which would refuse the next run's others for shards never made
+    assert not (out / ".make-shards" / "config.json").exists()
 
     (out / ".make-shards" / "vocab.json").write_text("{}\n")  # as an older version left it
     write_caption_shards(tmp_path / "in", num_shards=2, per_shard=30)
-    proc = run_cli(inputs, out, NO_MODEL, *vocab)
+    proc = run_cli(inputs, out, NO_MODEL, *vocab, "--seed", "5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the stored vocabulary is empty and no shard was completed with it: building it again" in proc.stderr
     stats = json.loads((out / "stats.json").read_text())

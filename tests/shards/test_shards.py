@@ -232,13 +232,23 @@ def test_resume_with_other_settings_is_refused(tmp_path, model):
 
 def test_usage_errors_are_one_clear_line(tmp_path, model):
     proc = run_cli([tmp_path / "nothing" / "*.tar"], tmp_path / "out", model)
-    assert proc.returncode == 2 and "error: no shards found" in proc.stderr
+    assert proc.returncode == 2 and "nothing/*.tar' matches no shard" in proc.stderr
     write_caption_shards(tmp_path / "in", num_shards=1, per_shard=2)
     proc = run_cli([tmp_path / "in"], tmp_path / "out", tmp_path / "no-model")
     assert proc.returncode == 2 and "cannot load the masked LM" in proc.stderr and "--filler vocab" in proc.stderr
     assert not (tmp_path / "out" / "00000.tar").exists()
     proc = run_cli([tmp_path / "in"], tmp_path / "out2", model, "--types", "rel,colour")
     assert proc.returncode == 2 and "--types" in proc.stderr
+    # an input that matches nothing beside one that does: refused, not dropped in silence
+    (tmp_path / "empty").mkdir()
+    for dud in (tmp_path / "in" / "0001*.tar", tmp_path / "empty"):
+        proc = run_cli([tmp_path / "in", dud], tmp_path / "out3", model, "--filler", "vocab")
+        assert proc.returncode == 2 and f"{str(dud)!r} matches no shard" in proc.stderr, proc.stderr[-2000:]
+    listed = tmp_path / "shards.txt"
+    listed.write_text(f"{tmp_path / 'in' / '00000.tar'}\n{tmp_path / 'in' / '0009*.tar'}\n")
+    proc = run_cli([f"@{listed}"], tmp_path / "out3", model, "--filler", "vocab")
+    assert proc.returncode == 2 and f"0009*.tar' in the list of shards {str(listed)!r} matches no shard" in proc.stderr
+    assert not (tmp_path / "out3").exists()
 
 
 def test_vocab_filler_needs_no_model(tmp_path):

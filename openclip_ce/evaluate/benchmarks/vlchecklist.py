@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from ...errors import reason
-from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, drop_missing_images,
+from ..common import (BenchmarkDataError, BenchmarkMissing, Case, EvalOptions, ImageRef, at_least, drop_missing_images,
                      load_json_list, mean, pos_wins)
 from ..outcomes import Outcomes
 from ..registry import Benchmark
@@ -154,7 +154,7 @@ def evaluate(root: Path, scorer, opts: EvalOptions) -> Dict:
 
 
 def _add_arguments(group) -> None:
-    group.add_argument("--vlc-max-per-corpus", type=int, default=0,
+    group.add_argument("--vlc-max-per-corpus", type=at_least(0), default=0,
                        help="VL-CheckList: first N pairs per corpus yaml (0 = all; official sample config = 1000)")
 
 
