@@ -52,7 +52,28 @@ def parse_languages(spec: str) -> Tuple[str, ...]:
     bad = [n for n in names if not re.fullmatch(r"[a-z]{2,3}(-[a-z]{2,4})?", n)]
     if bad:
         raise UserError(f"--languages: {', '.join(bad)} is not a language code (ISO 639-1, e.g. en, de, fr) or 'all'")
+    names = tuple(dict.fromkeys(_CLD2_NAMES.get(n, n) for n in names))
+    known = _cld2_codes()
+    unknown = [n for n in names if known and n not in known]
+    if unknown:  # it would match no caption: every caption would lose its negatives
+        raise UserError(f"--languages: {', '.join(unknown)} is no language that CLD2 identifies (codes such as en, "
+                        f"de, fr, ja, zh; a region or script, as in zh-hant, is not part of the code)")
     return names
+
+
+# ISO 639-1 codes that CLD2 reports under their older names
+_CLD2_NAMES = {"he": "iw", "jv": "jw", "nb": "no"}
+
+
+@functools.lru_cache(maxsize=1)
+def _cld2_codes() -> FrozenSet[str]:
+    """The language codes the filter can compare: CLD2's, without region or script ("zh-Hant" -> "zh"),
+    nor its "unknown" codes; empty without pycld2 (then nothing is checked here)."""
+    try:
+        import pycld2
+    except ImportError:  # pragma: no cover - a dependency of openclip-ce
+        return frozenset()
+    return frozenset(code.split("-")[0].lower() for _, code in pycld2.LANGUAGES) - {"un", "xx"}
 
 
 # Latin-script languages whose stop words (spaCy's own lists, shipped with spaCy) mark a caption as theirs
@@ -242,5 +263,5 @@ class LanguageFilter:
 
 
 # languages whose usual script is not Latin: selecting one keeps undetermined captions in other scripts
-_NON_LATIN = frozenset("ar be bg bn el fa gu he hi hy ja ka kk km kn ko ky lo mk ml mr my ne or pa ru "
-                       "si sr ta te th uk ur zh".split())
+_NON_LATIN = frozenset("ar be bg bn el fa gu he hi hy iw ja ka kk km kn ko ky lo mk ml mr my ne or pa ru "
+                       "si sr ta te th uk ur yi zh".split())

@@ -6,7 +6,8 @@ names included, stay English."""
 
 import pytest
 
-from openclip_ce.shards.language import LanguageFilter
+from openclip_ce.errors import UserError
+from openclip_ce.shards.language import LanguageFilter, parse_languages
 
 # LAION-400M alt-text (rom1504/img2dataset tests/test_files/test_10000.parquet, commit 95523bc): CLD2
 # calls each English, reliably; each got English words put in before the check of its one lowercase word
@@ -114,3 +115,17 @@ def test_a_word_of_theirs_lowers_the_margin(english):
         assert words.other(text) == "und", text
     for text in ENGLISH_WITH_THEIR_WORD:
         assert words.other(text) is None, text
+
+
+def test_languages_are_codes_cld2_reports_and_iso_names_reach_them():
+    """CLD2 reports Hebrew as "iw", Javanese "jw", Norwegian "no": --languages he kept no Hebrew caption. A code
+    it never reports ("xx", a typo) or one with a region ("zh-hant": the filter compares "zh") matched no caption,
+    so every sample lost its negatives behind a warning at the end of the run."""
+    assert parse_languages("en,de") == ("en", "de")
+    assert parse_languages("he,nb,jv") == ("iw", "no", "jw")
+    hebrew = "שלום עולם, זהו משפט בעברית כדי לבדוק את הזיהוי של השפה"
+    assert LanguageFilter(parse_languages("he")).other(hebrew) is None
+    assert LanguageFilter(parse_languages("en")).other(hebrew) is not None
+    for spec in ("xx", "zh-hant", "en,qq"):
+        with pytest.raises(UserError, match=r"--languages: \S+ is no language that CLD2 identifies"):
+            parse_languages(spec)
