@@ -38,6 +38,17 @@ def check_output(path: str | os.PathLike) -> None:
             raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
 
 
+def check_prefix(prefix: str | os.PathLike, suffix: str = ".json") -> Path:
+    """``--out OUT`` of a command that writes OUT.json, OUT.md, ...: a folder given there (``results/``) would
+    make ``results.json`` beside it. Fails as :func:`check_output` does for ``OUT + suffix``."""
+    text = os.fspath(prefix)
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        raise IsADirectoryError(errno.EISDIR, "is a folder; --out takes the start of file names "
+                                f"(OUT{suffix}, ...), e.g. {os.path.join(text, 'results')}", text)
+    check_output(text + suffix)
+    return Path(text)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Write via a temporary file in the same directory and ``os.replace``: never a half-written file.
     An ``OSError`` (a full disk, a read-only folder) leaves no temporary file and names ``path``."""

@@ -35,7 +35,7 @@ from braceexpand import braceexpand
 from PIL import Image
 
 from ..errors import UserError
-from ..fileio import check_output, write_atomic
+from ..fileio import check_prefix, write_atomic
 from ..negatives import NEG_TYPES, NegativesFormatError, decode_negatives
 from ..plotting import pyplot, save_figure
 from ..shards.tario import ShardFormatError, read_samples, split_key
@@ -280,7 +280,7 @@ def run(args) -> int:
         raise UserError(f"--ci must be in (0, 1), got {args.ci}")
     if args.bootstrap < 2:
         raise UserError(f"--bootstrap must be at least 2, got {args.bootstrap}")
-    check_output(f"{args.out}.json")  # a bad --out fails now, not after the embeddings
+    out = check_prefix(args.out)  # a bad --out fails now, not after the embeddings
     samples = [s for path in expand_shards(args.data) for s in read_shard(path)]
     if args.max_samples:
         samples = samples[:args.max_samples]
@@ -304,7 +304,6 @@ def run(args) -> int:
               "n_images": int(len(np.unique(image_clusters(samples)))), "bootstrap": args.bootstrap,
               "bootstrap_unit": args.bootstrap_unit, "ci": args.ci, "seed": args.seed,
               "similarity": "cosine of L2-normalised embeddings", "types": types}
-    out = Path(args.out)
     write_atomic(Path(f"{out}.json"), json_dumps(result))
     plot(result, labels, Path(f"{out}.png"))
     log.info("wrote %s.json and %s.png", out, out)

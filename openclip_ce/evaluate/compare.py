@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import write_atomic
+from ..fileio import check_prefix, write_atomic
 from ..plotting import pyplot, save_figure
 from . import registry
 from .common import json_dumps
@@ -166,7 +166,13 @@ def run(args) -> int:
         raise UserError("the results files have empty summaries")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {args.alpha}")
-    out = Path(args.out)
+    first = set(results[0]["summary"])
+    for path, r in zip(args.results[1:], results[1:]):
+        if not first & set(r["summary"]):
+            raise UserError(f"{path} shares no metric with {args.results[0]} (benchmarks "
+                            f"{', '.join(sorted(r.get('benchmarks', {}))) or 'none'} against "
+                            f"{', '.join(sorted(results[0].get('benchmarks', {}))) or 'none'}): nothing to compare")
+    out = check_prefix(args.out, ".md")
     md, ref_json, ref_series = markdown_table(results, labels, args.alpha), None, ()
     if args.reference:
         ref = load_reference(args.reference)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..errors import UserError
-from ..fileio import check_output, write_atomic
+from ..fileio import check_prefix, write_atomic
 from ..evaluate import registry
 from ..evaluate.command import add_protocol_arguments, data_root, evaluate_all, options_from_args, protocol_record
 from ..evaluate.common import json_dumps
@@ -111,8 +111,7 @@ def run(args) -> int:
     names = benchmark_order(list(args.benchmarks))
     root = data_root(args)
     opts = options_from_args(args)
-    out = Path(os.path.expanduser(args.out))
-    check_output(f"{out}.json")  # a bad --out fails now, not after the sweep
+    out = check_prefix(os.path.expanduser(args.out))  # a bad --out fails now, not after the sweep
     alphas: List[float] = args.alphas
     pair = load_pair(args.model, args.pretrained, args.base, args.finetuned, args.quickgelu).to(args.device)
     model = pair.template.model.to(args.device).eval()

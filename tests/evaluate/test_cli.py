@@ -117,6 +117,32 @@ def test_compare_rejects_a_non_results_file(tmp_path, capsys):
     assert not (tmp_path / "c.png").exists()
 
 
+def test_compare_refuses_results_with_no_metric_in_common_and_a_folder_as_out(evaluated, tmp_path, capsys):
+    """Both wrote something that looked like a comparison: a table of dashes, and results.md beside the folder."""
+    _, _, outs = evaluated
+    res = json.loads(outs[0].read_text())
+    only = "winoground"
+    other = {**res, "benchmarks": {only: res["benchmarks"][only]},
+             "summary": {k: v for k, v in res["summary"].items() if k.startswith(only + "/")}}
+    rest = {**res, "benchmarks": {k: v for k, v in res["benchmarks"].items() if k != only},
+            "summary": {k: v for k, v in res["summary"].items() if not k.startswith(only + "/")}}
+    (tmp_path / "wino.json").write_text(json.dumps(other))
+    (tmp_path / "rest.json").write_text(json.dumps(rest))
+    assert main(["compare", str(tmp_path / "rest.json"), str(tmp_path / "wino.json"), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path / 'wino.json'} shares no metric with {tmp_path / 'rest.json'} " \
+        "(benchmarks winoground against " in err[0] and err[0].endswith("nothing to compare"), err
+    assert not list(tmp_path.glob("c.*"))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for out in (str(folder), f"{folder}/"):
+        assert main(["compare", *map(str, outs), "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"openclip-ce compare: error: {out}: is a folder; --out takes the start of file names "
+                       f"(OUT.md, ...), e.g. {folder / 'results'}"], err
+    assert not list(tmp_path.glob("results.*"))
+
+
 def test_unusable_device_or_output_path_is_one_line(evaluated, tmp_path, capsys, monkeypatch):
     tmp, model, outs = evaluated
     blocker = tmp_path / "a-file"

@@ -100,6 +100,12 @@ def test_analyze_checks_its_counts_and_model_items(model, tmp_path, capsys):
     with pytest.raises(SystemExit):  # was ignored: the config's activation
         main([*base, "--model", f"{model},quickgelu=maybe"])
     assert "quickgelu=maybe (auto, on or off)" in capsys.readouterr().err
+    # --out is the start of file names: a folder there would get results.json beside it, after the embeddings
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["analyze", "--data", str(tmp_path / "x.tar"), "--model", model, "--out", str(folder)]) == 2
+    assert _one_line_error(capsys, "analyze").endswith(f"{folder}: is a folder; --out takes the start of file names "
+                                                       f"(OUT.json, ...), e.g. {folder / 'results'}")
 
 
 def test_pretrained_weights_beside_a_local_dir_model_are_refused_not_ignored(model, tmp_path, capsys):

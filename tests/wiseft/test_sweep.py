@@ -270,3 +270,17 @@ def test_sweep_needs_zeroshot(swept, capsys):
     with pytest.raises(SystemExit):
         main(["sweep", *pair, *common, "--keep-zeroshot", "1.5", "--out", str(tmp / "no" / "x")])
     assert "expected a share in (0, 1]" in capsys.readouterr().err
+
+
+def test_a_folder_as_out_is_refused_before_any_model_is_built(tmp_path, capsys, monkeypatch):
+    """--out is the start of file names (OUT.json, OUT.md, OUT.png): a folder there got results.json beside it,
+    after the whole sweep."""
+    monkeypatch.setattr(sweep, "load_pair", lambda *a, **k: pytest.fail("built the models before checking --out"))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    rc = main(["sweep", "--model", "ViT-B-32", "--base", str(tmp_path / "b.pt"), "--finetuned", str(tmp_path / "f.pt"),
+               "--data-root", str(tmp_path), "--out", f"{folder}/"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"openclip-ce sweep: error: {folder}/: is a folder; --out takes the start of file names "
+                       f"(OUT.json, ...), e.g. {folder / 'results'}"), err
