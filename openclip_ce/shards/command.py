@@ -1,8 +1,9 @@
 """The ``openclip-ce make-shards`` command: plan, run an engine, write ``stats.json``, report.
 
 Exit codes: 0 all shards complete; 1 some shards failed (listed in ``stats.json``; rerun retries
-them; ``--skip-bad`` makes it 0); 2 a usage or setup error, or a run stopped by what is no shard's fault
-(a full disk, a dead worker or masked-LM process): one line, and a rerun resumes.
+them; ``--skip-bad`` makes it 0 unless none is complete); 2 a usage or setup error, or a run stopped
+by what is no shard's fault (a full disk, a dead worker or masked-LM process): one line, and a rerun
+resumes.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def run_config(cfg: ShardsConfig) -> int:
         if not cfg.skip_bad:
             print(f"{PROG}: {len(failed)} shard(s) failed (listed in stats.json); "
                   f"rerun to retry them, or pass --skip-bad to accept", file=sys.stderr)
+            return 1
+        if not stats["shards"]["complete"]:  # --skip-bad accepts bad shards, not a run that made none
+            print(f"{PROG}: every shard failed ({len(failed)}, listed in stats.json): --out {cfg.out} holds no "
+                  f"shard, even with --skip-bad", file=sys.stderr)
             return 1
     return 0
 

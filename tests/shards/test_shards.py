@@ -184,6 +184,9 @@ def test_bad_inputs_fail_their_shard_or_pass_through_with_nulls(tmp_path, model)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((out / "stats.json").read_text())
     assert stats["shards"]["skipped_complete"] == 2 and stats["shards"]["failed"] == 3
+    # ... but not a run in which every shard failed: nothing was made to accept
+    proc = run_cli([str(ind / "{00001..00002}.tar")], tmp_path / "none", model, "--skip-bad")
+    assert proc.returncode == 1 and "every shard failed (2, listed in stats.json)" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_more_bad_shards_fail_alone_and_the_rest_finish(tmp_path, model):
