@@ -35,14 +35,15 @@ def check_output(path: str | os.PathLike) -> None:
                 raise PermissionError(errno.EACCES, f"cannot write into {parent}", str(path))
             return
         if parent.exists() or parent.is_symlink():
-            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is a file, not a folder", str(path))
+            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is not a folder", str(path))
 
 
 def check_prefix(prefix: str | os.PathLike, suffix: str = ".json") -> Path:
-    """``--out OUT`` of a command that writes OUT.json, OUT.md, ...: a folder given there (``results/``) would
-    make ``results.json`` beside it. Fails as :func:`check_output` does for ``OUT + suffix``."""
+    """``--out OUT`` of a command that writes OUT.json, OUT.md, ...: a folder meant there (``results/``) would
+    make ``results.json`` beside it. A folder named OUT may exist (``sweep --out r/wise-ft`` suggests
+    ``interpolate --out r/wise-ft/alpha0.5.pt``). Fails as :func:`check_output` does for ``OUT + suffix``."""
     text = os.fspath(prefix)
-    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+    if text.endswith(("/", os.sep)):
         raise IsADirectoryError(errno.EISDIR, "is a folder; --out takes the start of file names "
                                 f"(OUT{suffix}, ...), e.g. {os.path.join(text, 'results')}", text)
     check_output(text + suffix)

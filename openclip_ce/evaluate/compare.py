@@ -166,12 +166,13 @@ def run(args) -> int:
         raise UserError("the results files have empty summaries")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be in (0, 1), got {args.alpha}")
-    first = set(results[0]["summary"])
-    for path, r in zip(args.results[1:], results[1:]):
-        if not first & set(r["summary"]):
-            raise UserError(f"{path} shares no metric with {args.results[0]} (benchmarks "
+    for i, (path, r) in enumerate(zip(args.results, results)):
+        others = [o for j, o in enumerate(results) if j != i]
+        if others and not any(set(r["summary"]) & set(o["summary"]) for o in others):
+            theirs = sorted({b for o in others for b in o.get("benchmarks", {})})
+            raise UserError(f"{path} shares no metric with the other results files (benchmarks "
                             f"{', '.join(sorted(r.get('benchmarks', {}))) or 'none'} against "
-                            f"{', '.join(sorted(results[0].get('benchmarks', {}))) or 'none'}): nothing to compare")
+                            f"{', '.join(theirs) or 'none'}): nothing to compare")
     out = check_prefix(args.out, ".md")
     md, ref_json, ref_series = markdown_table(results, labels, args.alpha), None, ()
     if args.reference:

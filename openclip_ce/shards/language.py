@@ -67,13 +67,15 @@ _CLD2_NAMES = {"he": "iw", "jv": "jw", "nb": "no"}
 
 @functools.lru_cache(maxsize=1)
 def _cld2_codes() -> FrozenSet[str]:
-    """The language codes the filter can compare: CLD2's, without region or script ("zh-Hant" -> "zh"),
-    nor its "unknown" codes; empty without pycld2 (then nothing is checked here)."""
+    """The codes of the languages CLD2 detects (not every one it names), without region or script
+    ("zh-Hant" -> "zh") nor its "unknown" codes: what the filter compares. Empty without pycld2 (then
+    nothing is checked here)."""
     try:
         import pycld2
     except ImportError:  # pragma: no cover - a dependency of openclip-ce
         return frozenset()
-    return frozenset(code.split("-")[0].lower() for _, code in pycld2.LANGUAGES) - {"un", "xx"}
+    detected = set(pycld2.DETECTED_LANGUAGES)
+    return frozenset(code.split("-")[0].lower() for name, code in pycld2.LANGUAGES if name in detected) - {"un", "xx"}
 
 
 # Latin-script languages whose stop words (spaCy's own lists, shipped with spaCy) mark a caption as theirs

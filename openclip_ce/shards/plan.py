@@ -78,6 +78,8 @@ def _expand_one(spec: str, out_root: str, lists: Tuple[str, ...] = ()) -> Tuple[
 
 def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
     out_root = os.path.abspath(out)
+    if not specs:
+        raise UserError("no input shards given")
     paths, roots = [], []
     for spec in specs:
         p, r = _expand_one(spec, out_root)
@@ -92,8 +94,6 @@ def plan_jobs(specs: Sequence[str], out: str) -> List[ShardJob]:
         if a not in seen:
             seen.add(a)
             unique.append(a)
-    if not unique:
-        raise UserError(f"no shards found in {list(specs)}")
     odd = next((p for p in unique if os.path.exists(p) and not os.path.isfile(p)), None)
     if odd is not None:  # a FIFO or a device would block the reader, a directory fail it
         raise UserError(f"{odd}: not a regular file (a FIFO, device or directory), so not a shard")

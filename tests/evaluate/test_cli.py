@@ -118,7 +118,8 @@ def test_compare_rejects_a_non_results_file(tmp_path, capsys):
 
 
 def test_compare_refuses_results_with_no_metric_in_common_and_a_folder_as_out(evaluated, tmp_path, capsys):
-    """Both wrote something that looked like a comparison: a table of dashes, and results.md beside the folder."""
+    """Both wrote something that looked like a comparison: a table of dashes, and results.md beside the folder
+    meant by results/ (a folder named OUT, without the slash, may be there: sweep's own layout)."""
     _, _, outs = evaluated
     res = json.loads(outs[0].read_text())
     only = "winoground"
@@ -130,17 +131,23 @@ def test_compare_refuses_results_with_no_metric_in_common_and_a_folder_as_out(ev
     (tmp_path / "rest.json").write_text(json.dumps(rest))
     assert main(["compare", str(tmp_path / "rest.json"), str(tmp_path / "wino.json"), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{tmp_path / 'wino.json'} shares no metric with {tmp_path / 'rest.json'} " \
-        "(benchmarks winoground against " in err[0] and err[0].endswith("nothing to compare"), err
+    assert len(err) == 1 and f"{tmp_path / 'rest.json'} shares no metric with the other results files (benchmarks " \
+        in err[0] and err[0].endswith(" against winoground): nothing to compare"), err
     assert not list(tmp_path.glob("c.*"))
+    # each shares a metric with a third that has both: compared
+    assert main(["compare", str(tmp_path / "rest.json"), str(tmp_path / "wino.json"), str(outs[0]),
+                 "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c.md").exists()
+    capsys.readouterr()
     folder = tmp_path / "results"
     folder.mkdir()
-    for out in (str(folder), f"{folder}/"):
-        assert main(["compare", *map(str, outs), "--out", out]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"openclip-ce compare: error: {out}: is a folder; --out takes the start of file names "
-                       f"(OUT.md, ...), e.g. {folder / 'results'}"], err
+    assert main(["compare", *map(str, outs), "--out", f"{folder}/"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"openclip-ce compare: error: {folder}/: is a folder; --out takes the start of file names "
+                   f"(OUT.md, ...), e.g. {folder / 'results'}"], err
     assert not list(tmp_path.glob("results.*"))
+    assert main(["compare", *map(str, outs), "--out", str(folder)]) == 0
+    assert (tmp_path / "results.md").exists() and not list(folder.iterdir())
 
 
 def test_unusable_device_or_output_path_is_one_line(evaluated, tmp_path, capsys, monkeypatch):
@@ -150,7 +157,7 @@ def test_unusable_device_or_output_path_is_one_line(evaluated, tmp_path, capsys,
     assert main(["compare", *map(str, outs), "--out", str(blocker / "c")]) == 2  # --out under a file
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"openclip-ce compare: error: {blocker / 'c'}.") and \
-        err[0].endswith(f": {blocker} is a file, not a folder"), err  # mkdir's bare "File exists" before
+        err[0].endswith(f": {blocker} is not a folder"), err  # mkdir's bare "File exists" before
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     rc = main(["eval", "--model", model, "--data-root", str(tmp / "bench"), "--benchmarks", "sugarcrepe",
                "--device", "cuda", "--out", str(tmp_path / "r")])

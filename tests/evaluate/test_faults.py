@@ -77,7 +77,7 @@ def test_out_in_the_place_of_a_folder_fails_before_the_evaluation(model, tmp_pat
                "--benchmarks", "winoground", "--workers", "0"])
     assert rc == 2
     line = _one_line_error(capsys, "eval")
-    assert line.endswith(f"{tmp_path / 'afile' / 'r.json'}: {tmp_path / 'afile'} is a file, not a folder"), line
+    assert line.endswith(f"{tmp_path / 'afile' / 'r.json'}: {tmp_path / 'afile'} is not a folder"), line
 
 
 @pytest.mark.parametrize("argv, complaint", [
@@ -103,8 +103,8 @@ def test_analyze_checks_its_counts_and_model_items(model, tmp_path, capsys):
     # --out is the start of file names: a folder there would get results.json beside it, after the embeddings
     folder = tmp_path / "results"
     folder.mkdir()
-    assert main(["analyze", "--data", str(tmp_path / "x.tar"), "--model", model, "--out", str(folder)]) == 2
-    assert _one_line_error(capsys, "analyze").endswith(f"{folder}: is a folder; --out takes the start of file names "
+    assert main(["analyze", "--data", str(tmp_path / "x.tar"), "--model", model, "--out", f"{folder}/"]) == 2
+    assert _one_line_error(capsys, "analyze").endswith(f"{folder}/: is a folder; --out takes the start of file names "
                                                        f"(OUT.json, ...), e.g. {folder / 'results'}")
 
 

@@ -129,3 +129,11 @@ def test_languages_are_codes_cld2_reports_and_iso_names_reach_them():
     for spec in ("xx", "zh-hant", "en,qq"):
         with pytest.raises(UserError, match=r"--languages: \S+ is no language that CLD2 identifies"):
             parse_languages(spec)
+
+
+def test_only_languages_cld2_detects_are_accepted():
+    """pycld2.LANGUAGES names languages CLD2 never returns ("tw": Twi): selecting one kept no caption."""
+    for spec in ("tw", "os"):
+        with pytest.raises(UserError, match="is no language that CLD2 identifies"):
+            parse_languages(spec)
+    assert parse_languages("ja,zh,ko,ru") == ("ja", "zh", "ko", "ru")
