@@ -32,14 +32,24 @@ recipe_defaults() {
     EVAL_EXTRA=${EVAL_EXTRA:-}               # more eval flags, e.g. "--vlc-max-per-corpus 1000"
     SWEEP_EXTRA=${SWEEP_EXTRA:-}             # more sweep flags, e.g. "--zeroshot-datasets imagenet1k"
     ALPHAS=${ALPHAS:-0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1}
+    if [ -n "$PRETRAINED" ] && own_weights; then
+        echo "note: $MODEL brings its own weights (open_clip ignores --pretrained for it): training and eval use" \
+             "them, and PRETRAINED=$PRETRAINED is only the sweep's --base" >&2
+    fi
 }
 
 run() { echo "+ $*"; if [ "$DRY_RUN" = 0 ]; then "$@"; fi; }
 step() { echo; echo "== $*"; }
 dry_placeholders() { [ "$DRY_RUN" = 1 ] || return 0; for v in "$@"; do eval "$v=\${$v:-\\\$$v}"; done; }
-base_flags() {  # the base weights as open_clip / eval take them, and as sweep takes them
+own_weights() {  # a local-dir: or hf-hub: model: open_clip takes its weights from the name, never from --pretrained
+    case "$MODEL" in local-dir:*|hf-hub:*) return 0 ;; esac
+    return 1
+}
+base_flags() {  # the base weights as open_clip / eval take them, as analyze's --model item, and as sweep takes them
     if [ -z "$PRETRAINED" ]; then return; fi
-    if [ "${1:-}" = sweep ] && [ -f "$PRETRAINED" ]; then echo "--base $PRETRAINED"; else echo "--pretrained $PRETRAINED"; fi
+    if [ "${1:-}" = sweep ] && [ -f "$PRETRAINED" ]; then echo "--base $PRETRAINED"; return; fi
+    if own_weights; then return; fi
+    if [ "${1:-}" = analyze ]; then echo ",pretrained=$PRETRAINED"; else echo "--pretrained $PRETRAINED"; fi
 }
 
 coco_shards() {  # OUT: COCO train2017, one caption per image (118k samples, as NegCLIP / CE-CLIP)

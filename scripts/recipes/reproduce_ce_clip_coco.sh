@@ -62,7 +62,7 @@ run "$PY" scripts/recipes/coco_to_wds.py --images "$COCO/val2017" \
     --captions "$COCO/annotations/captions_val2017.json" --out "$OUT/wds/coco-val" --per-shard 5000
 make_negatives "$OUT/wds/coco-val" "$OUT/neg/coco-val"
 done_already "$OUT/results/fig8.json" ||
-    run openclip-ce analyze --model "$MODEL${PRETRAINED:+,pretrained=$PRETRAINED},label=CLIP" \
+    run openclip-ce analyze --model "$MODEL$(base_flags analyze),label=CLIP" \
         --model "$MODEL,checkpoint=$CKPT,label=CE-CLIP" --data "$OUT/neg/coco-val/00000.tar" --device "$DEVICE" \
         --out "$OUT/results/fig8"
 

@@ -4,6 +4,7 @@ data through every step (tiny model, vocab filler, a few steps), rerun to check 
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -77,6 +78,9 @@ def _tiny_env(root: Path) -> dict:
     model = write_tiny_model_dir(root / "model")
     torch.manual_seed(0)  # the "pretrained" base: a tiny random model saved as a weights file
     torch.save(open_clip.create_model(model).state_dict(), root / "base.pt")
+    # and as the model folder's own weights: open_clip takes a local-dir: model's weights from the folder, never
+    # from --pretrained, so training and eval start from these and the sweep's --base is the same model
+    shutil.copyfile(root / "base.pt", root / "model" / "open_clip_pytorch_model.bin")
     return {
         "OUT": str(root / "out"), "MODEL": model, "PRETRAINED": str(root / "base.pt"), "QUICKGELU": "",
         "NGPU": "1", "DEVICE": "cpu", "PRECISION": "fp32", "EPOCHS": "1", "BATCH": "8", "TRAIN_SAMPLES": "32",
