@@ -152,7 +152,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the cluster to place the masked-LM actors before failing with the "
                         "resources it lacks")
     r.add_argument("--overwrite", action="store_true", help="redo every shard, even complete ones")
-    r.add_argument("--skip-bad", action="store_true", help="exit 0 even if some shards could not be read (not when all failed)")
+    r.add_argument("--skip-bad", action="store_true",
+                   help="exit 0 even if some shards could not be read (not when all failed)")
     r.add_argument("--log-every", type=float, default=default("log_every"),
                    help="seconds between log lines when not on a terminal")
     r.add_argument("--no-progress", action="store_true", help="no progress bar, log lines only")

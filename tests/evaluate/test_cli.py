@@ -129,14 +129,14 @@ def test_compare_refuses_results_with_no_metric_in_common_and_a_folder_as_out(ev
             "summary": {k: v for k, v in res["summary"].items() if not k.startswith(only + "/")}}
     (tmp_path / "wino.json").write_text(json.dumps(other))
     (tmp_path / "rest.json").write_text(json.dumps(rest))
-    assert main(["compare", str(tmp_path / "rest.json"), str(tmp_path / "wino.json"), "--out", str(tmp_path / "c")]) == 2
+    rest_wino = [str(tmp_path / "rest.json"), str(tmp_path / "wino.json")]
+    assert main(["compare", *rest_wino, "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{tmp_path / 'rest.json'} shares no metric with the other results files (benchmarks " \
         in err[0] and err[0].endswith(" against winoground): nothing to compare"), err
     assert not list(tmp_path.glob("c.*"))
     # each shares a metric with a third that has both: compared
-    assert main(["compare", str(tmp_path / "rest.json"), str(tmp_path / "wino.json"), str(outs[0]),
-                 "--out", str(tmp_path / "c")]) == 0
+    assert main(["compare", *rest_wino, str(outs[0]), "--out", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c.md").exists()
     capsys.readouterr()
     folder = tmp_path / "results"
